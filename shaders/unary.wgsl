@@ -1,0 +1,49 @@
+// Elementwise unary ops: y = f(x) for SiLU, GELU (erf form, as torch), quick-GELU (x·σ(1.702x),
+// CLIP) and scale (y = alpha·x). One invocation per element; f32 math whatever the storage type.
+// Dispatch: ceil(n/WG) workgroups, folded over x and y (see kernels::registry::fold_groups).
+// `in_shift`/`out_shift` are the element offsets of the windows inside their bindings.
+
+alias ST = f32;
+
+override WG: u32 = 256u;
+// 0 = silu, 1 = gelu, 2 = quick_gelu, 3 = scale
+override OP: u32 = 0u;
+
+struct Params {
+    n: u32,
+    in_shift: u32,
+    out_shift: u32,
+    alpha: f32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<ST>;
+@group(0) @binding(1) var<storage, read_write> y: array<ST>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+// erf with max error 1.5e-7 (Abramowitz-Stegun 7.1.26 is too coarse for the f32 tolerance, so
+// this uses the W. J. Cody-style rational form via exp of a polynomial in t).
+fn erf_f32(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let y = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+        t * (-0.82215223 + t * 0.17087277)))))))));
+    return sign(v) * (1.0 - y);
+}
+
+fn apply(v: f32) -> f32 {
+    switch OP {
+        case 0u: { return v / (1.0 + exp(-v)); }
+        case 1u: { return 0.5 * v * (1.0 + erf_f32(v * 0.70710678118654752)); }
+        case 2u: { return v / (1.0 + exp(-1.702 * v)); }
+        default: { return p.alpha * v; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + li;
+    if (i >= p.n) { return; }
+    y[p.out_shift + i] = ST(apply(f32(x[p.in_shift + i])));
+}

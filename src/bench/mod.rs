@@ -1,0 +1,1 @@
+//! Kernel benchmarks at Stable Diffusion shapes.

@@ -1,0 +1,264 @@
+//! Device creation and the capability snapshot that kernels choose their variants from.
+//!
+//! A [`Context`] is either created here (adapter picked by `LORAFUSE_ADAPTER` or by preference for
+//! a discrete GPU) or built around a device and queue that a host application already owns, so
+//! lorafuse can be embedded in another wgpu program without a second device.
+
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::pool::BufferPool;
+use crate::kernels::registry::Registry;
+use crate::{Error, Result};
+
+/// What the device can do, captured once; kernels read this instead of querying wgpu.
+#[derive(Clone, Debug)]
+pub struct Caps {
+    pub adapter_name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    pub timestamps: bool,
+    pub timestamps_inside_passes: bool,
+    pub max_binding: u64,
+    pub max_buffer: u64,
+    pub storage_align: u64,
+    pub max_workgroup_storage: u32,
+    pub max_invocations: u32,
+    pub max_workgroups_per_dim: u32,
+    pub max_storage_buffers_per_stage: u32,
+}
+
+/// Options for [`Context::new`].
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Substring of the adapter name to pick; overrides `LORAFUSE_ADAPTER`.
+    pub adapter: Option<String>,
+    /// Do not request SHADER_F16 even where available (forces the f32 paths).
+    pub disable_f16: bool,
+}
+
+/// The GPU device plus everything shared by kernels: pipeline cache, buffer pool, capabilities.
+pub struct Context {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub caps: Caps,
+    pub(crate) pool: BufferPool,
+    pub(crate) registry: Registry,
+    /// When set, every newly handed-out tensor is filled with NaN so that kernels which forget to
+    /// write an element are caught by tests.
+    poison: std::sync::atomic::AtomicBool,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+const NO_ADAPTER_HELP: &str = "lorafuse needs a GPU through Vulkan, Metal, DX12 or OpenGL. On Linux without a \
+GPU, install the Mesa software driver: `apt-get install mesa-vulkan-drivers` (Debian/Ubuntu) or \
+`dnf install mesa-vulkan-drivers` (Fedora). On a machine with a GPU, install its vendor's Vulkan driver. \
+Set LORAFUSE_ADAPTER=<name substring> to pick one adapter among several.";
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn backend_rank(b: wgpu::Backend) -> u32 {
+    match b {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    }
+}
+
+impl Context {
+    /// Create a device on the best adapter (see module docs).
+    pub fn new(opts: &ContextOptions) -> Result<Context> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    async fn new_async(opts: &ContextOptions) -> Result<Context> {
+        // GL only when no modern backend has an adapter: probing it prints EGL noise and its
+        // compute support is the weakest.
+        let mut adapters = Vec::new();
+        for backends in [wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12, wgpu::Backends::GL] {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = backends;
+            desc.flags = wgpu::InstanceFlags::empty();
+            let instance = wgpu::Instance::new(desc.with_env());
+            adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            if !adapters.is_empty() {
+                break;
+            }
+        }
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
+        }
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("LORAFUSE_ADAPTER").ok())
+            .filter(|s| !s.is_empty());
+        let adapter = if let Some(w) = wanted {
+            let lw = w.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&lw))
+                .ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        "no adapter name contains {w:?} (LORAFUSE_ADAPTER); available: {}",
+                        names.join(", ")
+                    ))
+                })?
+        } else {
+            let mut a = adapters;
+            a.sort_by_key(|a| {
+                let i = a.get_info();
+                (type_rank(i.device_type), backend_rank(i.backend))
+            });
+            a.into_iter().next().expect("non-empty")
+        };
+
+        let af = adapter.features();
+        let mut features = wgpu::Features::empty();
+        for f in [
+            wgpu::Features::SHADER_F16,
+            wgpu::Features::SUBGROUP,
+            wgpu::Features::TIMESTAMP_QUERY,
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ] {
+            if af.contains(f) && !(opts.disable_f16 && f == wgpu::Features::SHADER_F16) {
+                features |= f;
+            }
+        }
+        // Ask for everything the adapter offers: the defaults (128 MiB bindings, 16 KiB
+        // workgroup memory) are far below what real GPUs give.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lorafuse"),
+                required_features: features,
+                required_limits: limits,
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Device(format!("request_device failed: {e}")))?;
+        let info = adapter.get_info();
+        Ok(Self::build(device, queue, &info))
+    }
+
+    /// Adopt a device and queue owned by the host application. `info` is the adapter's info
+    /// (for names and subgroup sizes). Features and limits are read from the device.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Context {
+        Self::build(device, queue, info)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Context {
+        let f = device.features();
+        let l = device.limits();
+        let caps = Caps {
+            adapter_name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_inside_passes: f.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            max_binding: l.max_storage_buffer_binding_size.min(l.max_buffer_size),
+            max_buffer: l.max_buffer_size,
+            storage_align: l.min_storage_buffer_offset_alignment as u64,
+            max_workgroup_storage: l.max_compute_workgroup_storage_size,
+            max_invocations: l.max_compute_invocations_per_workgroup,
+            max_workgroups_per_dim: l.max_compute_workgroups_per_dimension,
+            max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+        };
+        let lost = Arc::new(Mutex::new(None));
+        let lost2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut g) = lost2.lock() {
+                *g = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        log::info!(
+            "adapter: {} ({}, {}), f16={}, subgroups={}, timestamps={}, max binding {} MiB",
+            caps.adapter_name,
+            caps.backend,
+            caps.device_type,
+            caps.shader_f16,
+            caps.subgroups,
+            caps.timestamps,
+            caps.max_binding >> 20
+        );
+        Context {
+            device,
+            queue,
+            caps,
+            pool: BufferPool::default(),
+            registry: Registry::default(),
+            poison: std::sync::atomic::AtomicBool::new(false),
+            lost,
+        }
+    }
+
+    /// Fill every tensor handed out from now on with NaN (tests use this to catch unwritten outputs).
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn poison(&self) -> bool {
+        self.poison.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Block until all submitted work is done.
+    pub fn sync(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Device(format!("poll failed: {e}")))?;
+        self.check_lost()
+    }
+
+    /// An error if the device was lost.
+    pub fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().ok().and_then(|g| g.clone()) {
+            Some(m) => Err(Error::Device(format!("device lost: {m}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Run `f` inside a validation + out-of-memory error scope and turn a captured wgpu error into
+    /// [`Error::Gpu`] instead of wgpu's default panic.
+    pub fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let r = f();
+        let e1 = pollster::block_on(val.pop());
+        let e2 = pollster::block_on(oom.pop());
+        if let Some(e) = e1.or(e2) {
+            return Err(Error::Gpu { op, msg: e.to_string() });
+        }
+        r
+    }
+
+    /// Bytes currently held by the buffer pool (free and in use).
+    pub fn pool_bytes(&self) -> u64 {
+        self.pool.total_bytes()
+    }
+
+    /// Drop every free buffer in the pool.
+    pub fn trim_pool(&self) {
+        self.pool.trim()
+    }
+}

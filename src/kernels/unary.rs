@@ -1,0 +1,81 @@
+//! Launcher for `shaders/unary.wgsl`: SiLU, GELU, quick-GELU and scale, elementwise.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::Recorder;
+use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::tensor::{max_window_elems, GpuTensor};
+use crate::{wgsl, Context, Error, Result};
+
+pub static SRC: KernelSource = wgsl!("unary");
+const WG: u32 = 256;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Silu,
+    Gelu,
+    QuickGelu,
+    Scale(f32),
+}
+
+impl UnaryOp {
+    fn code(self) -> u32 {
+        match self {
+            UnaryOp::Silu => 0,
+            UnaryOp::Gelu => 1,
+            UnaryOp::QuickGelu => 2,
+            UnaryOp::Scale(_) => 3,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n: u32,
+    in_shift: u32,
+    out_shift: u32,
+    alpha: f32,
+}
+
+/// `y = op(x)` into a new tensor of the same shape and dtype.
+pub fn unary(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, op: UnaryOp) -> Result<GpuTensor> {
+    let y = GpuTensor::empty(ctx, &x.shape, x.dtype)?;
+    unary_into(ctx, rec, x, &y, op)?;
+    Ok(y)
+}
+
+/// `y = op(x)` into an existing tensor (may not alias `x`).
+pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTensor, op: UnaryOp) -> Result<()> {
+    const OP: &str = "unary";
+    if x.numel() != y.numel() || x.dtype != y.dtype {
+        return Err(Error::shape(OP, format!("x {:?} {:?} vs y {:?} {:?}", x.shape, x.dtype, y.shape, y.dtype)));
+    }
+    if x.same_buffer(y) {
+        return Err(Error::invalid(OP, "output aliases input"));
+    }
+    let alpha = if let UnaryOp::Scale(a) = op { a } else { 0.0 };
+    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG).with("OP", op.code());
+    // Split into chunks that fit one binding; chunk starts stay multiples of 1024 elements.
+    let chunk = (max_window_elems(ctx, x.dtype) / 1024 * 1024).max(1024) as usize;
+    let n = x.numel();
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let xw = x.window(ctx, start, len)?;
+        let yw = y.window(ctx, start, len)?;
+        let p = Params { n: len as u32, in_shift: xw.shift, out_shift: yw.shift, alpha };
+        let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
+        launch(
+            ctx,
+            rec,
+            &SRC,
+            &key,
+            &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))],
+            groups,
+            vec![x.keep(), y.keep()],
+        )?;
+        start += len;
+    }
+    Ok(())
+}

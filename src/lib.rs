@@ -1,0 +1,19 @@
+//! lorafuse: Stable Diffusion with any number of stacked LoRAs on any GPU, through wgpu and WGSL.
+//!
+//! Layers, bottom up:
+//! - [`gpu`]: device creation (or adoption of a host app's device), buffer pool, command recording.
+//! - [`tensor`]: GPU tensors (buffer + offset + shape + dtype) and host tensors.
+//! - [`kernels`]: one launcher per WGSL kernel in `shaders/`, keyed by a typed [`kernels::PipelineKey`].
+//! - [`reference`]: plain CPU versions of every kernel (f64 accumulation), the truth for tests.
+//! - [`bench`]: kernel benchmarks at Stable Diffusion shapes.
+
+pub mod bench;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Context, ContextOptions, Recorder};
+pub use tensor::{DType, GpuTensor, HostTensor};

@@ -1,0 +1,291 @@
+//! Tensors: [`GpuTensor`] (pooled buffer + byte offset + shape + dtype) and [`HostTensor`] (f32 on
+//! the CPU, for references, fixtures and results).
+//!
+//! Tensors are contiguous and row-major (NCHW for images). A tensor may be larger than one storage
+//! binding (lavapipe allows 128 MiB, SD1.5's f32 token embedding is 152 MB): kernels bind
+//! [`Window`]s of it, each within the device limit, and split their work accordingly.
+
+use std::sync::Arc;
+
+use half::f16;
+
+use crate::gpu::pool::PooledBuffer;
+use crate::{Context, Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+    /// Round an f32 to what this dtype stores (references use it to see the same inputs).
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            DType::F32 => x,
+            DType::F16 => f16::from_f32(x).to_f32(),
+        }
+    }
+}
+
+/// Row-major f32 data on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    pub fn new(shape: &[usize], data: Vec<f32>) -> Result<Self> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape(
+                "HostTensor::new",
+                format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
+            ));
+        }
+        Ok(HostTensor { shape: shape.to_vec(), data })
+    }
+    pub fn zeros(shape: &[usize]) -> Self {
+        HostTensor { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
+    }
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+    /// The same values rounded to `dtype` (what the GPU sees after upload).
+    pub fn rounded(&self, dtype: DType) -> HostTensor {
+        HostTensor { shape: self.shape.clone(), data: self.data.iter().map(|&x| dtype.round(x)).collect() }
+    }
+}
+
+/// A contiguous GPU tensor. Cloning is cheap (the buffer is shared).
+#[derive(Clone)]
+pub struct GpuTensor {
+    pub(crate) buf: Arc<PooledBuffer>,
+    /// Byte offset of element 0 in the buffer.
+    pub(crate) offset: u64,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// A bindable range of a tensor's buffer. `shift` is the element index, inside the binding, of the
+/// first requested element (bindings must start at the storage offset alignment); kernels take it
+/// as a parameter.
+pub struct Window<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+    pub shift: u32,
+}
+
+impl Window<'_> {
+    pub fn resource(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+}
+
+/// Number of elements of `dtype` that always fit in one binding whatever the window's alignment.
+pub fn max_window_elems(ctx: &Context, dtype: DType) -> u64 {
+    (ctx.caps.max_binding.saturating_sub(ctx.caps.storage_align)) / dtype.size() as u64
+}
+
+impl GpuTensor {
+    /// An uninitialised tensor from the pool (NaN-filled when the context poisons allocations).
+    pub fn empty(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        let bytes = (n as u64).checked_mul(dtype.size() as u64).ok_or_else(|| {
+            Error::limit("GpuTensor::empty", format!("bytes of shape {shape:?}"), u64::MAX, ctx.caps.max_buffer)
+        })?;
+        if bytes > ctx.caps.max_buffer {
+            return Err(Error::limit(
+                "GpuTensor::empty",
+                format!("bytes of tensor {shape:?} {}", dtype.name()),
+                bytes,
+                ctx.caps.max_buffer,
+            ));
+        }
+        if dtype == DType::F16 && !ctx.caps.shader_f16 {
+            return Err(Error::dtype("GpuTensor::empty", "f16 tensors need SHADER_F16, which this adapter lacks"));
+        }
+        let buf = Arc::new(ctx.pool.get(&ctx.device, bytes.max(4)));
+        let t = GpuTensor { buf, offset: 0, shape: shape.to_vec(), dtype };
+        if ctx.poison() {
+            let pattern = vec![0xFFu8; t.buf.size() as usize];
+            ctx.queue.write_buffer(t.buf.buffer(), 0, &pattern);
+        }
+        Ok(t)
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let t = Self::empty(ctx, shape, dtype)?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.clear_buffer(t.buf.buffer(), 0, None);
+        ctx.queue.submit([enc.finish()]);
+        Ok(t)
+    }
+
+    /// Upload f32 values, stored as `dtype`.
+    pub fn from_slice(ctx: &Context, shape: &[usize], data: &[f32], dtype: DType) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape(
+                "GpuTensor::from_slice",
+                format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
+            ));
+        }
+        let t = Self::empty(ctx, shape, dtype)?;
+        let mut bytes: Vec<u8> = match dtype {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::F16 => {
+                let h: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+                bytemuck::cast_slice(&h).to_vec()
+            }
+        };
+        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+        // Large uploads go in slices so wgpu's staging memory stays bounded.
+        const CHUNK: usize = 64 << 20;
+        for (i, c) in bytes.chunks(CHUNK).enumerate() {
+            ctx.queue.write_buffer(t.buf.buffer(), (i * CHUNK) as u64, c);
+        }
+        Ok(t)
+    }
+
+    pub fn from_host(ctx: &Context, h: &HostTensor, dtype: DType) -> Result<GpuTensor> {
+        Self::from_slice(ctx, &h.shape, &h.data, dtype)
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
+
+    /// The same data under another shape with the same element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
+        if shape.iter().product::<usize>() != self.numel() {
+            return Err(Error::shape("reshape", format!("{:?} -> {:?}", self.shape, shape)));
+        }
+        Ok(GpuTensor { shape: shape.to_vec(), ..self.clone() })
+    }
+
+    /// A view of `shape` starting `elem_offset` elements into this tensor.
+    pub fn view(&self, elem_offset: usize, shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if elem_offset + n > self.numel() {
+            return Err(Error::shape(
+                "view",
+                format!("view of {shape:?} at element {elem_offset} exceeds tensor {:?}", self.shape),
+            ));
+        }
+        Ok(GpuTensor {
+            buf: self.buf.clone(),
+            offset: self.offset + (elem_offset * self.dtype.size()) as u64,
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+
+    /// Whether two tensors share a buffer (kernels refuse outputs aliasing inputs).
+    pub fn same_buffer(&self, other: &GpuTensor) -> bool {
+        Arc::ptr_eq(&self.buf, &other.buf)
+    }
+
+    pub(crate) fn keep(&self) -> Arc<PooledBuffer> {
+        self.buf.clone()
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        self.buf.buffer()
+    }
+
+    /// A binding covering elements `[start, start+len)`. Errors when it exceeds one binding.
+    pub fn window(&self, ctx: &Context, start: usize, len: usize) -> Result<Window<'_>> {
+        if start + len > self.numel() {
+            return Err(Error::shape(
+                "window",
+                format!("elements {start}..{} of tensor {:?}", start + len, self.shape),
+            ));
+        }
+        let es = self.dtype.size() as u64;
+        let first = self.offset + start as u64 * es;
+        let align = ctx.caps.storage_align.max(4);
+        let base = first / align * align;
+        let end = (first + len.max(1) as u64 * es).div_ceil(4) * 4;
+        let size = (end - base).min(self.buf.size() - base);
+        if size > ctx.caps.max_binding {
+            return Err(Error::limit("window", "binding bytes", size, ctx.caps.max_binding));
+        }
+        Ok(Window { buffer: self.buf.buffer(), offset: base, size, shift: ((first - base) / es) as u32 })
+    }
+
+    /// The whole tensor as one binding.
+    pub fn full(&self, ctx: &Context) -> Result<Window<'_>> {
+        self.window(ctx, 0, self.numel())
+    }
+
+    /// Whether the whole tensor fits one binding.
+    pub fn fits_binding(&self, ctx: &Context) -> bool {
+        (self.numel() as u64) <= max_window_elems(ctx, self.dtype)
+    }
+
+    /// Read back as f32 (waits for all submitted work).
+    pub fn to_vec(&self, ctx: &Context) -> Result<Vec<f32>> {
+        let es = self.dtype.size() as u64;
+        let start = self.offset / 4 * 4;
+        let end = (self.offset + self.numel() as u64 * es).div_ceil(4) * 4;
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("lorafuse.readback"),
+            size: (end - start).max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(self.buf.buffer(), start, &staging, 0, end - start);
+        ctx.queue.submit([enc.finish()]);
+        let bytes = map_read(ctx, &staging, end - start)?;
+        let skip = (self.offset - start) as usize;
+        let raw = &bytes[skip..skip + self.numel() * es as usize];
+        Ok(match self.dtype {
+            DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(raw),
+            DType::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(raw).iter().map(|h| h.to_f32()).collect(),
+        })
+    }
+
+    pub fn to_host(&self, ctx: &Context) -> Result<HostTensor> {
+        Ok(HostTensor { shape: self.shape.clone(), data: self.to_vec(ctx)? })
+    }
+}
+
+/// Map a MAP_READ buffer after all submitted work and copy out its first `len` bytes.
+pub(crate) fn map_read(ctx: &Context, buf: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    buf.map_async(wgpu::MapMode::Read, 0..len, move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.sync()?;
+    rx.recv()
+        .map_err(|e| Error::Readback(e.to_string()))?
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    let out = buf.get_mapped_range(0..len).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
+    buf.unmap();
+    Ok(out)
+}

@@ -1,0 +1,96 @@
+//! Shared test harness: one GPU context per test binary (a missing adapter fails the test, it never
+//! skips), seeded random inputs, and the relative-L2 comparison against CPU references.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use lorafuse::{Context, ContextOptions, DType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// f32 kernels must match the f64 reference to this relative L2 error.
+pub const TOL_F32: f64 = 1e-5;
+/// f16-storage kernels (references see the same f16-rounded inputs).
+pub const TOL_F16: f64 = 2e-3;
+
+pub fn tol(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => TOL_F32,
+        DType::F16 => TOL_F16,
+    }
+}
+
+/// The GPU context for this test binary, with output poisoning on.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let c = Context::new(&ContextOptions::default())
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter (lavapipe is fine): {e}"));
+        c.set_poison(true);
+        c
+    })
+}
+
+/// The dtypes to test: f32, plus f16 where the adapter has SHADER_F16.
+pub fn dtypes() -> Vec<DType> {
+    if ctx().caps.shader_f16 {
+        vec![DType::F32, DType::F16]
+    } else {
+        vec![DType::F32]
+    }
+}
+
+/// A fresh random generator per test; the seed is printed so a failure can be replayed with
+/// `LORAFUSE_TEST_SEED=<seed>`.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("LORAFUSE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+    eprintln!("{test}: LORAFUSE_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values uniform in [-scale, scale], rounded to what `dtype` stores.
+pub fn rand_vec(rng: &mut StdRng, n: usize, scale: f32, dtype: DType) -> Vec<f32> {
+    (0..n).map(|_| dtype.round(rng.random_range(-scale..=scale))).collect()
+}
+
+/// Relative L2 error ||got - want|| / ||want|| (f64); fails on any non-finite value in `got` where
+/// `want` is finite (which is how a poisoned, unwritten element shows up).
+pub fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if !g.is_finite() && w.is_finite() {
+            panic!("element {i} is {g} (expected {w}): unwritten or overflowed");
+        }
+        let d = g as f64 - w as f64;
+        num += d * d;
+        den += (w as f64) * (w as f64);
+    }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Assert rel L2 ≤ tol, printing the first mismatches on failure.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    let e = rel_l2(got, want);
+    if e > tol || e.is_nan() {
+        let mut shown = 0;
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            if (g - w).abs() > 1e-3 * w.abs().max(1e-3) && shown < 5 {
+                eprintln!("  [{i}] got {g} want {w}");
+                shown += 1;
+            }
+        }
+        panic!("{what}: relative L2 {e:.3e} > {tol:.1e}");
+    }
+    eprintln!("{what}: relative L2 {e:.3e} (tol {tol:.0e})");
+}

@@ -1,0 +1,62 @@
+//! unary kernel (SiLU, GELU, quick-GELU, scale) vs reference::unary.
+
+mod common;
+use common::*;
+use lorafuse::kernels::unary::{unary, UnaryOp};
+use lorafuse::{reference, GpuTensor, Recorder};
+
+fn check(n: usize, op: UnaryOp, scale: f32) {
+    let ctx = ctx();
+    let mut r = rng("unary");
+    for dt in dtypes() {
+        let x = rand_vec(&mut r, n, scale, dt);
+        let xt = GpuTensor::from_slice(ctx, &[n], &x, dt).unwrap();
+        let mut rec = Recorder::new();
+        let y = unary(ctx, &mut rec, &xt, op).unwrap();
+        rec.submit(ctx).unwrap();
+        let got = y.to_vec(ctx).unwrap();
+        let want = reference::unary::unary(&x, op);
+        assert_close(&format!("unary {op:?} n={n} {dt:?}"), &got, &want, tol(dt));
+    }
+}
+
+#[test]
+fn unary_ops_awkward_sizes() {
+    for op in [UnaryOp::Silu, UnaryOp::Gelu, UnaryOp::QuickGelu, UnaryOp::Scale(-1.75)] {
+        for n in [1, 3, 257, 1000] {
+            check(n, op, 4.0);
+        }
+    }
+}
+
+#[test]
+fn unary_more_than_65535_workgroups() {
+    // 256 threads per workgroup: 17M elements need 66k workgroups, so the grid folds into 2D.
+    check(65536 * 256 + 77, UnaryOp::Silu, 3.0);
+}
+
+#[test]
+fn unary_tensor_larger_than_one_binding() {
+    let ctx = ctx();
+    let n = (ctx.caps.max_binding / 4) as usize + 4099;
+    // f32 only: the point is the split, and this is already ≥128 MiB on lavapipe.
+    let x: Vec<f32> = (0..n).map(|i| ((i % 1013) as f32 - 506.0) / 100.0).collect();
+    let xt = GpuTensor::from_slice(ctx, &[n], &x, lorafuse::DType::F32).unwrap();
+    assert!(!xt.fits_binding(ctx));
+    let mut rec = Recorder::new();
+    let y = unary(ctx, &mut rec, &xt, UnaryOp::Scale(0.5)).unwrap();
+    rec.submit(ctx).unwrap();
+    let got = y.to_vec(ctx).unwrap();
+    let want = reference::unary::unary(&x, UnaryOp::Scale(0.5));
+    assert_close("unary split", &got, &want, TOL_F32);
+}
+
+#[test]
+fn unary_rejects_mismatched_output() {
+    let ctx = ctx();
+    let x = GpuTensor::zeros(ctx, &[10], lorafuse::DType::F32).unwrap();
+    let y = GpuTensor::zeros(ctx, &[11], lorafuse::DType::F32).unwrap();
+    let mut rec = Recorder::new();
+    let e = lorafuse::kernels::unary::unary_into(ctx, &mut rec, &x, &y, UnaryOp::Silu).unwrap_err();
+    assert!(e.to_string().contains("unary"), "{e}");
+}
