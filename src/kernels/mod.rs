@@ -5,6 +5,19 @@
 //! `[out, in]` as in PyTorch checkpoints. Storage is f32 or f16; arithmetic is always f32.
 
 pub mod registry;
+pub mod attention;
+pub mod binary;
+pub mod concat;
+pub mod conv2d;
+pub mod embedding;
+pub mod geglu;
+pub mod group_norm;
+pub mod layer_norm;
+pub mod lora_linear;
+pub mod matmul;
+pub mod softmax;
+pub mod timestep_embedding;
 pub mod unary;
+pub mod upsample;
 
 pub use registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};

@@ -1,4 +1,17 @@
 //! Plain CPU versions of every kernel, accumulating in f64: the truth the GPU is tested against.
 //! Written for clarity, not speed; each mirrors the launcher of the same name in `kernels/`.
 
+pub mod attention;
+pub mod binary;
+pub mod concat;
+pub mod conv2d;
+pub mod embedding;
+pub mod geglu;
+pub mod group_norm;
+pub mod layer_norm;
+pub mod lora_linear;
+pub mod matmul;
+pub mod softmax;
+pub mod timestep_embedding;
 pub mod unary;
+pub mod upsample;
