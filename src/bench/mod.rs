@@ -1,1 +1,110 @@
-//! Kernel benchmarks at Stable Diffusion shapes.
+//! Kernel benchmarks at Stable Diffusion shapes (`lorafuse bench kernels`).
+//!
+//! Each case records one launch of a kernel into a [`Recorder`] with its inputs already on the GPU,
+//! then replays it inside a timed pass (timestamp queries at the pass boundaries, so CPU recording
+//! cost is excluded), or by wall clock where the adapter has no timestamps. Every result is set
+//! against the device's FMA peak measured by the `fma_peak` microbenchmark.
+
+
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::kernels::fma_peak;
+use crate::{Context, DType, GpuTensor, Recorder, Result};
+
+/// One benchmarked kernel.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelResult {
+    pub name: String,
+    pub shape: String,
+    pub ms: f64,
+    pub gflops: f64,
+    pub gbps: f64,
+    pub ratio_to_peak: f64,
+}
+
+/// The whole report, in the JSON layout `lorafuse bench kernels --json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub adapter: String,
+    pub backend: String,
+    pub peak_gflops: f64,
+    pub timer: String,
+    pub kernels: Vec<KernelResult>,
+}
+
+/// Milliseconds per replay of `rec`: a warm-up replay, then enough timed replays to fill about
+/// `budget_ms` (at least one).
+pub fn time_recording(ctx: &Context, rec: &Recorder, budget_ms: f64) -> Result<(f64, &'static str)> {
+    let t0 = Instant::now();
+    rec.replay(ctx)?;
+    ctx.sync()?;
+    let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let reps = ((budget_ms / first_ms.max(1e-3)) as u32).clamp(1, 200);
+    if let Some(ms) = rec.time_gpu(ctx, reps)? {
+        return Ok((ms, "timestamp-query"));
+    }
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        rec.replay(ctx)?;
+    }
+    ctx.sync()?;
+    Ok((t0.elapsed().as_secs_f64() * 1e3 / reps as f64, "wall-clock"))
+}
+
+/// The device's practical f32 FMA throughput in GFLOP/s.
+pub fn measure_peak(ctx: &Context, budget_ms: f64) -> Result<f64> {
+    // Enough invocations to occupy any GPU; the iteration count is grown until one launch is long
+    // enough that launch overhead is negligible.
+    let n = 1usize << 20;
+    let seeds: Vec<f32> = (0..n).map(|i| (i % 97) as f32 * 0.01).collect();
+    let st = GpuTensor::from_slice(ctx, &[n], &seeds, DType::F32)?;
+    let mut iters = 16u32;
+    loop {
+        let mut rec = Recorder::new();
+        let _out = fma_peak::fma_chains(ctx, &mut rec, &st, iters, 0.999, 0.001)?;
+        let (ms, _) = time_recording(ctx, &rec, budget_ms)?;
+        if ms >= 20.0 || iters >= 1 << 16 {
+            return Ok(fma_peak::flops(n, iters) / (ms * 1e6));
+        }
+        iters *= if ms < 2.0 { 8 } else { 2 };
+    }
+}
+
+/// Build a [`KernelResult`] from a timing and the case's flop and byte counts.
+pub fn result(name: &str, shape: &str, ms: f64, flops: f64, bytes: f64, peak: f64) -> KernelResult {
+    let gflops = flops / (ms * 1e6);
+    KernelResult {
+        name: name.to_string(),
+        shape: shape.to_string(),
+        ms,
+        gflops,
+        gbps: bytes / (ms * 1e6),
+        ratio_to_peak: if peak > 0.0 { gflops / peak } else { 0.0 },
+    }
+}
+
+impl Report {
+    /// A fixed-width table for terminals and BENCHMARKS.md.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "adapter: {} ({})\nFMA peak: {:.1} GFLOP/s (fma_peak microbenchmark), timer: {}\n\n",
+            self.adapter, self.backend, self.peak_gflops, self.timer
+        );
+        s.push_str("| kernel | shape | ms | GFLOP/s | GB/s | of peak |\n|---|---|---:|---:|---:|---:|\n");
+        for k in &self.kernels {
+            s.push_str(&format!(
+                "| {} | {} | {:.3} | {:.1} | {:.1} | {:.1}% |\n",
+                k.name,
+                k.shape,
+                k.ms,
+                k.gflops,
+                k.gbps,
+                100.0 * k.ratio_to_peak
+            ));
+        }
+        s
+    }
+}

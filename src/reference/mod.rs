@@ -6,6 +6,7 @@ pub mod binary;
 pub mod concat;
 pub mod conv2d;
 pub mod embedding;
+pub mod fma_peak;
 pub mod geglu;
 pub mod group_norm;
 pub mod layer_norm;
