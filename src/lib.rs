@@ -5,14 +5,21 @@
 //! - [`tensor`]: GPU tensors (buffer + offset + shape + dtype) and host tensors.
 //! - [`kernels`]: one launcher per WGSL kernel in `shaders/`, keyed by a typed [`kernels::PipelineKey`].
 //! - [`reference`]: plain CPU versions of every kernel (f64 accumulation), the truth for tests.
+//! - [`weights`]: safetensors files, key names, model-family detection.
+//! - [`models`]: CLIP (tokenizer, prompt syntax), UNet, VAE.
+//! - [`schedulers`], [`pipeline`]: samplers, seeded noise, text-to-image orchestration.
 //! - [`bench`]: kernel benchmarks at Stable Diffusion shapes.
 
 pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod models;
+pub mod pipeline;
 pub mod reference;
+pub mod schedulers;
 pub mod tensor;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::{Context, ContextOptions, Recorder};

@@ -1,0 +1,3 @@
+//! Model code, mirroring checkpoint key names.
+
+pub mod clip;

@@ -1,0 +1,3 @@
+//! Text-to-image orchestration.
+
+pub mod rng;

@@ -1,0 +1,1 @@
+//! Samplers and noise schedules. (being written)

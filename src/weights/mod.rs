@@ -1,0 +1,1 @@
+//! Safetensors files, checkpoint key names and model-family detection. (being written)
