@@ -1,0 +1,50 @@
+// GEGLU (diffusers): x [rows, 2N] → out [rows, N], out[r, j] = x[r, j] · gelu(x[r, N + j]) with
+// the exact erf GELU; the first half of each row is the value, the second half the gate.
+// Bindings: 0 = hidden window of x (read), 1 = gate window of x (read; the same buffer bound again,
+// N elements further on), 2 = out (read_write), 3 = Params (uniform).
+// One invocation per output element of the dispatch's chunk: a box of `rows` rows × `cols`
+// columns. Local (r, c) reads hidden[h_shift + r·2N + c] and gate[g_shift + r·2N + c] and writes
+// out[o_shift + r·N + c]; the launcher splits rows (and columns, for absurdly wide rows) so every
+// window fits one binding. f32 math whatever the storage type.
+// Dispatch: ceil(rows·cols/WG) workgroups folded over x and y (kernels::registry::fold_groups).
+
+alias ST = f32;
+
+override WG: u32 = 256u;
+
+struct Params {
+    n: u32,
+    cols: u32,
+    half: u32,
+    h_shift: u32,
+    g_shift: u32,
+    o_shift: u32,
+}
+
+@group(0) @binding(0) var<storage, read> hidden: array<ST>;
+@group(0) @binding(1) var<storage, read> gate: array<ST>;
+@group(0) @binding(2) var<storage, read_write> out: array<ST>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// erf with max error 1.5e-7 (same rational form as shaders/unary.wgsl).
+fn erf_f32(v: f32) -> f32 {
+    let a = abs(v);
+    let t = 1.0 / (1.0 + 0.5 * a);
+    let y = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+        t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+        t * (-0.82215223 + t * 0.17087277)))))))));
+    return sign(v) * (1.0 - y);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + li;
+    if (i >= p.n) { return; }
+    let r = i / p.cols;
+    let c = i - r * p.cols;
+    let src = r * 2u * p.half + c;
+    let h = f32(hidden[p.h_shift + src]);
+    let g = f32(gate[p.g_shift + src]);
+    out[p.o_shift + r * p.half + c] = ST(h * 0.5 * g * (1.0 + erf_f32(g * 0.70710678118654752)));
+}
