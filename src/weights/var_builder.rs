@@ -1,0 +1,230 @@
+//! Path-scoped weight access by diffusers names, whatever layout the files have.
+//!
+//! Model code asks `vb.pp("down_blocks").pp(0).pp("resnets").pp(1).get("conv1.weight", &shape)`.
+//! A diffusers folder stores that name as is; a single-file checkpoint stores it under the LDM key
+//! that [`names::diffusers_to_ldm`] computes. The builder checks the shape the model expects and
+//! reshapes the one difference that is layout, not content: a 1×1 conv `[O, I, 1, 1]` and a linear
+//! `[O, I]` hold the same numbers (LDM VAE attention; SD1 vs SD2 `proj_in`).
+//!
+//! Every successful read is recorded, so after loading [`super::ModelFiles::unused_keys`] can
+//! report what the model never asked for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use half::f16;
+
+use super::names::{self, Component, LdmLayout};
+use super::safetensors::{quoted, SafeTensorsFile, TensorInfo};
+use crate::{Error, HostTensor, Result};
+
+const OP: &str = "weights";
+
+/// The tensors of one or more files (one checkpoint, or the shards of one diffusers component).
+pub(crate) struct Store {
+    label: String,
+    files: Vec<SafeTensorsFile>,
+    index: HashMap<String, usize>,
+    used: Mutex<HashSet<String>>,
+}
+
+impl Store {
+    /// `label` names the store in messages (the file, or the shard index).
+    pub(crate) fn new(label: String, files: Vec<SafeTensorsFile>) -> Result<Store> {
+        let mut index = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            for name in f.names() {
+                if let Some(prev) = index.insert(name.to_string(), i) {
+                    return Err(Error::invalid(
+                        OP,
+                        format!(
+                            "{label}: tensor {} is in both {} and {}",
+                            quoted(name),
+                            files[prev].label(),
+                            f.label()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Store { label, files, index, used: Mutex::new(HashSet::new()) })
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(crate) fn info(&self, key: &str) -> Option<(&SafeTensorsFile, &TensorInfo)> {
+        let f = self.files.get(*self.index.get(key)?)?;
+        Some((f, f.info(key)?))
+    }
+
+    /// All keys, sorted.
+    pub(crate) fn keys(&self) -> Vec<&str> {
+        let mut k: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        k.sort_unstable();
+        k
+    }
+
+    fn mark_used(&self, key: &str) {
+        // A poisoned lock only means another reader panicked; the set is still valid.
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        used.insert(key.to_string());
+    }
+
+    /// Keys never read, sorted.
+    pub(crate) fn unread(&self) -> Vec<String> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        self.keys().into_iter().filter(|k| !used.contains(*k)).map(str::to_string).collect()
+    }
+}
+
+/// How a builder turns diffusers names into stored keys.
+#[derive(Clone)]
+pub(crate) enum Naming {
+    Diffusers,
+    Ldm(Arc<LdmLayout>),
+}
+
+/// Weights of one component, addressed by diffusers paths. Cheap to clone and to scope.
+#[derive(Clone)]
+pub struct VarBuilder {
+    store: Arc<Store>,
+    component: Component,
+    naming: Naming,
+    prefix: String,
+}
+
+/// Whether `stored` can serve a request for `expected` without moving data: equal, or the same
+/// with trailing 1×1 kernel dims on one side.
+fn compatible(stored: &[usize], expected: &[usize]) -> bool {
+    let squeezed = |long: &[usize], short: &[usize]| {
+        long.len() == short.len() + 2 && long.ends_with(&[1, 1]) && long[..short.len()] == *short
+    };
+    stored == expected || squeezed(stored, expected) || squeezed(expected, stored)
+}
+
+impl VarBuilder {
+    pub(crate) fn new(store: Arc<Store>, component: Component, naming: Naming) -> VarBuilder {
+        VarBuilder { store, component, naming, prefix: String::new() }
+    }
+
+    /// A builder for the sub-module `segment` (any `Display`, so `.pp(0)` works).
+    pub fn pp(&self, segment: impl ToString) -> VarBuilder {
+        let mut b = self.clone();
+        b.prefix.push_str(&segment.to_string());
+        b.prefix.push('.');
+        b
+    }
+
+    pub fn component(&self) -> Component {
+        self.component
+    }
+
+    /// The full diffusers name of `name` under this builder's path.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The stored key that `name` reads (it may be absent from the file); `None` when the file's
+    /// layout has no key for this name at all.
+    pub fn key(&self, name: &str) -> Option<String> {
+        let path = self.path(name);
+        match &self.naming {
+            Naming::Ldm(layout) => names::diffusers_to_ldm(self.component, &path, layout),
+            Naming::Diffusers => {
+                if self.store.info(&path).is_none() {
+                    if let Some(old) = names::legacy_diffusers_name(self.component, &path) {
+                        if self.store.info(&old).is_some() {
+                            return Some(old);
+                        }
+                    }
+                }
+                Some(path)
+            }
+        }
+    }
+
+    fn resolve(&self, name: &str) -> Result<(String, &SafeTensorsFile, &TensorInfo)> {
+        let path = self.path(name);
+        let c = self.component.name();
+        let key = self.key(name).ok_or_else(|| {
+            Error::invalid(
+                OP,
+                format!(
+                    "{}: {c} weight {} has no key in the single-file (LDM) layout",
+                    self.store.label(),
+                    quoted(&path)
+                ),
+            )
+        })?;
+        let (file, info) = self.store.info(&key).ok_or_else(|| {
+            let msg = match self.naming {
+                Naming::Ldm(_) => {
+                    format!(
+                        "{}: missing tensor {} (the {c} weight {})",
+                        self.store.label(),
+                        quoted(&key),
+                        quoted(&path)
+                    )
+                }
+                Naming::Diffusers => format!("{}: missing {c} tensor {}", self.store.label(), quoted(&path)),
+            };
+            Error::invalid(OP, msg)
+        })?;
+        Ok((key, file, info))
+    }
+
+    /// Whether `name` resolves to a stored tensor.
+    pub fn contains(&self, name: &str) -> bool {
+        self.key(name).is_some_and(|k| self.store.info(&k).is_some())
+    }
+
+    /// The stored shape of `name` (before any 1×1 reshape).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.key(name).and_then(|k| self.store.info(&k).map(|(_, i)| i.shape.clone()))
+    }
+
+    fn checked(&self, name: &str, expected: &[usize]) -> Result<(String, &SafeTensorsFile)> {
+        let (key, file, info) = self.resolve(name)?;
+        if !compatible(&info.shape, expected) {
+            let place = if key == self.path(name) { String::new() } else { format!(" (at {})", quoted(&key)) };
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{}: {} weight {}{place} has shape {:?}, the model expects {expected:?}",
+                    file.label(),
+                    self.component.name(),
+                    quoted(&self.path(name)),
+                    info.shape
+                ),
+            ));
+        }
+        Ok((key, file))
+    }
+
+    /// Reads `name` as f32 with shape `expected` (checked; 1×1-conv ↔ linear reshaped).
+    pub fn get(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        let (key, file) = self.checked(name, expected)?;
+        let data = file.read_f32(&key)?;
+        self.store.mark_used(&key);
+        HostTensor::new(expected, data)
+    }
+
+    /// Reads `name` as f16 with shape `expected` (same checks as [`VarBuilder::get`]).
+    pub fn get_f16(&self, name: &str, expected: &[usize]) -> Result<Vec<f16>> {
+        let (key, file) = self.checked(name, expected)?;
+        let data = file.read_f16(&key)?;
+        self.store.mark_used(&key);
+        Ok(data)
+    }
+
+    /// Reads `name` as f32 in its stored shape.
+    pub fn get_unchecked(&self, name: &str) -> Result<HostTensor> {
+        let (key, file, info) = self.resolve(name)?;
+        let shape = info.shape.clone();
+        let data = file.read_f32(&key)?;
+        self.store.mark_used(&key);
+        HostTensor::new(&shape, data)
+    }
+}
