@@ -1,1 +1,380 @@
-//! (being written)
+//! Launcher for `shaders/attention.wgsl`: multi-head attention (self and cross, optional causal
+//! mask) as one flash-attention kernel with an online softmax; the `[Sq, Sk]` score matrix is never
+//! stored.
+//!
+//! Layout (no permutes): `q [B, Sq, H·D]`, `k, v [B, Sk, H·D]`, out `[B, Sq, H·D]`; head `h` uses
+//! columns `h·D..(h+1)·D`. Head dims 1..=160.
+//!
+//! Tiling: a workgroup owns BQ query rows of one (batch, head) and walks K/V in tiles of BK keys
+//! staged in workgroup memory; scores are computed in SR×4 register blocks and P·V accumulates in
+//! OR rows × OC4 vec4 columns per thread (at most 64 floats), the head dim being split over CG
+//! lanes, so D = 160 does not need 160 accumulators per thread. Tile sizes are chosen per head
+//! dim, query count and dtype to fit `ctx.caps.max_workgroup_storage` ([`Tiling::choose`]); every
+//! head dim also has a tiling within the 16 KiB WebGPU default.
+//!
+//! Big tensors: launches cover whole batches whose q/k/v/out slices fit one binding; a batch whose
+//! q slice alone is too big is split by query rows. A single batch's K or V must fit one binding.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::Recorder;
+use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::tensor::{max_window_elems, DType, GpuTensor};
+use crate::{wgsl, Context, Error, Result};
+
+pub static SRC: KernelSource = wgsl!("attention");
+
+/// Largest supported head dim (SD1.5's largest; every head dim up to it has a tiling within the
+/// 16 KiB WebGPU default of workgroup memory).
+pub const MAX_HEAD_DIM: usize = 160;
+
+const OP: &str = "attention";
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    nb: u32,
+    sq: u32,
+    nr: u32,
+    row0: u32,
+    sk: u32,
+    heads: u32,
+    hd: u32,
+    nqt: u32,
+    groups: u32,
+    q_shift: u32,
+    k_shift: u32,
+    v_shift: u32,
+    o_shift: u32,
+    causal: u32,
+    scale_log2: f32,
+    d: u32,
+}
+
+/// One tiling of the kernel (its WGSL override constants; see the shader's header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    /// Threads per workgroup.
+    pub nt: u32,
+    /// Query rows per workgroup.
+    pub bq: u32,
+    /// Keys per tile (a multiple of 4).
+    pub bk: u32,
+    /// vec4 columns of the head dim, `ceil(D/4)`.
+    pub c4: u32,
+    /// O phase: column lanes per row and vec4 columns per lane (`cg·oc4 ≥ c4`, `oc4 ≤ 4`).
+    pub cg: u32,
+    pub oc4: u32,
+    /// O phase: rows per thread (1, 2 or 4); `bq = nt/cg·or`.
+    pub or: u32,
+    /// S phase: rows per thread (1, 2 or 4), each with 4 keys; `bq·bk = nt·sr·4`.
+    pub sr: u32,
+    /// Row strides (in vec4) of the Q tile, the K/V tile and the P tile.
+    pub qstr4: u32,
+    pub kstr4: u32,
+    pub pstr4: u32,
+}
+
+impl Tiling {
+    /// Bytes of workgroup memory the kernel declares with this tiling.
+    pub fn workgroup_bytes(&self, dtype: DType) -> u64 {
+        let v4 = 4 * dtype.size() as u64;
+        let [bq, bk, qstr4, kstr4, pstr4] = [self.bq, self.bk, self.qstr4, self.kstr4, self.pstr4].map(|x| x as u64);
+        let round = |b: u64| b.div_ceil(16) * 16;
+        round(v4 * bq * qstr4) + round(v4 * bk * kstr4) + 16 * bq * pstr4 + 4 * (bq * (bk / 4) + bq)
+    }
+
+    /// The tiling for head dim `d`, `sq` query rows and `dtype`, within `budget` bytes of
+    /// workgroup memory and `max_threads` invocations.
+    pub fn choose(d: usize, sq: usize, dtype: DType, budget: u32, max_threads: u32) -> Option<Tiling> {
+        if d == 0 || d > MAX_HEAD_DIM {
+            return None;
+        }
+        let c4 = (d as u32).div_ceil(4);
+        // Fewest column lanes that leave at most 4 vec4 columns (16 accumulators per row) each.
+        let cg = [1u32, 2, 4, 8, 16].into_iter().find(|&cg| c4.div_ceil(cg) <= 4)?;
+        let oc4 = c4.div_ceil(cg);
+        // Odd vec4 strides put neighbouring rows in different banks.
+        let odd = |n: u32| n | 1;
+        let mut fitting = Vec::new();
+        for nt in [128u32, 64, 32, 16] {
+            for or in [4u32, 2, 1] {
+                if nt > max_threads || nt % cg != 0 {
+                    continue;
+                }
+                let bq = nt / cg * or;
+                for bk in [64u32, 32, 16, 8, 4] {
+                    // S phase: sr rows × 4 keys per thread, sr ∈ {1, 2, 4}.
+                    if (bq * bk) % (4 * nt) != 0 {
+                        continue;
+                    }
+                    let sr = bq * bk / (4 * nt);
+                    if ![1, 2, 4].contains(&sr) || bq % sr != 0 {
+                        continue;
+                    }
+                    let t =
+                        Tiling { nt, bq, bk, c4, cg, oc4, or, sr, qstr4: odd(c4), kstr4: odd(c4), pstr4: odd(bk / 4) };
+                    if t.workgroup_bytes(dtype) <= budget as u64 {
+                        fitting.push(t);
+                    }
+                }
+            }
+        }
+        // Preference: key tiles of at least 16 (barriers per flop), workgroups of at least 64
+        // threads (16 or 32 only as a last resort, for small workgroup memory), then the O-phase row
+        // reuse (each V load feeds `or` rows), then the work per tile, then more threads.
+        let score = |t: &Tiling| (t.bk >= 16, t.nt >= 64, t.or, t.bq * t.bk, t.nt);
+        // Far fewer queries than rows (text encoder, tests): the best tiling that is not much
+        // taller than the query count, or else the shortest.
+        let want_rows = (sq.max(1) as u32).next_power_of_two().max(16);
+        let best = fitting.iter().filter(|t| t.bq <= want_rows).max_by_key(|t| score(t));
+        best.or_else(|| fitting.iter().min_by_key(|t| (t.bq, std::cmp::Reverse(score(t))))).copied()
+    }
+
+    /// Check that this tiling is one the kernel can run for head dim `d` on this device.
+    pub fn validate(&self, ctx: &Context, d: usize, dtype: DType) -> Result<()> {
+        let t = *self;
+        let [nt, bq, bk, c4, cg, oc4, or, sr, qstr4, kstr4, pstr4] =
+            [t.nt, t.bq, t.bk, t.c4, t.cg, t.oc4, t.or, t.sr, t.qstr4, t.kstr4, t.pstr4].map(|x| x as u64);
+        let ok = [nt, bq, bk, cg, oc4].iter().all(|&x| x > 0)
+            && c4 == (d as u64).div_ceil(4)
+            && cg * oc4 >= c4
+            && oc4 <= 4
+            && [or, sr].iter().all(|x| [1, 2, 4].contains(x))
+            && nt % cg == 0
+            && bq == nt / cg * or
+            && bk % 4 == 0
+            && bq % sr == 0
+            && (bq / sr) * (bk / 4) == nt
+            && qstr4 >= c4
+            && kstr4 >= c4
+            && pstr4 >= bk / 4
+            && bq * qstr4.max(pstr4) < 1 << 24
+            && bk * kstr4 < 1 << 24;
+        if !ok {
+            return Err(Error::invalid(OP, format!("tiling {t:?} is inconsistent for head dim {d}")));
+        }
+        if t.nt > ctx.caps.max_invocations {
+            return Err(Error::limit(OP, "threads per workgroup", t.nt as u64, ctx.caps.max_invocations as u64));
+        }
+        let bytes = t.workgroup_bytes(dtype);
+        if bytes > ctx.caps.max_workgroup_storage as u64 {
+            return Err(Error::limit(
+                OP,
+                format!("workgroup bytes of tiling {t:?}"),
+                bytes,
+                ctx.caps.max_workgroup_storage as u64,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Multi-head attention with scale `1/√D`: `softmax(q·kᵀ/√D [causal]) · v` per head.
+/// `q [B, Sq, H·D]`, `k, v [B, Sk, H·D]` → `[B, Sq, H·D]`; `causal` masks key j > query i.
+pub fn attention(
+    ctx: &Context,
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    heads: usize,
+    causal: bool,
+) -> Result<GpuTensor> {
+    let d = head_dim(q, k, v, heads)?;
+    attention_scaled(ctx, rec, q, k, v, heads, causal, 1.0 / (d as f32).sqrt())
+}
+
+/// [`attention`] with an explicit softmax scale instead of `1/√D`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_scaled(
+    ctx: &Context,
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    heads: usize,
+    causal: bool,
+    scale: f32,
+) -> Result<GpuTensor> {
+    head_dim(q, k, v, heads)?;
+    let out = GpuTensor::empty(ctx, &q.shape, q.dtype)?;
+    attention_into(ctx, rec, q, k, v, &out, heads, causal, scale)?;
+    Ok(out)
+}
+
+/// Check shapes and return the head dim D.
+fn head_dim(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize) -> Result<usize> {
+    let desc = || format!("q {:?}, k {:?}, v {:?}, heads {heads}", q.shape, k.shape, v.shape);
+    if q.shape.len() != 3 || k.shape.len() != 3 || v.shape.len() != 3 {
+        return Err(Error::shape(OP, format!("want q [B, Sq, H·D], k and v [B, Sk, H·D]; got {}", desc())));
+    }
+    if k.shape != v.shape || q.shape[0] != k.shape[0] || q.shape[2] != k.shape[2] {
+        return Err(Error::shape(OP, format!("batch, key length or width differ: {}", desc())));
+    }
+    if q.dtype != k.dtype || q.dtype != v.dtype {
+        return Err(Error::dtype(
+            OP,
+            format!("q {}, k {}, v {} must share a dtype", q.dtype.name(), k.dtype.name(), v.dtype.name()),
+        ));
+    }
+    if heads == 0 {
+        return Err(Error::invalid(OP, format!("heads must be ≥ 1: {}", desc())));
+    }
+    let width = q.shape[2];
+    if width == 0 || width % heads != 0 {
+        return Err(Error::shape(OP, format!("width H·D = {width} is not a positive multiple of heads: {}", desc())));
+    }
+    let d = width / heads;
+    if d > MAX_HEAD_DIM {
+        return Err(Error::limit(OP, format!("head dim ({})", desc()), d as u64, MAX_HEAD_DIM as u64));
+    }
+    if k.shape[1] == 0 && q.shape[0] * q.shape[1] > 0 {
+        return Err(Error::shape(OP, format!("no keys to attend to: {}", desc())));
+    }
+    Ok(d)
+}
+
+/// Attention into an existing `out` of q's shape and dtype (it may not share a buffer with q, k
+/// or v).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_into(
+    ctx: &Context,
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    heads: usize,
+    causal: bool,
+    scale: f32,
+) -> Result<()> {
+    let d = head_dim(q, k, v, heads)?;
+    let t = Tiling::choose(d, q.shape[1], q.dtype, ctx.caps.max_workgroup_storage, ctx.caps.max_invocations)
+        .ok_or_else(|| {
+            Error::limit(OP, format!("workgroup bytes for head dim {d}"), 16384, ctx.caps.max_workgroup_storage as u64)
+        })?;
+    attention_tiled(ctx, rec, q, k, v, out, heads, causal, scale, t)
+}
+
+/// [`attention_into`] with an explicit [`Tiling`] (for tuning and for testing the small-memory
+/// tilings); the tiling is validated against the head dim and the device limits.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_tiled(
+    ctx: &Context,
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    heads: usize,
+    causal: bool,
+    scale: f32,
+    t: Tiling,
+) -> Result<()> {
+    let d = head_dim(q, k, v, heads)?;
+    t.validate(ctx, d, q.dtype)?;
+    if out.shape != q.shape || out.dtype != q.dtype {
+        return Err(Error::shape(
+            OP,
+            format!("out {:?} {} must match q {:?} {}", out.shape, out.dtype.name(), q.shape, q.dtype.name()),
+        ));
+    }
+    if out.same_buffer(q) || out.same_buffer(k) || out.same_buffer(v) {
+        return Err(Error::invalid(OP, "output aliases an input"));
+    }
+    if !scale.is_finite() {
+        return Err(Error::invalid(OP, format!("scale {scale} is not finite")));
+    }
+    let (b, sq, sk, hd) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2]);
+    if b * sq == 0 {
+        return Ok(());
+    }
+    let dt = q.dtype;
+    let key = PipelineKey::new(&SRC, "main", dt)
+        .with("NT", t.nt)
+        .with("BQ", t.bq)
+        .with("BK", t.bk)
+        .with("C4", t.c4)
+        .with("CG", t.cg)
+        .with("OC4", t.oc4)
+        .with("OR", t.or)
+        .with("SR", t.sr)
+        .with("QSTR4", t.qstr4)
+        .with("KSTR4", t.kstr4)
+        .with("PSTR4", t.pstr4);
+
+    let maxe = max_window_elems(ctx, dt) as usize;
+    let (qb, kb) = (sq * hd, sk * hd);
+    if kb > maxe {
+        return Err(Error::limit(
+            OP,
+            format!("elements of one batch's k/v [{sk}, {hd}] (one storage binding)"),
+            kb as u64,
+            maxe as u64,
+        ));
+    }
+    let scale_log2 = scale * std::f32::consts::LOG2_E;
+    // (first batch, batches, first row, rows) per launch.
+    let mut chunks = Vec::new();
+    if qb <= maxe {
+        let per = (maxe / qb).min(maxe / kb.max(1)).max(1);
+        let mut b0 = 0;
+        while b0 < b {
+            let nb = per.min(b - b0);
+            chunks.push((b0, nb, 0, sq));
+            b0 += nb;
+        }
+    } else {
+        let rows = (maxe / hd / t.bq as usize * t.bq as usize).max(1);
+        for bi in 0..b {
+            let mut r0 = 0;
+            while r0 < sq {
+                let nr = rows.min(sq - r0);
+                chunks.push((bi, 1, r0, nr));
+                r0 += nr;
+            }
+        }
+    }
+    for (b0, nb, r0, nr) in chunks {
+        let qlen = ((nb - 1) * sq + nr) * hd;
+        let qw = q.window(ctx, (b0 * sq + r0) * hd, qlen)?;
+        let ow = out.window(ctx, (b0 * sq + r0) * hd, qlen)?;
+        let kw = k.window(ctx, b0 * kb, nb * kb)?;
+        let vw = v.window(ctx, b0 * kb, nb * kb)?;
+        let nqt = nr.div_ceil(t.bq as usize);
+        let groups = (nb * heads * nqt) as u64;
+        if groups > u32::MAX as u64 {
+            return Err(Error::limit(OP, "workgroups", groups, u32::MAX as u64));
+        }
+        let p = Params {
+            nb: nb as u32,
+            sq: sq as u32,
+            nr: nr as u32,
+            row0: r0 as u32,
+            sk: sk as u32,
+            heads: heads as u32,
+            hd: hd as u32,
+            nqt: nqt as u32,
+            groups: groups as u32,
+            q_shift: qw.shift,
+            k_shift: kw.shift,
+            v_shift: vw.shift,
+            o_shift: ow.shift,
+            causal: causal as u32,
+            scale_log2,
+            d: d as u32,
+        };
+        let grid = fold_groups(ctx, OP, groups)?;
+        launch(
+            ctx,
+            rec,
+            &SRC,
+            &key,
+            &[Arg::Read(qw), Arg::Read(kw), Arg::Read(vw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
+            grid,
+            vec![q.keep(), k.keep(), v.keep(), out.keep()],
+        )?;
+    }
+    Ok(())
+}
