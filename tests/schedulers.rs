@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use lorafuse::schedulers::{
-    step_host, step_host_f64, PredictionType, SamplerKind, Schedule, SchedulerConfig, Spacing, StepCoeffs,
+    sample_host, step_host, step_host_f64, PredictionType, SamplerKind, Schedule, SchedulerConfig, Spacing, StepCoeffs,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -393,4 +393,37 @@ fn step_host_f32_follows_f64() {
     let noisy = StepCoeffs { noise: 0.5, ..StepCoeffs::default() };
     assert!(step_host(noisy, &mut [0.0; 3], &[0.0; 3], &mut Vec::new(), None).is_err());
     assert!(step_host(c, &mut [0.0; 3], &[0.0; 3], &mut Vec::new(), None).is_err(), "needs prev x0");
+}
+
+#[test]
+fn sample_host_runs_the_documented_loop() {
+    // The f32 convenience loop must agree with the f64 coefficient loop to f32 rounding.
+    let cfg = SchedulerConfig::sd15();
+    let init = noises(1, 5).remove(0);
+    let noise = noises(30, 13);
+    let init32: Vec<f32> = init.iter().map(|&v| v as f32).collect();
+    let mut worst = 0.0f64;
+    for kind in SamplerKind::ALL {
+        let s = Schedule::new(kind, Spacing::Leading, 8, &cfg).expect("schedule");
+        let want = run_coeffs(&s, &init, &noise);
+        let mut drawn = 0;
+        let got = sample_host(
+            &s,
+            &init32,
+            |_, x_in, t| {
+                let x64: Vec<f64> = x_in.iter().map(|&v| v as f64).collect();
+                Ok(fake_model(&x64, t).into_iter().map(|v| v as f32).collect())
+            },
+            |_| {
+                drawn += 1;
+                noise[drawn - 1].iter().map(|&v| v as f32).collect()
+            },
+        )
+        .expect("loop runs");
+        let got64: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+        let e = rel_l2(&got64, &want);
+        assert!(e <= 1e-5, "{kind}: sample_host vs f64 loop rel L2 {e:.3e}");
+        worst = worst.max(e);
+    }
+    println!("sample_host (f32) vs f64 coefficient loop: worst rel L2 {worst:.3e}");
 }

@@ -15,7 +15,8 @@
 //!     x0_prev = x0_new
 //! ```
 //!
-//! [`step_host`] is that update on the CPU (f64 arithmetic), the reference for GPU versions.
+//! [`step_host`] is that update on the CPU (f64 arithmetic), the reference for GPU versions;
+//! [`sample_host`] runs the whole loop on the CPU around a caller-supplied model.
 
 mod config;
 mod ddim;
@@ -374,3 +375,25 @@ macro_rules! step_host_impl {
 
 step_host_impl!(step_host, f32);
 step_host_impl!(step_host_f64, f64);
+
+/// The whole sampling loop on the CPU, for references and tests: starts from unit-normal `noise`
+/// (scaled by `init_noise_sigma`), calls `model(step, scaled_input, timestep)` for the guided
+/// model output, and `step_noise(step)` for each step that [`Schedule::needs_noise`]. Returns the
+/// final latents (before any VAE scaling).
+pub fn sample_host(
+    schedule: &Schedule,
+    noise: &[f32],
+    mut model: impl FnMut(usize, &[f32], f64) -> Result<Vec<f32>>,
+    mut step_noise: impl FnMut(usize) -> Vec<f32>,
+) -> Result<Vec<f32>> {
+    let init = schedule.init_noise_sigma();
+    let mut x: Vec<f32> = noise.iter().map(|&v| (f64::from(v) * init) as f32).collect();
+    let mut prev_x0 = Vec::new();
+    for (i, step) in schedule.steps().iter().enumerate() {
+        let input: Vec<f32> = x.iter().map(|&v| (f64::from(v) * step.model_scale) as f32).collect();
+        let out = model(i, &input, step.timestep)?;
+        let n = step.needs_noise.then(|| step_noise(i));
+        step_host(step.coeffs, &mut x, &out, &mut prev_x0, n.as_deref())?;
+    }
+    Ok(x)
+}
