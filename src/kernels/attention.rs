@@ -222,7 +222,7 @@ fn head_dim(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize) -> Result
         return Err(Error::invalid(OP, format!("heads must be ≥ 1: {}", desc())));
     }
     let width = q.shape[2];
-    if width == 0 || width % heads != 0 {
+    if width == 0 || !width.is_multiple_of(heads) {
         return Err(Error::shape(OP, format!("width H·D = {width} is not a positive multiple of heads: {}", desc())));
     }
     let d = width / heads;
