@@ -151,20 +151,45 @@ impl GpuTensor {
             ));
         }
         let t = Self::empty(ctx, shape, dtype)?;
-        let mut bytes: Vec<u8> = match dtype {
-            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+        match dtype {
+            DType::F32 => t.write_bytes(ctx, bytemuck::cast_slice(data)),
             DType::F16 => {
                 let h: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
-                bytemuck::cast_slice(&h).to_vec()
+                t.write_bytes(ctx, bytemuck::cast_slice(&h))
             }
-        };
-        bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-        // Large uploads go in slices so wgpu's staging memory stays bounded.
-        const CHUNK: usize = 64 << 20;
-        for (i, c) in bytes.chunks(CHUNK).enumerate() {
-            ctx.queue.write_buffer(t.buf.buffer(), (i * CHUNK) as u64, c);
         }
         Ok(t)
+    }
+
+    /// Upload f16 values as an f16 tensor (no f32 round trip).
+    pub fn from_f16(ctx: &Context, shape: &[usize], data: &[f16]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::shape(
+                "GpuTensor::from_f16",
+                format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
+            ));
+        }
+        let t = Self::empty(ctx, shape, DType::F16)?;
+        t.write_bytes(ctx, bytemuck::cast_slice(data));
+        Ok(t)
+    }
+
+    /// Queue a write of `bytes` at the start of this (fresh, offset 0) tensor.
+    fn write_bytes(&self, ctx: &Context, bytes: &[u8]) {
+        // Large uploads go in slices so wgpu's staging memory stays bounded; a ragged tail is
+        // padded to the 4-byte copy granularity.
+        const CHUNK: usize = 64 << 20;
+        for (i, c) in bytes.chunks(CHUNK).enumerate() {
+            let off = self.offset + (i * CHUNK) as u64;
+            if c.len() % 4 == 0 {
+                ctx.queue.write_buffer(self.buf.buffer(), off, c);
+            } else {
+                let mut padded = c.to_vec();
+                padded.resize(c.len().div_ceil(4) * 4, 0);
+                ctx.queue.write_buffer(self.buf.buffer(), off, &padded);
+            }
+        }
     }
 
     pub fn from_host(ctx: &Context, h: &HostTensor, dtype: DType) -> Result<GpuTensor> {
