@@ -1,16 +1,19 @@
 // Softmax over the last dimension: y = exp(x − max) / Σ exp(x − max) per row of `len` values.
 //
-// Bindings: 0 x [rows, len] (read), 1 y [rows, len] (read_write), 2 Params. One workgroup of WG
-// threads (a power of two in [2·RADIX, MAXWG]) per row, looping over the row, so any length
-// works (77 for the text encoder, 4096+ for attention rows). Grid folded over x and y (row = wg.x + wg.y·nwg.x); a
-// dispatch covers the rows of one binding window, x_shift / y_shift being the window shifts.
+// Bindings: 0 x [rows, len] (read), 1 y [rows, len] (read_write), 2 Params. A workgroup of WG
+// threads handles WG/TPR consecutive rows with TPR threads each (TPR a power of two dividing WG,
+// ≥ 8; the launcher picks about 8 values per thread, so the text encoder's 77-long rows share a
+// workgroup and 4096-long attention rows get all of it, looping). Workgroup index
+// wg.x + wg.y·nwg.x (grid folded over x and y); a dispatch covers the rows of one binding window,
+// x_shift / y_shift being the window shifts.
 // Pass 1 is an online softmax per thread (running max m and sum s of exp(x − m)), merged across
-// the workgroup through shared memory; pass 2 writes. The first CACHE·WG values of the row are read
-// once and kept in registers; longer rows re-read the rest. All f32.
+// the row's threads through shared memory; pass 2 writes. The first CACHE·TPR values of a row are
+// read once and kept in registers; longer rows re-read the rest. All f32.
 
 alias ST = f32;
 
 override WG: u32 = 256u;
+override TPR: u32 = 256u;
 const MAXWG: u32 = 256u;
 const RADIX: u32 = 16u;
 // Values per thread kept in registers between the passes.
@@ -33,74 +36,71 @@ var<workgroup> red_m: array<f32, MAXWG>;
 var<workgroup> red_s: array<f32, MAXWG>;
 
 // Add value e to the online-softmax state (m, s): one exp either way.
-fn step_state(m: f32, s: f32, e: f32) -> vec2<f32> {
-    if (e > m) { return vec2<f32>(e, s * exp(m - e) + 1.0); }
-    return vec2<f32>(m, s + exp(e - m));
+fn step_state(st: vec2<f32>, e: f32) -> vec2<f32> {
+    if (e > st.x) { return vec2<f32>(e, st.y * exp(st.x - e) + 1.0); }
+    return vec2<f32>(st.x, st.y + exp(e - st.x));
 }
 
 // Merge two online-softmax states (max, sum of exp(x − max)).
-fn merge(ma: f32, sa: f32, mb: f32, sb: f32) -> vec2<f32> {
-    let m = max(ma, mb);
-    return vec2<f32>(m, sa * exp(ma - m) + sb * exp(mb - m));
+fn merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) { return; }
+    let row0 = (wg.x + wg.y * nwg.x) * (WG / TPR);
+    if (row0 >= p.rows) { return; }
+    let row = row0 + li / TPR;
+    let t = li % TPR;
+    // Threads of rows past the end keep going (with len = 0) to take part in the barriers.
+    var len = 0u;
+    if (row < p.rows) { len = p.len; }
     let xb = p.x_shift + row * p.len;
     let yb = p.y_shift + row * p.len;
-    // The first CACHE·WG values of the row stay in registers; the rest is re-read.
     var v: array<f32, CACHE>;
-    var m = NEG;
-    var s = 0.0;
+    var st = vec2<f32>(NEG, 0.0);
     for (var k = 0u; k < CACHE; k++) {
-        let i = li + k * WG;
+        let i = t + k * TPR;
         var e = NEG;
-        if (i < p.len) {
+        if (i < len) {
             e = f32(x[xb + i]);
-            let r = step_state(m, s, e);
-            m = r.x;
-            s = r.y;
+            st = step_state(st, e);
         }
         v[k] = e;
     }
-    for (var i = li + CACHE * WG; i < p.len; i += WG) {
-        let r = step_state(m, s, f32(x[xb + i]));
-        m = r.x;
-        s = r.y;
+    for (var i = t + CACHE * TPR; i < len; i += TPR) {
+        st = step_state(st, f32(x[xb + i]));
     }
-    // Merge the (m, s) pairs in two radix-RADIX levels (2 barriers where a binary tree has 8).
-    red_m[li] = m;
-    red_s[li] = s;
+    // Merge the row's TPR states in two levels of at most RADIX (2 barriers where a binary tree
+    // has up to 8).
+    red_m[li] = st.x;
+    red_s[li] = st.y;
     workgroupBarrier();
-    let k1 = WG / RADIX;
-    if (li < k1) {
-        var mm = red_m[li * RADIX];
-        var ss = red_s[li * RADIX];
-        for (var i = 1u; i < RADIX; i++) {
-            let r = merge(mm, ss, red_m[li * RADIX + i], red_s[li * RADIX + i]);
-            mm = r.x;
-            ss = r.y;
+    let r1 = min(RADIX, TPR);
+    let k1 = TPR / r1;
+    let base = li - t;
+    if (t < k1) {
+        var a = vec2<f32>(red_m[base + t * r1], red_s[base + t * r1]);
+        for (var i = 1u; i < r1; i++) {
+            a = merge(a, vec2<f32>(red_m[base + t * r1 + i], red_s[base + t * r1 + i]));
         }
-        red_m[li * RADIX] = mm;
-        red_s[li * RADIX] = ss;
+        red_m[base + t * r1] = a.x;
+        red_s[base + t * r1] = a.y;
     }
     workgroupBarrier();
-    var mx = red_m[0];
-    var sum = red_s[0];
+    var tot = vec2<f32>(red_m[base], red_s[base]);
     for (var i = 1u; i < k1; i++) {
-        let r = merge(mx, sum, red_m[i * RADIX], red_s[i * RADIX]);
-        mx = r.x;
-        sum = r.y;
+        tot = merge(tot, vec2<f32>(red_m[base + i * r1], red_s[base + i * r1]));
     }
-    let inv = 1.0 / sum;
+    let mx = tot.x;
+    let inv = 1.0 / tot.y;
     for (var k = 0u; k < CACHE; k++) {
-        let i = li + k * WG;
-        if (i < p.len) { y[yb + i] = ST(exp(v[k] - mx) * inv); }
+        let i = t + k * TPR;
+        if (i < len) { y[yb + i] = ST(exp(v[k] - mx) * inv); }
     }
-    for (var i = li + CACHE * WG; i < p.len; i += WG) {
+    for (var i = t + CACHE * TPR; i < len; i += TPR) {
         y[yb + i] = ST(exp(f32(x[xb + i]) - mx) * inv);
     }
 }

@@ -277,8 +277,11 @@ fn layer_norm_large_offset_is_stable() {
 
 #[test]
 fn layer_norm_more_than_65535_workgroups() {
-    // One workgroup per row: 70000 rows fold the grid over x and y.
-    ln_check(&[70000, 5], [0.0, 0.0], 1.0);
+    // Rows this short share a workgroup 32 to a workgroup (8 threads each): 2.2M rows need
+    // 68750 workgroups, so the grid folds over x and y; the last workgroup is partly empty.
+    ln_check(&[2_200_000 - 3, 2], [0.0, 0.0], 1.0);
+    // One row per workgroup (rows of 2500): a smaller grid with the full-width path.
+    ln_check(&[300, 2500], [0.0, 0.0], 1.0);
 }
 
 #[test]
@@ -354,8 +357,9 @@ fn softmax_large_values_are_stable() {
 
 #[test]
 fn softmax_more_than_65535_workgroups() {
-    // One workgroup per row: 70000 rows fold the grid over x and y.
-    sm_check(&[70000, 3], [0.0, 0.0], 4.0);
+    // 32 rows of 3 per workgroup: 2.2M rows need 68750 workgroups, so the grid folds over x and
+    // y; the last workgroup is partly empty.
+    sm_check(&[2_200_000 - 5, 3], [0.0, 0.0], 4.0);
 }
 
 #[test]

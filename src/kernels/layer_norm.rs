@@ -1,5 +1,6 @@
-//! Launcher for `shaders/layer_norm.wgsl`: LayerNorm over the last dimension, one workgroup per
-//! row, rows split into binding-sized windows.
+//! Launcher for `shaders/layer_norm.wgsl`: LayerNorm over the last dimension, a power-of-two team
+//! of threads per row (several rows per workgroup when rows are short), rows split into
+//! binding-sized windows.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -24,9 +25,13 @@ struct Params {
     pad: u32,
 }
 
-/// Threads per row: about 4 values per thread, a power of two in 32..=256.
-pub(crate) fn row_workgroup(len: usize) -> u32 {
-    len.div_ceil(4).next_power_of_two().clamp(32, 256) as u32
+/// Threads per workgroup of the row kernels (layer_norm, softmax).
+pub(crate) const ROW_WG: u32 = 256;
+
+/// Threads per row for rows of `len` values: about 8 values per thread (what the shaders keep in
+/// registers), a power of two in 8..=ROW_WG; a workgroup takes ROW_WG / that many rows.
+pub(crate) fn row_threads(len: usize) -> u32 {
+    len.div_ceil(8).next_power_of_two().clamp(8, ROW_WG as usize) as u32
 }
 
 /// LayerNorm of `x` [..., C] over its last dimension C (biased variance, as PyTorch):
@@ -63,8 +68,9 @@ pub fn layer_norm(
     if per == 0 {
         return Err(Error::limit(OP, format!("row length C of x {:?}", x.shape), c as u64, max_window as u64));
     }
-    let wg = row_workgroup(c);
-    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", wg);
+    let tpr = row_threads(c);
+    let rows_per_wg = (ROW_WG / tpr) as u64;
+    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", ROW_WG).with("TPR", tpr);
     let gw = gamma.full(ctx)?;
     let bw = beta.full(ctx)?;
     let mut r0 = 0;
@@ -82,7 +88,7 @@ pub fn layer_norm(
             eps,
             pad: 0,
         };
-        let groups = fold_groups(ctx, OP, n as u64)?;
+        let groups = fold_groups(ctx, OP, (n as u64).div_ceil(rows_per_wg))?;
         launch(
             ctx,
             rec,

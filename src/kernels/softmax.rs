@@ -1,10 +1,11 @@
-//! Launcher for `shaders/softmax.wgsl`: numerically stable softmax over the last dimension, one
-//! workgroup per row, rows split into binding-sized windows.
+//! Launcher for `shaders/softmax.wgsl`: numerically stable softmax over the last dimension, a
+//! power-of-two team of threads per row (several rows per workgroup when rows are short), rows
+//! split into binding-sized windows.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::layer_norm::row_workgroup;
+use crate::kernels::layer_norm::{row_threads, ROW_WG};
 use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
@@ -36,14 +37,16 @@ pub fn softmax(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTe
     if per == 0 {
         return Err(Error::limit(OP, format!("row length of x {:?}", x.shape), len as u64, max_window as u64));
     }
-    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", row_workgroup(len));
+    let tpr = row_threads(len);
+    let rows_per_wg = (ROW_WG / tpr) as u64;
+    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", ROW_WG).with("TPR", tpr);
     let mut r0 = 0;
     while r0 < rows {
         let n = per.min(rows - r0);
         let xw = x.window(ctx, r0 * len, n * len)?;
         let yw = y.window(ctx, r0 * len, n * len)?;
         let p = Params { rows: n as u32, len: len as u32, x_shift: xw.shift, y_shift: yw.shift };
-        let groups = fold_groups(ctx, OP, n as u64)?;
+        let groups = fold_groups(ctx, OP, (n as u64).div_ceil(rows_per_wg))?;
         launch(
             ctx,
             rec,
