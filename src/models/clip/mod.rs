@@ -1,4 +1,5 @@
-//! CLIP text side: BPE tokenizer and A1111 prompt syntax.
+//! CLIP text side: BPE tokenizer, A1111 prompt syntax, and the text transformer.
 
 pub mod prompt;
+pub mod text_model;
 pub mod tokenizer;

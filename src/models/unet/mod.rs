@@ -1,0 +1,1 @@
+//! SD1.x UNet2DConditionModel. (being written)

@@ -1,0 +1,1 @@
+//! SD1.x AutoencoderKL: decoder and encoder. (being written)
