@@ -1,3 +1,4 @@
 //! Text-to-image orchestration.
 
+pub mod image;
 pub mod rng;

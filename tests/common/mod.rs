@@ -44,12 +44,9 @@ pub fn dtypes() -> Vec<DType> {
 /// A fresh random generator per test; the seed is printed so a failure can be replayed with
 /// `LORAFUSE_TEST_SEED=<seed>`.
 pub fn rng(test: &str) -> StdRng {
-    let seed = std::env::var("LORAFUSE_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+    let seed = std::env::var("LORAFUSE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
     eprintln!("{test}: LORAFUSE_TEST_SEED={seed}");
     StdRng::seed_from_u64(seed)
 }
