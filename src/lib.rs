@@ -15,6 +15,7 @@ pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod models;
+pub mod nn;
 pub mod pipeline;
 pub mod reference;
 pub mod schedulers;
