@@ -33,9 +33,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var c5 = c0 - 8.0;
     var c6 = c0 - 12.0;
     var c7 = c0 * 0.5;
-    for (var k = 0u; k < p.iters; k++) {
-        c0 = fma(c0, a, b); c1 = fma(c1, a, b); c2 = fma(c2, a, b); c3 = fma(c3, a, b);
-        c4 = fma(c4, a, b); c5 = fma(c5, a, b); c6 = fma(c6, a, b); c7 = fma(c7, a, b);
+    // The bound is read once: some drivers (lavapipe) reload a uniform on every loop test, and a
+    // memory access there costs more than the 32 FMAs of one iteration.
+    let iters = p.iters;
+    for (var k = 0u; k < iters; k++) {
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
     }
     let t = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7;
     out[i] = t.x + t.y + t.z + t.w;

@@ -5,7 +5,7 @@
 //! cost is excluded), or by wall clock where the adapter has no timestamps. Every result is set
 //! against the device's FMA peak measured by the `fma_peak` microbenchmark.
 
-
+pub mod kernels;
 
 use std::time::Instant;
 

@@ -1,1 +1,139 @@
-fn main() {}
+//! The `lorafuse` command line.
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use lorafuse::bench::kernels::{run, BenchOptions};
+use lorafuse::models::clip::prompt::parse_prompt;
+use lorafuse::models::clip::tokenizer::Tokenizer;
+use lorafuse::{Context, ContextOptions};
+
+#[derive(Parser)]
+#[command(name = "lorafuse", version, about = "Stable Diffusion with stacked LoRAs on any GPU (wgpu + WGSL)")]
+struct Cli {
+    /// Pick the adapter whose name contains this text (also: LORAFUSE_ADAPTER).
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+    /// Force f32 kernels even where the adapter has SHADER_F16.
+    #[arg(long, global = true)]
+    no_f16: bool,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a prompt's CLIP token ids (BOS … EOS, untruncated) and its token count.
+    Tokenize {
+        #[arg(short, long)]
+        prompt: String,
+        /// Print {"ids": [...], "tokens": N}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the GPU adapter lorafuse would use and what it supports.
+    Info,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Kernels at SD1.5 shapes, against the device's measured FMA peak.
+    Kernels {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Quarter-size shapes (a smoke run; numbers are not comparable).
+        #[arg(long)]
+        quick: bool,
+        /// Time budget per kernel, in milliseconds.
+        #[arg(long, default_value_t = 400.0)]
+        budget_ms: f64,
+    },
+}
+
+fn context(cli: &Cli) -> Result<Context> {
+    Context::new(&ContextOptions { adapter: cli.adapter.clone(), disable_f16: cli.no_f16 })
+        .context("cannot start the GPU")
+}
+
+fn tokenize(prompt: &str, json: bool) -> Result<()> {
+    let tok = Tokenizer::embedded()?;
+    let parsed = parse_prompt(tok, prompt)?;
+    // The ids of the text as the encoder sees it (emphasis syntax and LoRA tags removed, chunks
+    // joined), framed by BOS … EOS; the count is A1111's token counter.
+    let mut ids = vec![lorafuse::models::clip::tokenizer::BOS];
+    for c in &parsed.chunks {
+        ids.extend(c.ids[1..76].iter().copied().filter(|&t| t != lorafuse::models::clip::tokenizer::EOS));
+    }
+    ids.push(lorafuse::models::clip::tokenizer::EOS);
+    if json {
+        println!("{}", serde_json::json!({ "ids": ids, "tokens": parsed.token_count }));
+    } else {
+        println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
+        println!("tokens: {}", parsed.token_count);
+    }
+    Ok(())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    if let Err(e) = run_cli(&cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run_cli(cli: &Cli) -> Result<()> {
+    match &cli.cmd {
+        Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
+        Cmd::Info => {
+            let ctx = context(cli)?;
+            let c = &ctx.caps;
+            println!("adapter:        {} ({}, {})", c.adapter_name, c.backend, c.device_type);
+            println!("driver:         {}", c.driver);
+            println!("shader f16:     {}", c.shader_f16);
+            println!("subgroups:      {} (size {}..{})", c.subgroups, c.subgroup_min_size, c.subgroup_max_size);
+            println!("timestamps:     {}", c.timestamps);
+            println!("max binding:    {} MiB", c.max_binding >> 20);
+            println!("max buffer:     {} MiB", c.max_buffer >> 20);
+            println!("workgroup mem:  {} KiB", c.max_workgroup_storage >> 10);
+            Ok(())
+        }
+        Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
+            if !(*budget_ms > 0.0) {
+                anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
+            }
+            let ctx = context(cli)?;
+            let bar = if cli.quiet {
+                ProgressBar::hidden()
+            } else {
+                let b = ProgressBar::new(0);
+                b.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")?);
+                b.set_message("measuring FMA peak");
+                b.enable_steady_tick(std::time::Duration::from_millis(200));
+                b
+            };
+            let report = run(&ctx, &BenchOptions { quick: *quick, budget_ms: *budget_ms }, |done, total, name| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(name.to_string());
+            })?;
+            bar.finish_and_clear();
+            if *json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}
