@@ -1,1 +1,224 @@
-//! SD1.x AutoencoderKL: decoder and encoder. (being written)
+//! SD1.x `AutoencoderKL` on the GPU: decoder (latents → image) and encoder (image → latent mean).
+//!
+//! Module names mirror diffusers (`encoder.*`, `decoder.*`, `quant_conv`, `post_quant_conv`)
+//! through the [`VarBuilder`], so single-file checkpoints and diffusers folders load the same way.
+//! Sizes come from [`VaeConfig`]; GroupNorm uses the config's groups and eps 1e-6.
+//!
+//! - [`Vae::decode`]: `z` already divided by the scaling factor → raw image, roughly [-1, 1].
+//! - [`Vae::encode_mean`]: image in [-1, 1] → mean of the latent distribution (before scaling).
+//! - [`Vae::decode_checked`]: the fp16 VAE is known to overflow on some latents (SD1.5's VAE has
+//!   activations past 65504); this reads the image back and, on any NaN/Inf, decodes again with
+//!   an f32 copy of the decoder that is loaded from the kept builder on first need.
+//! - [`to_image`] / [`postprocess`]: `clamp(x/2 + 0.5, 0, 1)`, the affine part on the GPU or
+//!   everything on the host (there is no clamp kernel; the VAE runs once per image).
+
+pub mod attention;
+pub mod decoder;
+pub mod encoder;
+pub mod mid_block;
+pub mod resnet;
+
+use std::sync::{Arc, Mutex};
+
+pub use attention::Attention;
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use mid_block::MidBlock;
+pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+
+use crate::kernels::binary::add_scaled;
+use crate::kernels::embedding::embedding;
+use crate::nn::Conv2d;
+use crate::weights::detect::VaeConfig;
+use crate::weights::var_builder::VarBuilder;
+use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+
+const OP: &str = "vae";
+
+/// Rejects configurations the blocks cannot be built from (before any weight is read).
+pub(crate) fn check_config(cfg: &VaeConfig) -> Result<()> {
+    let g = cfg.norm_num_groups;
+    if cfg.block_out_channels.is_empty() || cfg.layers_per_block == 0 {
+        return Err(Error::invalid(OP, format!("VAE config without levels or resnets: {cfg:?}")));
+    }
+    if g == 0 || cfg.block_out_channels.iter().any(|c| c % g != 0) {
+        return Err(Error::invalid(
+            OP,
+            format!("VAE channels {:?} are not all multiples of {g} norm groups", cfg.block_out_channels),
+        ));
+    }
+    if cfg.latent_channels == 0 || cfg.in_channels == 0 || cfg.out_channels == 0 {
+        return Err(Error::invalid(OP, format!("VAE config with zero channels: {cfg:?}")));
+    }
+    Ok(())
+}
+
+/// `post_quant_conv` (when the checkpoint has one) followed by the [`Decoder`].
+pub struct LatentDecoder {
+    pub post_quant_conv: Option<Conv2d>,
+    pub decoder: Decoder,
+}
+
+impl LatentDecoder {
+    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<LatentDecoder> {
+        let l = cfg.latent_channels;
+        // diffusers' `use_post_quant_conv`: SD1.x always has it; newer VAEs may not.
+        let post_quant_conv = if vb.contains("post_quant_conv.weight") {
+            Some(Conv2d::load(ctx, &vb.pp("post_quant_conv"), l, l, 1, 1, dtype)?)
+        } else {
+            None
+        };
+        Ok(LatentDecoder { post_quant_conv, decoder: Decoder::load(ctx, &vb.pp("decoder"), cfg, dtype)? })
+    }
+
+    pub fn forward(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
+        resnet::check_input("vae.decode", z, self.decoder.latent_channels, self.decoder.dtype)?;
+        match &self.post_quant_conv {
+            Some(p) => {
+                let z = p.forward(ctx, rec, z)?;
+                self.decoder.forward(ctx, rec, &z)
+            }
+            None => self.decoder.forward(ctx, rec, z),
+        }
+    }
+}
+
+/// The autoencoder. The encoder is optional: text-to-image never needs its weights on the GPU.
+pub struct Vae {
+    pub config: VaeConfig,
+    pub dtype: DType,
+    pub decoder: LatentDecoder,
+    pub encoder: Option<Encoder>,
+    /// The mean half of `quant_conv`: its first `latent` output rows are a contiguous view of the
+    /// weight and bias, so the log-variance half is never computed.
+    pub quant_conv_mean: Option<Conv2d>,
+    /// Kept to load the f32 fallback decoder lazily.
+    vb: VarBuilder,
+    fallback: Mutex<Option<Arc<LatentDecoder>>>,
+}
+
+impl Vae {
+    /// Loads the encoder and the decoder. `vb` is the VAE component's builder
+    /// (`ModelFiles::vae()`).
+    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<Vae> {
+        Self::load_parts(ctx, vb, cfg, dtype, true)
+    }
+
+    /// Loads only the decoder (and `post_quant_conv`); [`Vae::encode_mean`] then errors.
+    pub fn load_decoder(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<Vae> {
+        Self::load_parts(ctx, vb, cfg, dtype, false)
+    }
+
+    fn load_parts(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType, with_encoder: bool) -> Result<Vae> {
+        check_config(cfg)?;
+        let decoder = LatentDecoder::load(ctx, vb, cfg, dtype)?;
+        let (encoder, quant_conv_mean) = if with_encoder {
+            let l = cfg.latent_channels;
+            let quant = if vb.contains("quant_conv.weight") {
+                let full = Conv2d::load(ctx, &vb.pp("quant_conv"), 2 * l, 2 * l, 1, 1, dtype)?;
+                Some(Conv2d {
+                    weight: full.weight.view(0, &[l, 2 * l, 1, 1])?,
+                    bias: full.bias.as_ref().map(|b| b.view(0, &[l])).transpose()?,
+                    params: full.params,
+                })
+            } else {
+                None
+            };
+            (Some(Encoder::load(ctx, &vb.pp("encoder"), cfg, dtype)?), quant)
+        } else {
+            (None, None)
+        };
+        Ok(Vae {
+            config: cfg.clone(),
+            dtype,
+            decoder,
+            encoder,
+            quant_conv_mean,
+            vb: vb.clone(),
+            fallback: Mutex::new(None),
+        })
+    }
+
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// `z [B, latent, h, w]` (already divided by the scaling factor) → raw image
+    /// `[B, out, 8h, 8w]`, roughly in [-1, 1]. Records only; nothing is submitted.
+    pub fn decode(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
+        self.decoder.forward(ctx, rec, z)
+    }
+
+    /// `x [B, in, H, W]` in [-1, 1] → latent mean `[B, latent, H/8, W/8]` (not yet multiplied by
+    /// the scaling factor). Records only.
+    pub fn encode_mean(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
+        let enc = self.encoder.as_ref().ok_or_else(|| {
+            Error::invalid("vae.encode", "this VAE was loaded without its encoder (Vae::load_decoder)")
+        })?;
+        let moments = enc.forward(ctx, rec, x)?;
+        match &self.quant_conv_mean {
+            Some(q) => q.forward(ctx, rec, &moments),
+            None => {
+                // Without quant_conv the mean is the first half of each image's moments: gather
+                // every other `latent·h·w` row.
+                let [b, c2, h, w] = [moments.shape[0], moments.shape[1], moments.shape[2], moments.shape[3]];
+                let half = (c2 / 2) * h * w;
+                let rows = moments.reshape(&[2 * b, half])?;
+                let ids: Vec<u32> = (0..b).map(|i| 2 * i as u32).collect();
+                embedding(ctx, rec, &rows, &ids)?.reshape(&[b, c2 / 2, h, w])
+            }
+        }
+    }
+
+    /// An f32 copy of the decoder, loaded from the kept builder on first use and then cached
+    /// (the fp16 fallback; also usable to always decode in f32, as diffusers' `force_upcast`).
+    pub fn f32_decoder(&self, ctx: &Context) -> Result<Arc<LatentDecoder>> {
+        let mut slot = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(LatentDecoder::load(ctx, &self.vb, &self.config, DType::F32)?);
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// [`Vae::decode`] guarded against the fp16 overflow. Submits `rec` (with whatever was
+    /// recorded before) and, for an f16 VAE, reads the image back: if any value is NaN or Inf it
+    /// logs a warning and decodes again with the f32 decoder, returning that f32 image instead of
+    /// a black one. The result's dtype says which path produced it. f32 VAEs skip the readback.
+    pub fn decode_checked(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
+        let out = self.decode(ctx, rec, z)?;
+        rec.submit(ctx)?;
+        if self.dtype == DType::F32 || out.to_vec(ctx)?.iter().all(|v| v.is_finite()) {
+            return Ok(out);
+        }
+        let zh = z.to_vec(ctx)?;
+        if zh.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid("vae.decode", "the latents themselves contain NaN/Inf; nothing to decode"));
+        }
+        log::warn!("fp16 VAE decode of {:?} produced NaN/Inf (activation overflow); decoding again in f32", z.shape);
+        let z32 = GpuTensor::from_slice(ctx, &z.shape, &zh, DType::F32)?;
+        let out = self.f32_decoder(ctx)?.forward(ctx, rec, &z32)?;
+        rec.submit(ctx)?;
+        Ok(out)
+    }
+}
+
+/// `x/2 + 0.5` on the GPU (one broadcast `add_scaled` against a scalar 1), the affine half of
+/// diffusers' postprocessing; values are not clamped (no clamp kernel): clamp after readback with
+/// [`clamp01`]. Records only.
+pub fn to_image(ctx: &Context, rec: &mut Recorder, raw: &GpuTensor) -> Result<GpuTensor> {
+    let one = GpuTensor::from_slice(ctx, &[1], &[1.0], raw.dtype)?;
+    add_scaled(ctx, rec, raw, &one, 0.5, 0.5)
+}
+
+/// Clamps to [0, 1]; NaN becomes 0 so a broken pixel is black rather than poisoning an encoder.
+pub fn clamp01(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }).collect()
+}
+
+/// Raw decoder output read back to the host → image values `clamp(x/2 + 0.5, 0, 1)`, as
+/// diffusers' `VaeImageProcessor.postprocess` (`denormalize`) computes them.
+pub fn postprocess(raw: &[f32]) -> Vec<f32> {
+    raw.iter().map(|&x| if x.is_nan() { 0.0 } else { (x / 2.0 + 0.5).clamp(0.0, 1.0) }).collect()
+}
