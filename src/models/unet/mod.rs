@@ -1,1 +1,221 @@
-//! SD1.x UNet2DConditionModel. (being written)
+//! SD1.x `UNet2DConditionModel` on the GPU: noisy latents, timesteps and text context in, predicted
+//! noise out, every dispatch recorded into the caller's [`Recorder`] (no readbacks).
+//!
+//! The structure and widths follow diffusers' `UNet2DConditionModel.__init__`, read from a
+//! [`UNetConfig`] that [`crate::weights::detect`] derives from the weight shapes; module names
+//! mirror diffusers' through the [`VarBuilder`], so single-file (LDM) checkpoints and diffusers
+//! folders load the same way.
+//!
+//! The time embedding is a separate call ([`UNet::time_embedding`]) so a sampler can record
+//! [`UNet::forward_with_temb`] once per resolution and replay it, rewriting only the small `temb`
+//! tensor it bound ([`UNet::time_embedding_into`]) each step. Latent sizes that are not multiples of 8 work: every upsampler resizes to the
+//! size of the skip connection it is concatenated with next (diffusers' `forward_upsample_size`).
+
+pub mod blocks;
+pub mod embeddings;
+pub mod fused;
+pub mod layout;
+pub mod resnet;
+pub mod transformer;
+
+use blocks::{BlockCtx, DownBlock, MidBlock, UpBlock};
+use embeddings::{TembProjections, TimestepEmbedding};
+use resnet::ResnetBlock2D;
+
+use crate::kernels::unary::{unary, UnaryOp};
+use crate::nn::{Conv2d, GroupNorm};
+use crate::weights::detect::UNetConfig;
+use crate::weights::var_builder::VarBuilder;
+use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+
+const OP: &str = "unet";
+
+/// `[B, C, H, W]` of an image tensor, or a shape error naming `op`.
+pub(crate) fn dims4(op: &'static str, x: &GpuTensor) -> Result<[usize; 4]> {
+    match x.shape.as_slice() {
+        &[b, c, h, w] => Ok([b, c, h, w]),
+        s => Err(Error::shape(op, format!("expected an image [B, C, H, W], got {s:?}"))),
+    }
+}
+
+pub struct UNet {
+    pub conv_in: Conv2d,
+    pub time_embedding: TimestepEmbedding,
+    pub down_blocks: Vec<DownBlock>,
+    pub mid_block: MidBlock,
+    pub up_blocks: Vec<UpBlock>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+    /// Every resnet's `time_emb_proj`, run together per width.
+    pub temb_projections: TembProjections,
+    pub cfg: UNetConfig,
+    pub dtype: DType,
+}
+
+impl UNet {
+    /// Loads every weight under `vb` (the UNet component's builder) as `dtype`.
+    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &UNetConfig, dtype: DType) -> Result<UNet> {
+        let ch = &cfg.block_out_channels;
+        let levels = ch.len();
+        if levels == 0 || cfg.down_cross_attention.len() != levels || cfg.up_cross_attention.len() != levels {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "config has {levels} levels of block_out_channels {ch:?} but {} down and {} up cross-attention \
+                     flags",
+                    cfg.down_cross_attention.len(),
+                    cfg.up_cross_attention.len()
+                ),
+            ));
+        }
+        if cfg.layers_per_block == 0 {
+            return Err(Error::invalid(OP, "config has layers_per_block = 0"));
+        }
+        let bc = BlockCtx { cfg, dtype };
+        let mut down_blocks = Vec::with_capacity(levels);
+        for i in 0..levels {
+            let cin = if i == 0 { ch[0] } else { ch[i - 1] };
+            let vbi = vb.pp("down_blocks").pp(i);
+            down_blocks.push(DownBlock::load(ctx, &vbi, &bc, cin, ch[i], cfg.down_cross_attention[i], i + 1 < levels)?);
+        }
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut up_blocks = Vec::with_capacity(levels);
+        for i in 0..levels {
+            let prev = rev[i.saturating_sub(1)];
+            let skip_last = rev[(i + 1).min(levels - 1)];
+            let vbi = vb.pp("up_blocks").pp(i);
+            let cross = cfg.up_cross_attention[i];
+            up_blocks.push(UpBlock::load(ctx, &vbi, &bc, prev, rev[i], skip_last, cross, i + 1 < levels)?);
+        }
+        let mut mid_block = MidBlock::load(ctx, &vb.pp("mid_block"), &bc, rev[0])?;
+        let mut resnets: Vec<&mut ResnetBlock2D> = Vec::new();
+        resnets.extend(down_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
+        resnets.extend(mid_block.resnets.iter_mut());
+        resnets.extend(up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
+        let temb_projections = TembProjections::build(ctx, &mut resnets)?;
+        Ok(UNet {
+            conv_in: Conv2d::load(ctx, &vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, dtype)?,
+            time_embedding: TimestepEmbedding::load(ctx, &vb.pp("time_embedding"), ch[0], cfg.time_embed_dim, dtype)?,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(
+                ctx,
+                &vb.pp("conv_norm_out"),
+                cfg.norm_num_groups,
+                ch[0],
+                resnet::RESNET_EPS,
+                dtype,
+            )?,
+            conv_out: Conv2d::load(ctx, &vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1, dtype)?,
+            temb_projections,
+            cfg: cfg.clone(),
+            dtype,
+        })
+    }
+
+    /// `[B, time_embed_dim]`: the timestep MLP's output for one timestep per batch item.
+    pub fn time_embedding(&self, ctx: &Context, rec: &mut Recorder, timesteps: &[f32]) -> Result<GpuTensor> {
+        self.time_embedding.forward(ctx, rec, timesteps)
+    }
+
+    /// [`UNet::time_embedding`] into an existing `temb [B, time_embed_dim]`: the per-step update
+    /// of a recorded [`UNet::forward_with_temb`] graph that bound `temb` (submit this, then replay).
+    pub fn time_embedding_into(
+        &self,
+        ctx: &Context,
+        rec: &mut Recorder,
+        timesteps: &[f32],
+        temb: &GpuTensor,
+    ) -> Result<()> {
+        self.time_embedding.forward_into(ctx, rec, timesteps, temb)
+    }
+
+    /// Predicted noise `[B, out_channels, h, w]` for latents `x [B, in_channels, h, w]`, the time
+    /// embedding `temb [B, time_embed_dim]` and the text context `[B, S, cross_attention_dim]`
+    /// (any S: 77 per prompt chunk).
+    pub fn forward_with_temb(
+        &self,
+        ctx: &Context,
+        rec: &mut Recorder,
+        x: &GpuTensor,
+        temb: &GpuTensor,
+        context: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        self.check_inputs(x, temb, context)?;
+        // Every resnet applies SiLU to the same embedding before its own projection; all the
+        // projections run up front.
+        let silu_temb = unary(ctx, rec, temb, UnaryOp::Silu)?;
+        let mut temb = self.temb_projections.forward(ctx, rec, &silu_temb)?.into_iter();
+        let mut h = self.conv_in.forward(ctx, rec, x)?;
+        let mut skips = vec![h.clone()];
+        for b in &self.down_blocks {
+            h = b.forward(ctx, rec, &h, &mut temb, context, &mut skips)?;
+        }
+        h = self.mid_block.forward(ctx, rec, &h, &mut temb, context)?;
+        for b in &self.up_blocks {
+            h = b.forward(ctx, rec, &h, &mut temb, context, &mut skips)?;
+        }
+        let h = self.conv_norm_out.forward(ctx, rec, &h, true)?;
+        self.conv_out.forward(ctx, rec, &h)
+    }
+
+    /// [`UNet::time_embedding`] then [`UNet::forward_with_temb`]; `timesteps` has one entry per
+    /// batch item.
+    pub fn forward(
+        &self,
+        ctx: &Context,
+        rec: &mut Recorder,
+        x: &GpuTensor,
+        timesteps: &[f32],
+        context: &GpuTensor,
+    ) -> Result<GpuTensor> {
+        let [b, ..] = dims4(OP, x)?;
+        if timesteps.len() != b {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{} timesteps for a batch of {b} latents {:?}; one per item is needed",
+                    timesteps.len(),
+                    x.shape
+                ),
+            ));
+        }
+        let temb = self.time_embedding(ctx, rec, timesteps)?;
+        self.forward_with_temb(ctx, rec, x, &temb, context)
+    }
+
+    fn check_inputs(&self, x: &GpuTensor, temb: &GpuTensor, context: &GpuTensor) -> Result<()> {
+        let cfg = &self.cfg;
+        let [b, c, h, w] = dims4(OP, x)?;
+        let desc = || format!("x {:?}, temb {:?}, context {:?}", x.shape, temb.shape, context.shape);
+        if c != cfg.in_channels || h == 0 || w == 0 || b == 0 {
+            return Err(Error::shape(
+                OP,
+                format!("x must be [B ≥ 1, {}, h ≥ 1, w ≥ 1] latents: {}", cfg.in_channels, desc()),
+            ));
+        }
+        if temb.shape != [b, cfg.time_embed_dim] {
+            return Err(Error::shape(OP, format!("temb must be [{b}, {}]: {}", cfg.time_embed_dim, desc())));
+        }
+        if context.shape.len() != 3
+            || context.shape[0] != b
+            || context.shape[1] == 0
+            || context.shape[2] != cfg.cross_attention_dim
+        {
+            return Err(Error::shape(
+                OP,
+                format!("context must be [{b}, S ≥ 1, {}]: {}", cfg.cross_attention_dim, desc()),
+            ));
+        }
+        for (name, t) in [("x", x), ("temb", temb), ("context", context)] {
+            if t.dtype != self.dtype {
+                return Err(Error::dtype(
+                    OP,
+                    format!("{name} is {} but the UNet was loaded as {}", t.dtype.name(), self.dtype.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

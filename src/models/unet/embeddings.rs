@@ -1,0 +1,140 @@
+//! The timestep embedding: diffusers `Timesteps` (sinusoidal, `flip_sin_to_cos=True`,
+//! `freq_shift=0`, as SD1.x configures it) followed by `TimestepEmbedding`
+//! (`linear_1` → SiLU → `linear_2`).
+//!
+//! It is split from the rest of the UNet so that a sampling loop can record the big graph once per
+//! resolution and redo only these four dispatches per step.
+//!
+//! [`TembProjections`] then applies every resnet's `time_emb_proj` to SiLU(embedding): the resnets
+//! of one width share one GEMM launch over their stacked weights (SD1: 3 launches instead of 22).
+
+use super::fused::{linear_into, multi_linear, slice, stack_copies};
+use super::resnet::ResnetBlock2D;
+use crate::kernels::timestep_embedding::timestep_embedding;
+use crate::kernels::unary::{unary, UnaryOp};
+use crate::nn::Linear;
+use crate::weights::var_builder::VarBuilder;
+use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+
+/// diffusers `TimestepEmbedding` with the sinusoidal projection in front of it.
+pub struct TimestepEmbedding {
+    pub linear_1: Linear,
+    pub linear_2: Linear,
+    /// Width of the sinusoidal projection (diffusers: `block_out_channels[0]`).
+    pub proj_dim: usize,
+    pub dtype: DType,
+}
+
+impl TimestepEmbedding {
+    /// `vb` is the UNet's `time_embedding` scope.
+    pub fn load(
+        ctx: &Context,
+        vb: &VarBuilder,
+        proj_dim: usize,
+        embed_dim: usize,
+        dtype: DType,
+    ) -> Result<TimestepEmbedding> {
+        Ok(TimestepEmbedding {
+            linear_1: Linear::load(ctx, &vb.pp("linear_1"), proj_dim, embed_dim, true, dtype)?,
+            linear_2: Linear::load(ctx, &vb.pp("linear_2"), embed_dim, embed_dim, true, dtype)?,
+            proj_dim,
+            dtype,
+        })
+    }
+
+    /// One timestep per batch item → `[B, embed_dim]`.
+    pub fn forward(&self, ctx: &Context, rec: &mut Recorder, timesteps: &[f32]) -> Result<GpuTensor> {
+        let out = GpuTensor::empty(ctx, &[timesteps.len(), self.linear_2.out_features], self.dtype)?;
+        self.forward_into(ctx, rec, timesteps, &out)?;
+        Ok(out)
+    }
+
+    /// [`TimestepEmbedding::forward`] into an existing `out [B, embed_dim]`: a graph recorded
+    /// with `out` as its `temb` sees the new timesteps when replayed after this is submitted.
+    pub fn forward_into(&self, ctx: &Context, rec: &mut Recorder, timesteps: &[f32], out: &GpuTensor) -> Result<()> {
+        const OP: &str = "unet.time_embedding";
+        if timesteps.is_empty() {
+            return Err(Error::invalid(OP, "no timesteps (one per batch item is needed)"));
+        }
+        let n = self.linear_2.out_features;
+        if out.shape != [timesteps.len(), n] || out.dtype != self.dtype {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "out {:?} {} must be [{}, {n}] {} for {} timesteps",
+                    out.shape,
+                    out.dtype.name(),
+                    timesteps.len(),
+                    self.dtype.name(),
+                    timesteps.len()
+                ),
+            ));
+        }
+        let t = timestep_embedding(ctx, rec, timesteps, self.proj_dim, self.dtype)?;
+        let h = self.linear_1.forward(ctx, rec, &t)?;
+        let h = unary(ctx, rec, &h, UnaryOp::Silu)?;
+        linear_into(ctx, rec, &h, &self.linear_2, out)
+    }
+}
+
+/// The resnets of one width: their `time_emb_proj` weights stacked `[n, Cout, T]`.
+struct TembGroup {
+    stacked: GpuTensor,
+    /// Index of each slice's resnet in forward order.
+    members: Vec<usize>,
+}
+
+/// The `time_emb_proj` GEMMs of all resnets, grouped by width.
+pub struct TembProjections {
+    groups: Vec<TembGroup>,
+    count: usize,
+}
+
+impl TembProjections {
+    /// Stacks the weights of `resnets` (in forward order) by output width and points each
+    /// resnet's `time_emb_proj.weight` at its slice, so no copy stays behind.
+    pub fn build(ctx: &Context, resnets: &mut [&mut ResnetBlock2D]) -> Result<TembProjections> {
+        let mut widths: Vec<usize> = resnets.iter().map(|r| r.out_channels).collect();
+        widths.sort_unstable();
+        widths.dedup();
+        let mut groups = Vec::new();
+        for w in widths {
+            let members: Vec<usize> = (0..resnets.len()).filter(|&i| resnets[i].out_channels == w).collect();
+            let parts: Vec<&GpuTensor> = members.iter().map(|&i| &resnets[i].time_emb_proj.weight).collect();
+            match stack_copies(ctx, &parts)? {
+                Some(stacked) => {
+                    let per = parts[0].numel();
+                    let shape = parts[0].shape.clone();
+                    for (slot, &i) in members.iter().enumerate() {
+                        resnets[i].time_emb_proj.weight = stacked.view(slot * per, &shape)?;
+                    }
+                    groups.push(TembGroup { stacked, members });
+                }
+                // Unaligned weights (odd f16 sizes): one launch per resnet.
+                None => {
+                    for i in members {
+                        let wt = &resnets[i].time_emb_proj.weight;
+                        let mut shape = vec![1];
+                        shape.extend_from_slice(&wt.shape);
+                        groups.push(TembGroup { stacked: wt.reshape(&shape)?, members: vec![i] });
+                    }
+                }
+            }
+        }
+        Ok(TembProjections { groups, count: resnets.len() })
+    }
+
+    /// `silu_temb [B, T]` → each resnet's projection `[B, Cout]` (no bias), in forward order.
+    pub fn forward(&self, ctx: &Context, rec: &mut Recorder, silu_temb: &GpuTensor) -> Result<Vec<GpuTensor>> {
+        let mut out: Vec<Option<GpuTensor>> = vec![None; self.count];
+        for g in &self.groups {
+            let y = multi_linear(ctx, rec, silu_temb, &g.stacked)?;
+            for (slot, &i) in g.members.iter().enumerate() {
+                out[i] = Some(slice(&y, slot)?);
+            }
+        }
+        out.into_iter()
+            .map(|t| t.ok_or_else(|| Error::invalid("unet.temb_projections", "a resnet has no time projection")))
+            .collect()
+    }
+}
