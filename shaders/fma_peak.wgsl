@@ -1,8 +1,11 @@
-// FMA-throughput microbenchmark: the device's practical f32 peak, against which every kernel's
-// GFLOP/s is reported. Each invocation runs ITERS rounds over 8 independent vec4 chains (enough
-// independent work to hide FMA latency), acc = fma(acc, a, b). With |a| < 1 each chain converges
-// to b/(1-a), so the result is checkable against a CPU reference and cannot be optimized away.
-// Flops per invocation: ITERS * 8 chains * 4 lanes * 2.
+// Multiply-add throughput microbenchmark: the device's practical f32 peak, against which every
+// kernel's GFLOP/s is reported. Each invocation runs `iters` loop iterations of 8 steps over 8
+// independent vec4 chains (enough independent work to hide latency), acc = acc * a + b. The body
+// is unrolled 8x because lavapipe pays a large fixed cost per loop iteration; `*`+`+` rather than
+// fma() because drivers that lower fma() exactly (lavapipe) make it a slow call, and the kernels
+// being measured use mul+add. With |a| < 1 each chain converges to b/(1-a), so the result is
+// checkable against a CPU reference and cannot be optimized away.
+// Flops per invocation: iters * 8 steps * 8 chains * 4 lanes * 2.
 
 override WG: u32 = 256u;
 
@@ -33,10 +36,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var c5 = c0 - 8.0;
     var c6 = c0 - 12.0;
     var c7 = c0 * 0.5;
-    // The bound is read once: some drivers (lavapipe) reload a uniform on every loop test, and a
-    // memory access there costs more than the 32 FMAs of one iteration.
+    // The bound is read once: some drivers (lavapipe) reload a uniform on every loop test.
     let iters = p.iters;
     for (var k = 0u; k < iters; k++) {
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
+        c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
+        c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
         c0 = c0 * a + b; c1 = c1 * a + b; c2 = c2 * a + b; c3 = c3 * a + b;
         c4 = c4 * a + b; c5 = c5 * a + b; c6 = c6 * a + b; c7 = c7 * a + b;
     }

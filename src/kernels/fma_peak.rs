@@ -1,4 +1,4 @@
-//! Launcher for `shaders/fma_peak.wgsl`: measures the device's practical f32 FMA throughput.
+//! Launcher for `shaders/fma_peak.wgsl`: measures the device's practical f32 multiply-add throughput.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -19,12 +19,16 @@ struct Params {
     b: f32,
 }
 
-/// Flops done by one launch over `seeds` elements with `iters` rounds.
+/// Chain steps per loop iteration in the shader (its body is unrolled this many times).
+pub const STEPS_PER_ITER: u32 = 8;
+
+/// Flops done by one launch over `seeds` elements with `iters` loop iterations.
 pub fn flops(n: usize, iters: u32) -> f64 {
-    n as f64 * iters as f64 * 8.0 * 4.0 * 2.0
+    n as f64 * iters as f64 * STEPS_PER_ITER as f64 * 8.0 * 4.0 * 2.0
 }
 
-/// Record the chains `acc = fma(acc, a, b)` started from each seed; returns one sum per seed.
+/// Record `iters * STEPS_PER_ITER` steps of the chains `acc = acc * a + b` started from each seed;
+/// returns one sum per seed.
 pub fn fma_chains(ctx: &Context, rec: &mut Recorder, seeds: &GpuTensor, iters: u32, a: f32, b: f32) -> Result<GpuTensor> {
     const OP: &str = "fma_peak";
     if seeds.dtype != DType::F32 || seeds.shape.len() != 1 {

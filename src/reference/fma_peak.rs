@@ -15,7 +15,7 @@ pub fn fma_chains(seeds: &[f32], iters: u32, a: f32, b: f32) -> Vec<f32> {
             }
             chains.extend(base.iter().map(|v| v * 0.5));
             for mut c in chains {
-                for _ in 0..iters {
+                for _ in 0..iters * crate::kernels::fma_peak::STEPS_PER_ITER {
                     c = c * a + b;
                 }
                 total += c;
