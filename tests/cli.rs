@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn lorafuse(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lorafuse")).args(args).output().expect("run lorafuse")
+    // The Vulkan loader complains on stderr when XDG_RUNTIME_DIR is unset; give it one so stderr
+    // holds only lorafuse's own messages.
+    let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    Command::new(env!("CARGO_BIN_EXE_lorafuse")).args(args).env("XDG_RUNTIME_DIR", xdg).output().expect("run lorafuse")
 }
 
 #[test]
@@ -54,4 +57,155 @@ fn bad_arguments_fail_cleanly() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-gpu-0x7f") && !err.contains("panicked"), "{err}");
+}
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny")
+}
+
+fn tmpdir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lorafuse-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn tokenize_prints_untruncated_ids_and_count() {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer_cases.json")).unwrap()).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let prompt = case["prompt"].as_str().unwrap();
+        let out = lorafuse(&["tokenize", "--prompt", prompt, "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want = &case["ids_untruncated"];
+        // Prompts with A1111 syntax characters are parsed first; the fixture's plain prompts are not.
+        if !prompt.contains(['(', ')', '[', ']', '\\', '<']) {
+            assert_eq!(&v["ids"], want, "{prompt:?}");
+        }
+        assert_eq!(v["tokens"].as_u64().unwrap() as usize + 2, v["ids"].as_array().unwrap().len(), "{prompt:?}");
+    }
+}
+
+/// `generate` reproduces diffusers' run_euler through the CLI contract (--noise-file,
+/// --save-tensors, the PNG and its parameters chunk).
+#[test]
+fn generate_reproduces_a_reference_run() {
+    let d = tmpdir("gen");
+    let golden = lorafuse::weights::safetensors::SafeTensorsFile::open(fixtures().join("golden.safetensors")).unwrap();
+    let noise = golden.read_f32("pipe_noise").unwrap();
+    let bytes = safetensors::serialize(
+        [(
+            "noise",
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![1, 4, 8, 8],
+                bytemuck::cast_slice(&noise),
+            )
+            .unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    std::fs::write(d.join("noise.safetensors"), bytes).unwrap();
+    let runs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("runs.json")).unwrap()).unwrap();
+    let run = &runs["run_euler"];
+    let model = fixtures().join("model-fp16.safetensors");
+    let png = d.join("img.png");
+    let st = d.join("t.safetensors");
+    let out = lorafuse(&[
+        "generate",
+        "-m",
+        model.to_str().unwrap(),
+        "-p",
+        run["prompt"].as_str().unwrap(),
+        "-n",
+        run["negative_prompt"].as_str().unwrap(),
+        "--steps",
+        "4",
+        "--cfg",
+        "7.5",
+        "--sampler",
+        "euler",
+        "--spacing",
+        "leading",
+        "--seed",
+        "5",
+        "-W",
+        "64",
+        "-H",
+        "64",
+        "--precision",
+        "f32",
+        "--quiet",
+        "--noise-file",
+        d.join("noise.safetensors").to_str().unwrap(),
+        "--save-tensors",
+        st.to_str().unwrap(),
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("img.png"));
+    let saved = lorafuse::weights::safetensors::SafeTensorsFile::open(&st).unwrap();
+    let rel = |a: &[f32], b: &[f32]| {
+        let n: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+        let d: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (n / d).sqrt()
+    };
+    assert_eq!(saved.read_f32("noise").unwrap(), noise);
+    let e_lat = rel(&saved.read_f32("latents").unwrap(), &golden.read_f32("run_euler_latents").unwrap());
+    let e_img = rel(&saved.read_f32("image").unwrap(), &golden.read_f32("run_euler_image").unwrap());
+    eprintln!("generate run_euler: latents {e_lat:.3e}, image {e_img:.3e}");
+    assert!(e_lat <= 5e-3 && e_img <= 5e-3);
+    assert_eq!(saved.info("image").unwrap().shape, vec![1, 3, 64, 64]);
+    let params = lorafuse::pipeline::image::read_parameters(&png).unwrap().unwrap();
+    for field in [
+        "Negative prompt: lowres",
+        "Steps: 4",
+        "Sampler: Euler",
+        "CFG scale: 7.5",
+        "Seed: 5",
+        "Size: 64x64",
+        "Model hash: ",
+        "Model: model-fp16",
+        "Clip skip: 1",
+        "RNG: GPU",
+    ] {
+        assert!(params.contains(field), "{field} missing from {params}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn generate_rejects_bad_input_with_one_line() {
+    let d = tmpdir("bad");
+    let model = fixtures().join("model-fp16.safetensors");
+    let m = model.to_str().unwrap();
+    let trunc = d.join("trunc.safetensors");
+    std::fs::write(&trunc, &std::fs::read(&model).unwrap()[..100_000]).unwrap();
+    let out_png = d.join("never.png");
+    let o = out_png.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["-m", "/no/such/model.safetensors"], "does not exist"),
+        (vec!["-m", m, "-W", "100"], "multiples of 8"),
+        (vec!["-m", m, "--steps", "0"], "steps"),
+        (vec!["-m", m, "--sampler", "heun2"], "unknown sampler"),
+        (vec!["-m", m, "--precision", "f8"], "precision"),
+        (vec!["-m", trunc.to_str().unwrap(), "-W", "64", "-H", "64"], "larger than the file"),
+        (vec!["-m", fixtures().join("loras/kohya_lora.safetensors").to_str().unwrap(), "-W", "64", "-H", "64"], "LoRA"),
+    ] {
+        let mut all = vec!["generate", "-p", "x", "-o", o, "--quiet"];
+        all.extend(args);
+        let out = lorafuse(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?} succeeded");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{all:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!out_png.exists());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
 }

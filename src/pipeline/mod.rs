@@ -1,4 +1,5 @@
 //! Text-to-image orchestration.
 
 pub mod image;
+pub mod txt2img;
 pub mod rng;

@@ -1,5 +1,7 @@
 //! The `lorafuse` command line.
 
+mod generate;
+
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Generate images from a prompt with your own checkpoint.
+    Generate(generate::GenerateArgs),
     /// Print a prompt's CLIP token ids (BOS … EOS, untruncated) and its token count.
     Tokenize {
         #[arg(short, long)]
@@ -94,6 +98,7 @@ fn main() {
 
 fn run_cli(cli: &Cli) -> Result<()> {
     match &cli.cmd {
+        Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
         Cmd::Info => {
             let ctx = context(cli)?;

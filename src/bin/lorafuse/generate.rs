@@ -1,0 +1,199 @@
+//! `lorafuse generate`: the CLI contract over `pipeline::txt2img`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lorafuse::pipeline::image::{a1111_sampler_name, fmt_num, model_hash, to_rgb8, write_png, Infotext};
+use lorafuse::pipeline::rng::RngKind;
+use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
+use lorafuse::schedulers::{SamplerKind, Spacing};
+use lorafuse::weights::safetensors::SafeTensorsFile;
+use lorafuse::{Context, HostTensor};
+
+#[derive(Args, Clone, Debug)]
+pub struct GenerateArgs {
+    /// Checkpoint: a single .safetensors file (SD1.x, LDM layout) or a diffusers folder.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    #[arg(short = 'p', long, default_value = "")]
+    pub prompt: String,
+    #[arg(short = 'n', long, default_value = "")]
+    pub negative_prompt: String,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 7.0)]
+    pub cfg: f32,
+    /// euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, lcm
+    #[arg(long, default_value = "dpmpp_2m_karras")]
+    pub sampler: String,
+    /// leading (SD1.5's) or trailing
+    #[arg(long, default_value = "leading")]
+    pub spacing: String,
+    /// Seed (default: random, printed and saved in the PNG).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// philox (A1111 "GPU" / sd.cpp --rng cuda) or torch-cpu (diffusers' CPU generator)
+    #[arg(long, default_value = "philox")]
+    pub rng: String,
+    #[arg(short = 'W', long, default_value_t = 512)]
+    pub width: usize,
+    #[arg(short = 'H', long, default_value_t = 512)]
+    pub height: usize,
+    /// Images; image i uses seed S+i.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// A1111 numbering: 1 = last layer, 2 = penultimate.
+    #[arg(long, default_value_t = 1)]
+    pub clip_skip: usize,
+    /// f32, f16 or auto
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    #[arg(short = 'o', long, default_value = "out.png")]
+    pub output: PathBuf,
+    /// safetensors with `noise` [B,4,H/8,W/8] (and optional `step_noise` [S,B,4,H/8,W/8]).
+    #[arg(long)]
+    pub noise_file: Option<PathBuf>,
+    /// Write f32 `noise`, `latents` and `image` tensors here.
+    #[arg(long)]
+    pub save_tensors: Option<PathBuf>,
+}
+
+fn read_noise(path: &Path) -> Result<NoiseOverride> {
+    let f = SafeTensorsFile::open(path)?;
+    let get = |name: &str| -> Result<Option<HostTensor>> {
+        match f.info(name) {
+            None => Ok(None),
+            Some(i) => {
+                let shape = i.shape.clone();
+                Ok(Some(HostTensor::new(&shape, f.read_f32(name)?)?))
+            }
+        }
+    };
+    let noise = get("noise")?;
+    if noise.is_none() {
+        bail!("{}: no tensor named `noise`", path.display());
+    }
+    Ok(NoiseOverride { noise, step_noise: get("step_noise")? })
+}
+
+fn output_path(base: &Path, i: usize, n: usize) -> PathBuf {
+    if n == 1 {
+        return base.to_path_buf();
+    }
+    let stem = base.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let ext = base.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+    base.with_file_name(format!("{stem}-{i}.{ext}"))
+}
+
+fn save_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let bytes: &[u8] = bytemuck::cast_slice(&t.data);
+            Ok((n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)?))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None)?;
+    lorafuse::pipeline::image::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
+    let sampler: SamplerKind = a.sampler.parse()?;
+    let spacing: Spacing = a.spacing.parse()?;
+    let rng: RngKind = a.rng.parse()?;
+    let precision: Precision = a.precision.parse()?;
+    let seed = a.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        (t as u64 ^ (t >> 64) as u64) % 4_294_967_296
+    });
+    let noise = match &a.noise_file {
+        Some(p) => read_noise(p)?,
+        None => NoiseOverride::default(),
+    };
+    let req = Request {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        cfg: a.cfg,
+        sampler,
+        spacing,
+        seed,
+        rng,
+        width: a.width,
+        height: a.height,
+        batch: a.batch,
+        clip_skip: a.clip_skip,
+        noise,
+    };
+    // Cheap checks before the model loads.
+    req.validate()?;
+    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            bail!("output folder {} does not exist", dir.display());
+        }
+    }
+    if !a.model.exists() {
+        bail!("model {} does not exist", a.model.display());
+    }
+    let t0 = Instant::now();
+    let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
+    log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
+    eprintln!("seed: {seed}");
+
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(req.steps as u64);
+        b.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {per_sec} ({elapsed})")?);
+        b
+    };
+    let out = pipe.generate(ctx, &req, &mut |p| match p {
+        Progress::Image { image, images } => {
+            bar.reset();
+            bar.set_message(format!("image {}/{images}", image + 1));
+        }
+        Progress::Step { step, steps } => {
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
+        }
+        Progress::Decode => bar.set_message("decoding"),
+    })?;
+    bar.finish_and_clear();
+
+    let model_name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let hash = if a.model.is_file() { model_hash(&a.model)? } else { String::new() };
+    for (i, img) in out.images.iter().enumerate() {
+        let mut info = Infotext::new(&req.prompt, &req.negative_prompt)
+            .field("Steps", req.steps)
+            .field("Sampler", a1111_sampler_name(sampler))
+            .field("CFG scale", fmt_num(req.cfg as f64))
+            .field("Seed", out.seeds[i])
+            .field("Size", format!("{}x{}", req.width, req.height));
+        if !hash.is_empty() {
+            info = info.field("Model hash", &hash);
+        }
+        info = info
+            .field("Model", &model_name)
+            .field("Clip skip", req.clip_skip)
+            .field("RNG", if rng == RngKind::Philox { "GPU" } else { "CPU" });
+        if spacing != Spacing::Leading {
+            info = info.field("Timestep spacing", spacing.name());
+        }
+        let path = output_path(&a.output, i, out.images.len());
+        write_png(&path, req.width, req.height, &to_rgb8(&img.data, req.height, req.width)?, &info.render())?;
+        println!("{}", path.display());
+    }
+    if let Some(p) = &a.save_tensors {
+        let mut image = Vec::new();
+        for img in &out.images {
+            image.extend_from_slice(&img.data);
+        }
+        let image = HostTensor::new(&[out.images.len(), 3, req.height, req.width], image)?;
+        save_tensors(p, &[("noise", &out.noise), ("latents", &out.latents), ("image", &image)])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,375 @@
+//! Text to image: prompt → CLIP → UNet sampling loop with classifier-free guidance → VAE → pixels.
+//!
+//! The UNet graph is recorded once per latent size into a [`Recorder`] that reads fixed input
+//! tensors (scaled latents, time embedding, text context); every step only records the few
+//! dispatches that refill those inputs and apply the sampler's update, then replays the graph, so
+//! bind groups are built once per resolution and nothing is read back until the image is done.
+
+use std::path::{Path, PathBuf};
+
+use crate::kernels::binary::add_scaled;
+use crate::kernels::concat::concat_channels;
+use crate::kernels::unary::{unary, unary_into, UnaryOp};
+use crate::models::clip::prompt::{parse_prompt, ParsedPrompt};
+use crate::models::clip::text_model::ClipTextModel;
+use crate::models::clip::tokenizer::Tokenizer;
+use crate::models::unet::UNet;
+use crate::models::vae::Vae;
+use crate::pipeline::rng::{randn, NoiseStream, RngKind};
+use crate::schedulers::{SamplerKind, Schedule, SchedulerConfig, Spacing};
+use crate::weights::detect::{detect, ModelConfig};
+use crate::weights::ModelFiles;
+use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
+
+/// Which precision the models run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    /// f16 where the adapter has SHADER_F16, else f32.
+    Auto,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "auto" => Ok(Precision::Auto),
+            _ => Err(Error::invalid("precision", format!("unknown precision {s:?} (expected f32, f16 or auto)"))),
+        }
+    }
+}
+
+impl Precision {
+    pub fn resolve(self, ctx: &Context) -> Result<DType> {
+        match self {
+            Precision::F32 => Ok(DType::F32),
+            Precision::F16 if !ctx.caps.shader_f16 => {
+                Err(Error::dtype("precision", "f16 needs SHADER_F16, which this adapter lacks (use --precision f32)"))
+            }
+            Precision::F16 => Ok(DType::F16),
+            Precision::Auto => Ok(if ctx.caps.shader_f16 { DType::F16 } else { DType::F32 }),
+        }
+    }
+}
+
+enum Tok {
+    Embedded(&'static Tokenizer),
+    Owned(Box<Tokenizer>),
+}
+
+/// A loaded checkpoint, ready to generate.
+pub struct Pipeline {
+    pub model_path: PathBuf,
+    pub config: ModelConfig,
+    pub dtype: DType,
+    pub scheduler_config: SchedulerConfig,
+    tokenizer: Tok,
+    pub clip: ClipTextModel,
+    pub unet: UNet,
+    pub vae: Vae,
+}
+
+/// Caller-supplied noise (the `--noise-file` contract): `noise` [B,4,h,w] replaces the seeded
+/// initial noise; `step_noise` [S,B,4,h,w] is consumed in order by the samplers that draw noise.
+#[derive(Clone, Debug, Default)]
+pub struct NoiseOverride {
+    pub noise: Option<HostTensor>,
+    pub step_noise: Option<HostTensor>,
+}
+
+/// One text-to-image request (already validated by [`Request::validate`]).
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub cfg: f32,
+    pub sampler: SamplerKind,
+    pub spacing: Spacing,
+    pub seed: u64,
+    pub rng: RngKind,
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    pub clip_skip: usize,
+    pub noise: NoiseOverride,
+}
+
+impl Request {
+    pub fn new(prompt: &str) -> Request {
+        Request {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            steps: 20,
+            cfg: 7.0,
+            sampler: SamplerKind::DpmPP2MKarras,
+            spacing: Spacing::Leading,
+            seed: 0,
+            rng: RngKind::Philox,
+            width: 512,
+            height: 512,
+            batch: 1,
+            clip_skip: 1,
+            noise: NoiseOverride::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "request";
+        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!("size {}x{} must be positive multiples of 8", self.width, self.height),
+            ));
+        }
+        if self.width > 8192 || self.height > 8192 {
+            return Err(Error::limit(OP, "image side", self.width.max(self.height) as u64, 8192));
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid(OP, "steps must be at least 1"));
+        }
+        if self.batch == 0 || self.batch > 64 {
+            return Err(Error::invalid(OP, format!("batch must be 1..=64, got {}", self.batch)));
+        }
+        if !self.cfg.is_finite() {
+            return Err(Error::invalid(OP, format!("CFG scale must be finite, got {}", self.cfg)));
+        }
+        if self.clip_skip == 0 {
+            return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
+        }
+        Ok(())
+    }
+
+    fn latent_shape(&self) -> [usize; 3] {
+        [4, self.height / 8, self.width / 8]
+    }
+}
+
+/// Progress of a generation, reported to the caller's callback.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    /// Text encoded; sampling image `image` of `images` starts.
+    Image { image: usize, images: usize },
+    /// Step `step` of `steps` done for the current image.
+    Step { step: usize, steps: usize },
+    /// Decoding the latents.
+    Decode,
+}
+
+/// What a generation produced.
+pub struct Output {
+    /// Per image, [3, H, W] values in [0, 1].
+    pub images: Vec<HostTensor>,
+    /// Initial unit-normal noise [B, 4, h, w] (before scaling by the sampler's initial sigma).
+    pub noise: HostTensor,
+    /// Final latents [B, 4, h, w] (before division by the VAE scaling factor).
+    pub latents: HostTensor,
+    pub seeds: Vec<u64>,
+}
+
+impl Pipeline {
+    /// Load a single-file checkpoint or a diffusers folder.
+    pub fn load(ctx: &Context, path: &Path, precision: Precision) -> Result<Pipeline> {
+        let dtype = precision.resolve(ctx)?;
+        let files = ModelFiles::open(path)?;
+        let config = detect(&files)?;
+        if config.unet.in_channels != 4 {
+            return Err(Error::invalid(
+                "load",
+                format!(
+                    "{}: UNet has {} input channels; only text-to-image models (4) are supported yet",
+                    path.display(),
+                    config.unet.in_channels
+                ),
+            ));
+        }
+        let folder_tok = path.join("tokenizer");
+        // A diffusers folder ships its vocabulary; single files carry none, so the embedded one.
+        let tokenizer = if folder_tok.join("vocab.json").exists() && folder_tok.join("merges.txt").exists() {
+            Tok::Owned(Box::new(Tokenizer::from_files(&folder_tok.join("vocab.json"), &folder_tok.join("merges.txt"))?))
+        } else {
+            Tok::Embedded(Tokenizer::embedded()?)
+        };
+        let sched_json = path.join("scheduler").join("scheduler_config.json");
+        let scheduler_config = if sched_json.exists() {
+            SchedulerConfig::from_diffusers_json(&sched_json)?
+        } else {
+            SchedulerConfig::sd15()
+        };
+        let clip = ClipTextModel::load(ctx, &files.text_encoder(), &config.clip, dtype)?;
+        let unet = UNet::load(ctx, &files.unet(), &config.unet, dtype)?;
+        let vae = Vae::load_decoder(ctx, &files.vae(), &config.vae, dtype)?;
+        Ok(Pipeline { model_path: path.to_path_buf(), config, dtype, scheduler_config, tokenizer, clip, unet, vae })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        match &self.tokenizer {
+            Tok::Embedded(t) => t,
+            Tok::Owned(t) => t,
+        }
+    }
+
+    /// Encode the prompt pair into one CFG context [2, 77·k, C] (negative first), padding the
+    /// shorter prompt with empty chunks as A1111 does.
+    fn encode_pair(&self, ctx: &Context, req: &Request, guided: bool) -> Result<GpuTensor> {
+        let mut cond = parse_prompt(self.tokenizer(), &req.prompt)?;
+        if !guided {
+            return self.clip.encode_prompt(ctx, &cond, req.clip_skip);
+        }
+        let mut uncond = parse_prompt(self.tokenizer(), &req.negative_prompt)?;
+        let empty = parse_prompt(self.tokenizer(), "")?.chunks[0].clone();
+        let pad = |p: &mut ParsedPrompt, n: usize| p.chunks.resize(n, empty.clone());
+        let n = cond.chunks.len().max(uncond.chunks.len());
+        pad(&mut cond, n);
+        pad(&mut uncond, n);
+        let u = self.clip.encode_prompt(ctx, &uncond, req.clip_skip)?;
+        let c = self.clip.encode_prompt(ctx, &cond, req.clip_skip)?;
+        // [1, S, C] + [1, S, C] stacked along the batch: the same bytes as a channel concat of
+        // [1, S·C, 1, 1] views.
+        let sc = u.numel();
+        let mut rec = Recorder::new();
+        let both = concat_channels(ctx, &mut rec, &u.reshape(&[1, sc, 1, 1])?, &c.reshape(&[1, sc, 1, 1])?)?;
+        rec.submit(ctx)?;
+        let mut shape = u.shape.clone();
+        shape[0] = 2;
+        both.reshape(&shape)
+    }
+
+    /// Generate `req.batch` images; image i uses seed `req.seed + i`.
+    pub fn generate(&self, ctx: &Context, req: &Request, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
+        req.validate()?;
+        let schedule = Schedule::new(req.sampler, req.spacing, req.steps, &self.scheduler_config)?;
+        let [lc, lh, lw] = req.latent_shape();
+        let per = lc * lh * lw;
+        check_noise(&req.noise, req.batch, per, schedule.len())?;
+        let guided = req.cfg != 1.0;
+        let context = self.encode_pair(ctx, req, guided)?;
+        let rows = if guided { 2 } else { 1 };
+
+        // The recorded UNet graph and its fixed inputs.
+        let x_in = GpuTensor::empty(ctx, &[rows, lc, lh, lw], self.dtype)?;
+        let mut probe = Recorder::new();
+        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows])?;
+        let temb = GpuTensor::empty(ctx, &temb_probe.shape, temb_probe.dtype)?;
+        drop(probe);
+        let mut graph = Recorder::new();
+        let eps_all = self.unet.forward_with_temb(ctx, &mut graph, &x_in, &temb, &context)?;
+
+        let mut images = Vec::new();
+        let mut noise_all = Vec::with_capacity(req.batch * per);
+        let mut latents_all = Vec::with_capacity(req.batch * per);
+        let mut seeds = Vec::new();
+        for b in 0..req.batch {
+            progress(Progress::Image { image: b, images: req.batch });
+            let seed = req.seed.wrapping_add(b as u64);
+            seeds.push(seed);
+            let mut stream = NoiseStream::new(req.rng, seed);
+            let noise = match &req.noise.noise {
+                Some(n) => n.data[b * per..(b + 1) * per].to_vec(),
+                None => stream.next(&[lc, lh, lw]),
+            };
+            noise_all.extend_from_slice(&noise);
+            let init = schedule.init_noise_sigma() as f32;
+            let mut x = GpuTensor::from_slice(ctx, &[1, lc, lh, lw], &noise, self.dtype)?;
+            let mut rec = Recorder::new();
+            x = unary(ctx, &mut rec, &x, UnaryOp::Scale(init))?;
+            let mut prev_x0: Option<GpuTensor> = None;
+            let mut drawn = 0usize;
+            for i in 0..schedule.len() {
+                let step = schedule.step(i).ok_or_else(|| Error::invalid("generate", "schedule index"))?;
+                // Refill the graph's inputs.
+                let scale = UnaryOp::Scale(step.model_scale as f32);
+                for r in 0..rows {
+                    unary_into(ctx, &mut rec, &x, &x_in.view(r * per, &[1, lc, lh, lw])?, scale)?;
+                }
+                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], &temb)?;
+                rec.dispatches.extend(graph.dispatches.iter().cloned());
+                let eps = if guided {
+                    let u = eps_all.view(0, &[1, lc, lh, lw])?;
+                    let c = eps_all.view(per, &[1, lc, lh, lw])?;
+                    add_scaled(ctx, &mut rec, &u, &c, 1.0 - req.cfg, req.cfg)?
+                } else {
+                    eps_all.clone()
+                };
+                let k = step.coeffs;
+                let x0_new = if k.keeps_x0() {
+                    Some(add_scaled(ctx, &mut rec, &x, &eps, k.x0_x as f32, k.x0_eps as f32)?)
+                } else {
+                    None
+                };
+                let mut next = add_scaled(ctx, &mut rec, &x, &eps, k.x as f32, k.eps as f32)?;
+                if k.prev_x0 != 0.0 {
+                    let p = prev_x0
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("generate", "sampler needs a previous x0 on its first step"))?;
+                    next = add_scaled(ctx, &mut rec, &next, p, 1.0, k.prev_x0 as f32)?;
+                }
+                if step.needs_noise {
+                    let n = match &req.noise.step_noise {
+                        Some(sn) => {
+                            let s = (drawn * req.batch + b) * per;
+                            sn.data.get(s..s + per).map(|v| v.to_vec()).ok_or_else(|| {
+                                Error::shape(
+                                    "noise-file",
+                                    format!("step_noise {:?} has no entry for step {}", sn.shape, drawn + 1),
+                                )
+                            })?
+                        }
+                        None => stream.next(&[lc, lh, lw]),
+                    };
+                    drawn += 1;
+                    if k.noise != 0.0 {
+                        let nt = GpuTensor::from_slice(ctx, &[1, lc, lh, lw], &n, self.dtype)?;
+                        next = add_scaled(ctx, &mut rec, &next, &nt, 1.0, k.noise as f32)?;
+                    }
+                }
+                rec.submit(ctx)?;
+                x = next;
+                if x0_new.is_some() {
+                    prev_x0 = x0_new;
+                }
+                progress(Progress::Step { step: i + 1, steps: schedule.len() });
+            }
+            latents_all.extend(x.to_vec(ctx)?);
+            progress(Progress::Decode);
+            let inv = 1.0 / self.config.vae.scaling_factor;
+            let z = unary(ctx, &mut rec, &x, UnaryOp::Scale(inv))?;
+            let img = self.vae.decode_checked(ctx, &mut rec, &z)?.to_vec(ctx)?;
+            images.push(HostTensor::new(&[3, req.height, req.width], crate::models::vae::postprocess(&img))?);
+        }
+        Ok(Output {
+            images,
+            noise: HostTensor::new(&[req.batch, lc, lh, lw], noise_all)?,
+            latents: HostTensor::new(&[req.batch, lc, lh, lw], latents_all)?,
+            seeds,
+        })
+    }
+}
+
+fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Result<()> {
+    if let Some(t) = &n.noise {
+        if t.numel() != batch * per {
+            return Err(Error::shape(
+                "noise-file",
+                format!("noise {:?} does not match batch {batch} × {per} latent values", t.shape),
+            ));
+        }
+    }
+    if let Some(t) = &n.step_noise {
+        if t.numel() % (batch * per) != 0 || t.numel() / (batch * per) > steps + 1 {
+            return Err(Error::shape(
+                "noise-file",
+                format!("step_noise {:?} is not [S, {batch}, latent] with S ≤ {steps}", t.shape),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Convenience for tests and simple callers: the seeded initial noise of image `i`.
+pub fn initial_noise(rng: RngKind, seed: u64, width: usize, height: usize) -> Vec<f32> {
+    randn(rng, seed, &[4, height / 8, width / 8])
+}
