@@ -14,13 +14,17 @@ fn context_records_requested_features() {
     assert_eq!(ctx.caps.subgroups, f.contains(wgpu::Features::SUBGROUP));
     assert_eq!(ctx.caps.timestamps, f.contains(wgpu::Features::TIMESTAMP_QUERY));
     // The device got the adapter's real limits, not the WebGPU defaults.
-    assert_eq!(ctx.caps.max_binding, ctx.device.limits().max_storage_buffer_binding_size.min(ctx.device.limits().max_buffer_size));
+    assert_eq!(
+        ctx.caps.max_binding,
+        ctx.device.limits().max_storage_buffer_binding_size.min(ctx.device.limits().max_buffer_size)
+    );
     assert!(ctx.caps.max_binding >= 128 << 20);
 }
 
 #[test]
 fn unknown_adapter_name_is_a_clear_error() {
-    let e = Context::new(&ContextOptions { adapter: Some("no-such-gpu-0x7f".into()), disable_f16: false }).err().unwrap();
+    let e =
+        Context::new(&ContextOptions { adapter: Some("no-such-gpu-0x7f".into()), disable_f16: false }).err().unwrap();
     assert!(matches!(e, Error::NoAdapter(_)));
     let s = e.to_string();
     assert!(s.contains("no-such-gpu-0x7f") && s.contains("available"), "{s}");

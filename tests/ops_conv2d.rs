@@ -3,16 +3,13 @@
 mod common;
 use common::*;
 use lorafuse::kernels::conv2d::{
-    conv2d, conv2d_into, conv2d_packed, conv2d_packed_tiled, conv2d_tiled, pack_weight,
-    Conv2dParams, ConvForce, ConvTile,
+    conv2d, conv2d_into, conv2d_packed, conv2d_packed_tiled, conv2d_tiled, pack_weight, Conv2dParams, ConvForce,
+    ConvTile,
 };
 use lorafuse::{reference, DType, GpuTensor, Recorder};
 
 fn pad(t: usize, b: usize, l: usize, r: usize, stride: usize) -> Conv2dParams {
-    Conv2dParams {
-        stride,
-        pad: [t, b, l, r],
-    }
+    Conv2dParams { stride, pad: [t, b, l, r] }
 }
 
 /// How a case is launched.
@@ -27,15 +24,7 @@ enum Run {
 }
 
 /// Random x, w, bias; the GPU result against the f64 reference, for each dtype in `dts`.
-fn case(
-    xs: [usize; 4],
-    cout: usize,
-    k: [usize; 2],
-    p: Conv2dParams,
-    with_bias: bool,
-    run: Run,
-    dts: &[DType],
-) {
+fn case(xs: [usize; 4], cout: usize, k: [usize; 2], p: Conv2dParams, with_bias: bool, run: Run, dts: &[DType]) {
     let ctx = ctx();
     let mut r = rng("conv2d");
     let ws = [cout, xs[1], k[0], k[1]];
@@ -65,15 +54,9 @@ fn case(
         };
         rec.submit(ctx).unwrap();
         let got = y.to_vec(ctx).unwrap();
-        let (want, shape) =
-            reference::conv2d::conv2d(&x, xs, &w, ws, with_bias.then_some(&b[..]), p);
+        let (want, shape) = reference::conv2d::conv2d(&x, xs, &w, ws, with_bias.then_some(&b[..]), p);
         assert_eq!(y.shape, shape);
-        assert_close(
-            &format!("conv2d x{xs:?} w{ws:?} {p:?} bias={with_bias} {run:?} {dt:?}"),
-            &got,
-            &want,
-            tol(dt),
-        );
+        assert_close(&format!("conv2d x{xs:?} w{ws:?} {p:?} bias={with_bias} {run:?} {dt:?}"), &got, &want, tol(dt));
     }
 }
 
@@ -81,135 +64,30 @@ fn case(
 fn conv2d_awkward_shapes() {
     let all = dtypes();
     // Unaligned widths: main_any. Cout not a multiple of the channel block; batch 1 and 3.
-    case(
-        [1, 3, 13, 13],
-        5,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [3, 20, 11, 9],
-        70,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [2, 33, 17, 15],
-        40,
-        [1, 1],
-        pad(0, 0, 0, 0, 1),
-        false,
-        Run::Default,
-        &all,
-    );
+    case([1, 3, 13, 13], 5, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &all);
+    case([3, 20, 11, 9], 70, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &all);
+    case([2, 33, 17, 15], 40, [1, 1], pad(0, 0, 0, 0, 1), false, Run::Default, &all);
     // The VAE's Downsample2D: pad right and bottom by 1, 3×3 stride 2 (odd sizes).
-    case(
-        [1, 17, 13, 11],
-        66,
-        [3, 3],
-        pad(0, 1, 0, 1, 2),
-        true,
-        Run::Default,
-        &all,
-    );
+    case([1, 17, 13, 11], 66, [3, 3], pad(0, 1, 0, 1, 2), true, Run::Default, &all);
     // Aligned widths: main_vec (4, 8 and 16 pixels per invocation on lavapipe).
-    case(
-        [3, 24, 12, 16],
-        36,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [1, 16, 16, 16],
-        20,
-        [3, 3],
-        pad(0, 1, 0, 1, 2),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [2, 8, 16, 24],
-        9,
-        [3, 3],
-        Conv2dParams::same(3, 2),
-        false,
-        Run::Default,
-        &all,
-    );
-    case(
-        [1, 40, 8, 8],
-        24,
-        [1, 1],
-        pad(0, 0, 0, 0, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [3, 4, 6, 8],
-        3,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &all,
-    );
+    case([3, 24, 12, 16], 36, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &all);
+    case([1, 16, 16, 16], 20, [3, 3], pad(0, 1, 0, 1, 2), true, Run::Default, &all);
+    case([2, 8, 16, 24], 9, [3, 3], Conv2dParams::same(3, 2), false, Run::Default, &all);
+    case([1, 40, 8, 8], 24, [1, 1], pad(0, 0, 0, 0, 1), true, Run::Default, &all);
+    case([3, 4, 6, 8], 3, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &all);
     // Non-square and larger kernels, asymmetric padding.
-    case(
-        [1, 6, 5, 12],
-        7,
-        [1, 3],
-        pad(0, 0, 1, 1, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [1, 4, 9, 10],
-        6,
-        [5, 5],
-        Conv2dParams::same(5, 1),
-        true,
-        Run::Default,
-        &all,
-    );
-    case(
-        [2, 3, 7, 9],
-        4,
-        [2, 3],
-        pad(1, 0, 2, 0, 3),
-        false,
-        Run::Default,
-        &all,
-    );
+    case([1, 6, 5, 12], 7, [1, 3], pad(0, 0, 1, 1, 1), true, Run::Default, &all);
+    case([1, 4, 9, 10], 6, [5, 5], Conv2dParams::same(5, 1), true, Run::Default, &all);
+    case([2, 3, 7, 9], 4, [2, 3], pad(1, 0, 2, 0, 3), false, Run::Default, &all);
 }
 
 #[test]
 fn conv2d_every_variant() {
     let all = dtypes();
     let t = |wg, tm, tn| ConvTile { wg, tm, tn };
-    let any = ConvForce {
-        any: true,
-        no_subgroups: false,
-    };
-    let nosg = ConvForce {
-        any: false,
-        no_subgroups: true,
-    };
-    let both = ConvForce {
-        any: true,
-        no_subgroups: true,
-    };
+    let any = ConvForce { any: true, no_subgroups: false };
+    let nosg = ConvForce { any: false, no_subgroups: true };
+    let both = ConvForce { any: true, no_subgroups: true };
     for (i, (tile, force)) in [
         (t(8, 4, 4), ConvForce::default()),
         (t(16, 12, 8), ConvForce::default()),
@@ -224,36 +102,12 @@ fn conv2d_every_variant() {
     {
         // Alternate a stride-1 "same" conv (batch 2) and the VAE's stride-2 downsample.
         if i % 2 == 0 {
-            case(
-                [2, 5, 10, 16],
-                26,
-                [3, 3],
-                Conv2dParams::same(3, 1),
-                true,
-                Run::Forced(tile, force),
-                &all,
-            );
+            case([2, 5, 10, 16], 26, [3, 3], Conv2dParams::same(3, 1), true, Run::Forced(tile, force), &all);
         } else {
-            case(
-                [1, 7, 9, 16],
-                33,
-                [3, 3],
-                pad(0, 1, 0, 1, 2),
-                true,
-                Run::Forced(tile, force),
-                &all,
-            );
+            case([1, 7, 9, 16], 33, [3, 3], pad(0, 1, 0, 1, 2), true, Run::Forced(tile, force), &all);
         }
     }
-    case(
-        [1, 9, 6, 20],
-        11,
-        [3, 3],
-        pad(2, 1, 5, 3, 1),
-        true,
-        Run::Tile(t(8, 8, 4)),
-        &all,
-    );
+    case([1, 9, 6, 20], 11, [3, 3], pad(2, 1, 5, 3, 1), true, Run::Tile(t(8, 8, 4)), &all);
 }
 
 #[test]
@@ -280,30 +134,10 @@ fn conv2d_packed_weight_is_reusable() {
 fn conv2d_more_than_65535_workgroups() {
     // 8 invocations × 4 pixels = 32 pixels per workgroup: 1100 × 1920 pixels need 66000 workgroups,
     // so the grid folds into 2-D (main_vec).
-    let tile = ConvTile {
-        wg: 8,
-        tm: 4,
-        tn: 4,
-    };
-    case(
-        [1, 1, 1100, 1920],
-        2,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Tile(tile),
-        &dtypes(),
-    );
+    let tile = ConvTile { wg: 8, tm: 4, tn: 4 };
+    case([1, 1, 1100, 1920], 2, [3, 3], Conv2dParams::same(3, 1), true, Run::Tile(tile), &dtypes());
     // And main_any (odd width): 1100 × 1919.
-    case(
-        [1, 1, 1100, 1919],
-        1,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        false,
-        Run::Tile(tile),
-        &[DType::F32],
-    );
+    case([1, 1, 1100, 1919], 1, [3, 3], Conv2dParams::same(3, 1), false, Run::Tile(tile), &[DType::F32]);
 }
 
 fn limit_elems() -> usize {
@@ -316,15 +150,7 @@ fn conv2d_batch_larger_than_one_binding() {
     let hw = limit_elems() / 5;
     let w = 2048;
     let h = hw / w;
-    case(
-        [3, 2, h, w],
-        2,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &[DType::F32],
-    );
+    case([3, 2, h, w], 2, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &[DType::F32]);
 }
 
 #[test]
@@ -332,30 +158,14 @@ fn conv2d_image_larger_than_one_binding() {
     // Each channel plane fits but the image does not: input channels are split (later blocks add
     // into the output) and output channels too (the second block starts mid channel-block).
     let side = ((limit_elems() / 3) as f64).sqrt() as usize + 8;
-    case(
-        [1, 3, side, side],
-        4,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &[DType::F32],
-    );
+    case([1, 3, side, side], 4, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &[DType::F32]);
 }
 
 #[test]
 fn conv2d_plane_larger_than_one_binding() {
     // A single channel plane exceeds a binding: output rows are split, with the input halo.
     let side = (limit_elems() as f64).sqrt() as usize + 8;
-    case(
-        [1, 1, side, side],
-        1,
-        [3, 3],
-        Conv2dParams::same(3, 1),
-        true,
-        Run::Default,
-        &[DType::F32],
-    );
+    case([1, 1, side, side], 1, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &[DType::F32]);
 }
 
 #[test]
@@ -375,56 +185,18 @@ fn conv2d_rejects_bad_input() {
     err(conv2d(ctx, &mut rec, &x, &t(&[6, 5, 3, 3]), None, same));
     err(conv2d(ctx, &mut rec, &x, &t(&[6, 4, 3]), None, same));
     err(conv2d(ctx, &mut rec, &x, &w, Some(&t(&[5])), same));
-    err(conv2d(
-        ctx,
-        &mut rec,
-        &x,
-        &w,
-        None,
-        Conv2dParams {
-            stride: 0,
-            pad: [1; 4],
-        },
-    ));
+    err(conv2d(ctx, &mut rec, &x, &w, None, Conv2dParams { stride: 0, pad: [1; 4] }));
     err(conv2d(ctx, &mut rec, &x, &t(&[6, 4, 11, 11]), None, same));
-    err(conv2d(
-        ctx,
-        &mut rec,
-        &t(&[1, 0, 8, 8]),
-        &t(&[6, 0, 3, 3]),
-        None,
-        same,
-    ));
+    err(conv2d(ctx, &mut rec, &t(&[1, 0, 8, 8]), &t(&[6, 0, 3, 3]), None, same));
     if ctx.caps.shader_f16 {
-        err(conv2d(
-            ctx,
-            &mut rec,
-            &x,
-            &GpuTensor::zeros(ctx, &[6, 4, 3, 3], DType::F16).unwrap(),
-            None,
-            same,
-        ));
+        err(conv2d(ctx, &mut rec, &x, &GpuTensor::zeros(ctx, &[6, 4, 3, 3], DType::F16).unwrap(), None, same));
     }
     let y = t(&[1, 6, 8, 8]);
     let e = conv2d_into(ctx, &mut rec, &x, &w, None, same, &t(&[1, 6, 8, 7])).unwrap_err();
     assert!(e.to_string().contains("conv2d"), "{e}");
     let e = conv2d_into(ctx, &mut rec, &y, &t(&[6, 6, 3, 3]), None, same, &y).unwrap_err();
     assert!(e.to_string().contains("conv2d"), "{e}");
-    let e = conv2d_tiled(
-        ctx,
-        &mut rec,
-        &x,
-        &w,
-        None,
-        same,
-        &y,
-        ConvTile {
-            wg: 12,
-            tm: 6,
-            tn: 4,
-        },
-    )
-    .unwrap_err();
+    let e = conv2d_tiled(ctx, &mut rec, &x, &w, None, same, &y, ConvTile { wg: 12, tm: 6, tn: 4 }).unwrap_err();
     assert!(e.to_string().contains("conv2d"), "{e}");
     assert!(pack_weight(ctx, &mut rec, &w, 40).is_err());
     assert!(rec.is_empty(), "nothing may be recorded for rejected calls");
@@ -449,22 +221,14 @@ fn conv2d_sd_level1_throughput() {
         rec.submit(ctx).unwrap();
         let y = conv2d_packed(ctx, &mut rec, &xt, &wp, None, p).unwrap();
         match rec.time_gpu(ctx, 1).unwrap() {
-            Some(ms) => eprintln!(
-                "conv2d 320→320 3×3 @64×64 {dt:?}: {ms:.1} ms, {:.1} GFLOP/s",
-                flops / ms / 1e6
-            ),
+            Some(ms) => eprintln!("conv2d 320→320 3×3 @64×64 {dt:?}: {ms:.1} ms, {:.1} GFLOP/s", flops / ms / 1e6),
             None => eprintln!("conv2d 320→320 3×3 @64×64 {dt:?}: no timestamp queries"),
         }
         let got = y.to_vec(ctx).unwrap();
         for co in [0usize, 317] {
             let w1 = &w[co * 320 * 9..(co + 1) * 320 * 9];
             let (want, _) = reference::conv2d::conv2d(&x, xs, w1, [1, 320, 3, 3], None, p);
-            assert_close(
-                &format!("conv2d sd channel {co} {dt:?}"),
-                &got[co * 4096..(co + 1) * 4096],
-                &want,
-                tol(dt),
-            );
+            assert_close(&format!("conv2d sd channel {co} {dt:?}"), &got[co * 4096..(co + 1) * 4096], &want, tol(dt));
         }
     }
 }

@@ -68,12 +68,7 @@ fn check_binary_ops(a_shape: &[usize], b_shape: &[usize], ops: &[usize]) {
             };
             assert_eq!(y.shape, shape, "{name} {a_shape:?} {b_shape:?}");
             let got = y.to_vec(ctx).unwrap();
-            assert_close(
-                &format!("binary {name} {a_shape:?} {b_shape:?} {dt:?}"),
-                &got,
-                &want,
-                tol(dt),
-            );
+            assert_close(&format!("binary {name} {a_shape:?} {b_shape:?} {dt:?}"), &got, &want, tol(dt));
         }
     }
 }
@@ -129,12 +124,8 @@ fn binary_more_than_65535_workgroups() {
 /// f32 only (the point is the split; these are ≥128 MiB each on lavapipe).
 fn check_big(a_shape: &[usize], b_shape: &[usize], op: Option<BinaryOp>) {
     let ctx = ctx();
-    let a: Vec<f32> = (0..numel(a_shape))
-        .map(|i| ((i % 1013) as f32 - 506.0) / 100.0)
-        .collect();
-    let b: Vec<f32> = (0..numel(b_shape))
-        .map(|i| ((i % 977) as f32 - 488.0) / 300.0)
-        .collect();
+    let a: Vec<f32> = (0..numel(a_shape)).map(|i| ((i % 1013) as f32 - 506.0) / 100.0).collect();
+    let b: Vec<f32> = (0..numel(b_shape)).map(|i| ((i % 977) as f32 - 488.0) / 300.0).collect();
     let at = GpuTensor::from_slice(ctx, a_shape, &a, DType::F32).unwrap();
     let bt = GpuTensor::from_slice(ctx, b_shape, &b, DType::F32).unwrap();
     let mut rec = Recorder::new();
@@ -149,12 +140,7 @@ fn check_big(a_shape: &[usize], b_shape: &[usize], op: Option<BinaryOp>) {
         Some(op) => reference::binary::binary(&a, a_shape, &b, b_shape, op),
         None => reference::binary::add_scaled(&a, a_shape, &b, b_shape, 0.5, -2.0),
     };
-    assert_close(
-        &format!("binary split {a_shape:?} {b_shape:?} {op:?}"),
-        &got,
-        &want,
-        TOL_F32,
-    );
+    assert_close(&format!("binary split {a_shape:?} {b_shape:?} {op:?}"), &got, &want, TOL_F32);
 }
 
 #[test]
@@ -176,10 +162,7 @@ fn binary_rejects_bad_operands() {
     let e = binary(ctx, &mut rec, &a, &b, BinaryOp::Add).error();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("[2, 3]") && msg.contains("[4]") && msg.contains("binary"),
-        "{msg}"
-    );
+    assert!(msg.contains("[2, 3]") && msg.contains("[4]") && msg.contains("binary"), "{msg}");
     let e = add_scaled(ctx, &mut rec, &a, &b, 1.0, 1.0).error();
     assert!(matches!(e, Error::Shape { .. }), "{e}");
     if ctx.caps.shader_f16 {
@@ -214,15 +197,8 @@ fn check_geglu(shape: &[usize], dts: &[DType]) {
 
 #[test]
 fn geglu_awkward_shapes() {
-    for shape in [
-        &[2][..],
-        &[1, 2],
-        &[3, 6],
-        &[1, 257, 2 * 3],
-        &[3, 5, 2 * 257],
-        &[1, 77, 2 * 320],
-        &[3, 13, 2 * 1280],
-    ] {
+    for shape in [&[2][..], &[1, 2], &[3, 6], &[1, 257, 2 * 3], &[3, 5, 2 * 257], &[1, 77, 2 * 320], &[3, 13, 2 * 1280]]
+    {
         check_geglu(shape, &dtypes());
     }
 }
@@ -242,15 +218,9 @@ fn geglu_rejects_bad_shapes() {
     let mut rec = Recorder::new();
     let x = GpuTensor::zeros(ctx, &[3, 5], DType::F32).unwrap();
     let e = geglu(ctx, &mut rec, &x).error();
-    assert!(
-        matches!(e, Error::Shape { .. }) && e.to_string().contains("geglu"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("geglu"), "{e}");
     let s = GpuTensor::zeros(ctx, &[], DType::F32).unwrap();
-    assert!(matches!(
-        geglu(ctx, &mut rec, &s).error(),
-        Error::Shape { .. }
-    ));
+    assert!(matches!(geglu(ctx, &mut rec, &s).error(), Error::Shape { .. }));
     assert!(rec.is_empty());
 }
 
@@ -266,12 +236,7 @@ fn check_timesteps(ts: &[f32], dim: usize, dts: &[DType]) {
         assert_eq!(y.shape, vec![ts.len(), dim]);
         let got = y.to_vec(ctx).unwrap();
         let want = reference::timestep_embedding::timestep_embedding(ts, dim);
-        assert_close(
-            &format!("timestep_embedding B={} dim={dim} {dt:?}", ts.len()),
-            &got,
-            &want,
-            tol(dt),
-        );
+        assert_close(&format!("timestep_embedding B={} dim={dim} {dt:?}", ts.len()), &got, &want, tol(dt));
     }
 }
 
@@ -279,12 +244,7 @@ fn check_timesteps(ts: &[f32], dim: usize, dts: &[DType]) {
 fn timestep_embedding_batches_and_dims() {
     let mut r = rng("timestep_embedding");
     let random: Vec<f32> = (0..7).map(|_| r.random_range(0.0f32..1000.0)).collect();
-    let batches: [&[f32]; 4] = [
-        &[999.0],
-        &[0.0, 500.5, 999.0],
-        &[1.0, 981.0, 961.0],
-        &random,
-    ];
+    let batches: [&[f32]; 4] = [&[999.0], &[0.0, 500.5, 999.0], &[1.0, 981.0, 961.0], &random];
     for ts in batches {
         for dim in [1, 2, 3, 257, 320, 1280] {
             check_timesteps(ts, dim, &dtypes());
@@ -297,11 +257,7 @@ fn timestep_embedding_batches_and_dims() {
     rec.submit(ctx).unwrap();
     let got = y.to_vec(ctx).unwrap();
     let want = reference::timestep_embedding::timestep_embedding(&[999.0, 997.0], 320);
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0f32, f32::max);
+    let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
     assert!(worst < 2e-6, "worst abs error {worst}");
 }
 
@@ -321,10 +277,7 @@ fn timestep_embedding_rejects_bad_arguments() {
     let ctx = ctx();
     let mut rec = Recorder::new();
     let e = timestep_embedding(ctx, &mut rec, &[1.0], 0, DType::F32).error();
-    assert!(
-        matches!(e, Error::Invalid { .. }) && e.to_string().contains("timestep_embedding"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("timestep_embedding"), "{e}");
     let e = timestep_embedding(ctx, &mut rec, &[1.0, f32::NAN], 4, DType::F32).error();
     assert!(matches!(e, Error::Invalid { .. }), "{e}");
     assert!(rec.is_empty());
@@ -347,12 +300,7 @@ fn check_embedding(v: usize, d: usize, ids: &[u32], dts: &[DType]) {
         let want = reference::embedding::embedding(&table, d, ids);
         // A gather is a copy: exact in both dtypes.
         assert_eq!(got, want, "embedding V={v} D={d} n={} {dt:?}", ids.len());
-        assert_close(
-            &format!("embedding V={v} D={d} n={} {dt:?}", ids.len()),
-            &got,
-            &want,
-            tol(dt),
-        );
+        assert_close(&format!("embedding V={v} D={d} n={} {dt:?}", ids.len()), &got, &want, tol(dt));
     }
 }
 
@@ -384,31 +332,20 @@ fn embedding_table_and_output_larger_than_one_binding() {
     let mut ids: Vec<u32> = vec![0, (v - 1) as u32];
     let mut k = rows;
     while k < v {
-        ids.extend(
-            [k - 2, k - 1, k, k + 1]
-                .iter()
-                .filter(|&&x| x < v)
-                .map(|&x| x as u32),
-        );
+        ids.extend([k - 2, k - 1, k, k + 1].iter().filter(|&&x| x < v).map(|&x| x as u32));
         k += rows;
     }
     let mut r = rng("embedding_big");
     while ids.len() < n {
         // Mostly the boundary region, otherwise anywhere.
-        let id = if r.random_bool(0.5) {
-            r.random_range(rows - 50..v)
-        } else {
-            r.random_range(0..v)
-        };
+        let id = if r.random_bool(0.5) { r.random_range(rows - 50..v) } else { r.random_range(0..v) };
         ids.push(id as u32);
     }
     // Boundary ids also at the output-window boundary.
     for (j, id) in [0, rows - 1, rows, v - 1].into_iter().enumerate() {
         ids[rows - 2 + j] = id as u32;
     }
-    let table: Vec<f32> = (0..v * d)
-        .map(|i| ((i % 4093) as f32 - 2046.0) / 1000.0)
-        .collect();
+    let table: Vec<f32> = (0..v * d).map(|i| ((i % 4093) as f32 - 2046.0) / 1000.0).collect();
     let tt = GpuTensor::from_slice(ctx, &[v, d], &table, DType::F32).unwrap();
     assert!(!tt.fits_binding(ctx));
     let mut rec = Recorder::new();
@@ -429,14 +366,8 @@ fn embedding_rejects_bad_arguments() {
     let e = embedding(ctx, &mut rec, &t, &[3, 10]).error();
     assert!(matches!(e, Error::Invalid { .. }), "{e}");
     let msg = e.to_string();
-    assert!(
-        msg.contains("embedding") && msg.contains("10") && msg.contains("V = 10"),
-        "{msg}"
-    );
+    assert!(msg.contains("embedding") && msg.contains("10") && msg.contains("V = 10"), "{msg}");
     let flat = GpuTensor::zeros(ctx, &[40], DType::F32).unwrap();
-    assert!(matches!(
-        embedding(ctx, &mut rec, &flat, &[0]).error(),
-        Error::Shape { .. }
-    ));
+    assert!(matches!(embedding(ctx, &mut rec, &flat, &[0]).error(), Error::Shape { .. }));
     assert!(rec.is_empty());
 }

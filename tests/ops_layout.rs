@@ -20,12 +20,7 @@ fn upsample_case(xs: [usize; 4], oh: usize, ow: usize, dts: &[DType]) {
         let got = y.to_vec(ctx).unwrap();
         let want = reference::upsample::upsample_nearest(&x, xs, oh, ow);
         // A copy: exact.
-        assert_close(
-            &format!("upsample {xs:?} → {oh}×{ow} {dt:?}"),
-            &got,
-            &want,
-            0.0,
-        );
+        assert_close(&format!("upsample {xs:?} → {oh}×{ow} {dt:?}"), &got, &want, 0.0);
     }
 }
 
@@ -45,11 +40,7 @@ fn upsample_awkward_sizes() {
 fn upsample_index_rule_matches_torch() {
     // torch.nn.functional.interpolate(torch.arange(n).view(1, 1, 1, n).float(), size=(1, m),
     // mode="nearest") gives these source indices (float32 scale n/m, floored).
-    let idx = |n, m| {
-        (0..m)
-            .map(|d| reference::upsample::torch_nearest_idx(d, n, m))
-            .collect::<Vec<_>>()
-    };
+    let idx = |n, m| (0..m).map(|d| reference::upsample::torch_nearest_idx(d, n, m)).collect::<Vec<_>>();
     assert_eq!(idx(33, 65)[..12], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
     assert_eq!(idx(33, 65)[60..], [30, 30, 31, 31, 32]);
     assert_eq!(idx(3, 7), [0, 0, 0, 1, 1, 2, 2]);
@@ -72,12 +63,7 @@ fn upsample_larger_than_one_binding() {
     upsample_case([3, 1, side, side], 2 * side, 2 * side, &[DType::F32]);
     // One output plane larger than a binding (split into row blocks), odd size.
     let side = (lim as f64).sqrt() as usize / 2 + 3;
-    upsample_case(
-        [1, 1, side, side],
-        2 * side + 1,
-        2 * side + 1,
-        &[DType::F32],
-    );
+    upsample_case([1, 1, side, side], 2 * side + 1, 2 * side + 1, &[DType::F32]);
 }
 
 #[test]
@@ -86,22 +72,9 @@ fn upsample_rejects_bad_shapes() {
     let mut rec = Recorder::new();
     let x = GpuTensor::zeros(ctx, &[1, 2, 4, 4], DType::F32).unwrap();
     for e in [
-        upsample_nearest(
-            ctx,
-            &mut rec,
-            &GpuTensor::zeros(ctx, &[2, 4, 4], DType::F32).unwrap(),
-            8,
-            8,
-        )
-        .err(),
+        upsample_nearest(ctx, &mut rec, &GpuTensor::zeros(ctx, &[2, 4, 4], DType::F32).unwrap(), 8, 8).err(),
         upsample_nearest(ctx, &mut rec, &x, 0, 8).err(),
-        upsample_nearest_into(
-            ctx,
-            &mut rec,
-            &x,
-            &GpuTensor::zeros(ctx, &[1, 3, 8, 8], DType::F32).unwrap(),
-        )
-        .err(),
+        upsample_nearest_into(ctx, &mut rec, &x, &GpuTensor::zeros(ctx, &[1, 3, 8, 8], DType::F32).unwrap()).err(),
         upsample_nearest_into(ctx, &mut rec, &x, &x).err(),
     ] {
         let e = e.expect("expected an error");
@@ -114,15 +87,9 @@ fn concat_case(shapes: &[Vec<usize>], dim: usize, dts: &[DType]) {
     let ctx = ctx();
     let mut r = rng("concat");
     for &dt in dts {
-        let data: Vec<Vec<f32>> = shapes
-            .iter()
-            .map(|s| rand_vec(&mut r, s.iter().product(), 3.0, dt))
-            .collect();
-        let ts: Vec<GpuTensor> = shapes
-            .iter()
-            .zip(&data)
-            .map(|(s, d)| GpuTensor::from_slice(ctx, s, d, dt).unwrap())
-            .collect();
+        let data: Vec<Vec<f32>> = shapes.iter().map(|s| rand_vec(&mut r, s.iter().product(), 3.0, dt)).collect();
+        let ts: Vec<GpuTensor> =
+            shapes.iter().zip(&data).map(|(s, d)| GpuTensor::from_slice(ctx, s, d, dt).unwrap()).collect();
         let refs: Vec<&GpuTensor> = ts.iter().collect();
         let mut rec = Recorder::new();
         let y = if refs.len() == 2 && dim == 1 && shapes[0].len() == 4 {
@@ -132,18 +99,9 @@ fn concat_case(shapes: &[Vec<usize>], dim: usize, dts: &[DType]) {
         };
         rec.submit(ctx).unwrap();
         let got = y.to_vec(ctx).unwrap();
-        let parts: Vec<(&[f32], &[usize])> = data
-            .iter()
-            .zip(shapes)
-            .map(|(d, s)| (&d[..], &s[..]))
-            .collect();
+        let parts: Vec<(&[f32], &[usize])> = data.iter().zip(shapes).map(|(d, s)| (&d[..], &s[..])).collect();
         let want = reference::concat::concat(&parts, dim);
-        assert_close(
-            &format!("concat {shapes:?} dim {dim} {dt:?}"),
-            &got,
-            &want,
-            0.0,
-        );
+        assert_close(&format!("concat {shapes:?} dim {dim} {dt:?}"), &got, &want, 0.0);
     }
 }
 
@@ -152,11 +110,7 @@ fn concat_awkward_shapes() {
     let all = dtypes();
     concat_case(&[vec![1, 3, 5, 7], vec![1, 5, 5, 7]], 1, &all);
     concat_case(&[vec![3, 7, 9, 11], vec![3, 2, 9, 11]], 1, &all);
-    concat_case(
-        &[vec![3, 1, 2, 3], vec![3, 4, 2, 3], vec![3, 2, 2, 3]],
-        1,
-        &all,
-    );
+    concat_case(&[vec![3, 1, 2, 3], vec![3, 4, 2, 3], vec![3, 2, 2, 3]], 1, &all);
     concat_case(&[vec![2, 3, 5], vec![4, 3, 5]], 0, &all);
     concat_case(&[vec![2, 3, 5], vec![2, 3, 1]], 2, &all);
     concat_case(&[vec![3, 0, 4], vec![3, 2, 4]], 1, &all);
@@ -165,11 +119,7 @@ fn concat_awkward_shapes() {
 #[test]
 fn concat_more_than_65535_workgroups() {
     // 17M elements in the second part: more than 65535 workgroups of 256.
-    concat_case(
-        &[vec![1, 3, 128, 128], vec![1, 1040, 128, 128]],
-        1,
-        &[DType::F32],
-    );
+    concat_case(&[vec![1, 3, 128, 128], vec![1, 1040, 128, 128]], 1, &[DType::F32]);
 }
 
 #[test]
@@ -177,19 +127,11 @@ fn concat_larger_than_one_binding() {
     let lim = (ctx().caps.max_binding / 4) as usize;
     // Batch 3: the output exceeds a binding, parts in row (image) blocks.
     let hw = lim / 8;
-    concat_case(
-        &[vec![3, 1, hw / 512, 512], vec![3, 2, hw / 512, 512]],
-        1,
-        &[DType::F32],
-    );
+    concat_case(&[vec![3, 1, hw / 512, 512], vec![3, 2, hw / 512, 512]], 1, &[DType::F32]);
     // Batch 1: one output row (the whole image) wider than a binding, the first part too: column
     // blocks.
     let h = lim / 2000 + 5;
-    concat_case(
-        &[vec![1, 2, h, 1000], vec![1, 1, h, 1000]],
-        1,
-        &[DType::F32],
-    );
+    concat_case(&[vec![1, 2, h, 1000], vec![1, 1, h, 1000]], 1, &[DType::F32]);
 }
 
 #[test]

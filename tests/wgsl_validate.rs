@@ -29,7 +29,8 @@ fn validate(name: &str, text: &str) {
 #[test]
 fn every_shader_validates_in_f32_and_f16() {
     for (name, text) in kernels() {
-        let src = KernelSource { name: Box::leak(name.clone().into_boxed_str()), source: Box::leak(text.into_boxed_str()) };
+        let src =
+            KernelSource { name: Box::leak(name.clone().into_boxed_str()), source: Box::leak(text.into_boxed_str()) };
         validate(&name, &specialize(&src, DType::F32).unwrap());
         if src.source.contains("alias ST = f32;") {
             validate(&format!("{name} (f16)"), &specialize(&src, DType::F16).unwrap());
@@ -53,8 +54,14 @@ fn every_shader_has_launcher_reference_and_test() {
     let launchers = read_dir("src/kernels");
     let tests = read_dir("tests");
     for (name, _) in kernels() {
-        assert!(launchers.contains(&format!("wgsl!(\"{name}\")")), "shaders/{name}.wgsl has no launcher in src/kernels");
+        assert!(
+            launchers.contains(&format!("wgsl!(\"{name}\")")),
+            "shaders/{name}.wgsl has no launcher in src/kernels"
+        );
         assert!(tests.contains(&name), "shaders/{name}.wgsl is named by no test under tests/");
-        assert!(root.join(format!("src/reference/{name}.rs")).exists(), "shaders/{name}.wgsl has no CPU reference src/reference/{name}.rs");
+        assert!(
+            root.join(format!("src/reference/{name}.rs")).exists(),
+            "shaders/{name}.wgsl has no CPU reference src/reference/{name}.rs"
+        );
     }
 }

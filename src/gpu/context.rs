@@ -100,23 +100,16 @@ impl Context {
         if adapters.is_empty() {
             return Err(Error::NoAdapter(NO_ADAPTER_HELP.into()));
         }
-        let wanted = opts
-            .adapter
-            .clone()
-            .or_else(|| std::env::var("LORAFUSE_ADAPTER").ok())
-            .filter(|s| !s.is_empty());
+        let wanted = opts.adapter.clone().or_else(|| std::env::var("LORAFUSE_ADAPTER").ok()).filter(|s| !s.is_empty());
         let adapter = if let Some(w) = wanted {
             let lw = w.to_lowercase();
             let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-            adapters
-                .into_iter()
-                .find(|a| a.get_info().name.to_lowercase().contains(&lw))
-                .ok_or_else(|| {
-                    Error::NoAdapter(format!(
-                        "no adapter name contains {w:?} (LORAFUSE_ADAPTER); available: {}",
-                        names.join(", ")
-                    ))
-                })?
+            adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&lw)).ok_or_else(|| {
+                Error::NoAdapter(format!(
+                    "no adapter name contains {w:?} (LORAFUSE_ADAPTER); available: {}",
+                    names.join(", ")
+                ))
+            })?
         } else {
             let mut a = adapters;
             a.sort_by_key(|a| {

@@ -60,9 +60,8 @@ impl Recorder {
     /// Encode and submit the recorded dispatches, keeping them for another replay.
     pub fn replay(&self, ctx: &Context) -> Result<()> {
         ctx.scoped("submit", || {
-            let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("lorafuse.recorder"),
-            });
+            let mut enc =
+                ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lorafuse.recorder") });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("lorafuse.pass"),

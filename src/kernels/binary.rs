@@ -62,16 +62,8 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for (d, o) in out.iter_mut().enumerate() {
-        let x = if d + a.len() >= r {
-            a[d + a.len() - r]
-        } else {
-            1
-        };
-        let y = if d + b.len() >= r {
-            b[d + b.len() - r]
-        } else {
-            1
-        };
+        let x = if d + a.len() >= r { a[d + a.len() - r] } else { 1 };
+        let y = if d + b.len() >= r { b[d + b.len() - r] } else { 1 };
         *o = if x == y || y == 1 {
             x
         } else if x == 1 {
@@ -90,11 +82,7 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let mut s = vec![0; r];
     let mut acc = 1;
     for d in (0..r).rev() {
-        let ext = if d + shape.len() >= r {
-            shape[d + shape.len() - r]
-        } else {
-            1
-        };
+        let ext = if d + shape.len() >= r { shape[d + shape.len() - r] } else { 1 };
         s[d] = if ext == 1 { 0 } else { acc };
         acc *= ext;
     }
@@ -119,40 +107,22 @@ fn merge_dims(out: &[usize], a: &[usize], b: &[usize]) -> Vec<Dim> {
         if out[d] == 1 {
             continue;
         }
-        let cur = Dim {
-            ext: out[d],
-            sa: sa[d],
-            sb: sb[d],
-        };
+        let cur = Dim { ext: out[d], sa: sa[d], sb: sb[d] };
         match dims.last_mut() {
             Some(last) if last.sa == cur.sa * cur.ext && last.sb == cur.sb * cur.ext => {
-                *last = Dim {
-                    ext: last.ext * cur.ext,
-                    sa: cur.sa,
-                    sb: cur.sb,
-                };
+                *last = Dim { ext: last.ext * cur.ext, sa: cur.sa, sb: cur.sb };
             }
             _ => dims.push(cur),
         }
     }
     if dims.is_empty() {
-        dims.push(Dim {
-            ext: 1,
-            sa: 0,
-            sb: 0,
-        });
+        dims.push(Dim { ext: 1, sa: 0, sb: 0 });
     }
     dims
 }
 
 /// `a op b` with broadcasting, into a new tensor of the broadcast shape and the operands' dtype.
-pub fn binary(
-    ctx: &Context,
-    rec: &mut Recorder,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    op: BinaryOp,
-) -> Result<GpuTensor> {
+pub fn binary(ctx: &Context, rec: &mut Recorder, a: &GpuTensor, b: &GpuTensor, op: BinaryOp) -> Result<GpuTensor> {
     run(ctx, rec, a, b, op.code(), 0.0, 0.0, "binary")
 }
 
@@ -206,30 +176,17 @@ fn run(
     if a.dtype != b.dtype {
         return Err(Error::dtype(
             op,
-            format!(
-                "a {:?} is {} but b {:?} is {}",
-                a.shape,
-                a.dtype.name(),
-                b.shape,
-                b.dtype.name()
-            ),
+            format!("a {:?} is {} but b {:?} is {}", a.shape, a.dtype.name(), b.shape, b.dtype.name()),
         ));
     }
-    let out_shape = broadcast_shape(&a.shape, &b.shape).ok_or_else(|| {
-        Error::shape(
-            op,
-            format!("cannot broadcast a {:?} with b {:?}", a.shape, b.shape),
-        )
-    })?;
+    let out_shape = broadcast_shape(&a.shape, &b.shape)
+        .ok_or_else(|| Error::shape(op, format!("cannot broadcast a {:?} with b {:?}", a.shape, b.shape)))?;
     let n: usize = out_shape.iter().product();
     let dims = merge_dims(&out_shape, &a.shape, &b.shape);
     if dims.len() > MAX_DIMS {
         return Err(Error::limit(
             op,
-            format!(
-                "dimensions of a {:?} and b {:?} after merging",
-                a.shape, b.shape
-            ),
+            format!("dimensions of a {:?} and b {:?} after merging", a.shape, b.shape),
             dims.len() as u64,
             MAX_DIMS as u64,
         ));
@@ -246,9 +203,7 @@ fn run(
     // Indices, extents and strides in the shader are chunk-local and bounded by `cap`, so u32.
     let cap = max_window_elems(ctx, a.dtype).clamp(1, 1 << 31) as usize;
     let r = dims.len();
-    let inner: Vec<usize> = (0..r)
-        .map(|d| dims[d + 1..].iter().map(|x| x.ext).product())
-        .collect();
+    let inner: Vec<usize> = (0..r).map(|d| dims[d + 1..].iter().map(|x| x.ext).product()).collect();
     let k = (0..r).find(|&d| inner[d] <= cap).unwrap_or(r - 1);
     let step = (cap / inner[k]).clamp(1, dims[k].ext);
     let prefix: usize = dims[..k].iter().map(|x| x.ext).product();
@@ -256,10 +211,7 @@ fn run(
     let inner_a: usize = dims[k + 1..].iter().map(|x| (x.ext - 1) * x.sa).sum();
     let inner_b: usize = dims[k + 1..].iter().map(|x| (x.ext - 1) * x.sb).sum();
     let nd = (r - k) as u32;
-    let key = PipelineKey::new(&SRC, "main", a.dtype)
-        .with("WG", WG)
-        .with("NDIM", nd)
-        .with("OP", code);
+    let key = PipelineKey::new(&SRC, "main", a.dtype).with("WG", WG).with("NDIM", nd).with("OP", code);
 
     for pfx in 0..prefix {
         let (mut base_a, mut base_b, mut rem) = (0usize, 0usize, pfx);
@@ -299,12 +251,7 @@ fn run(
                 rec,
                 &SRC,
                 &key,
-                &[
-                    Arg::Read(aw),
-                    Arg::Read(bw),
-                    Arg::Write(ow),
-                    Arg::Uniform(bytemuck::bytes_of(&p)),
-                ],
+                &[Arg::Read(aw), Arg::Read(bw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
                 groups,
                 vec![a.keep(), b.keep(), out.keep()],
             )?;

@@ -23,19 +23,11 @@ struct Params {
 }
 
 /// `[N, Ca, H, W]` ++ `[N, Cb, H, W]` → `[N, Ca + Cb, H, W]`.
-pub fn concat_channels(
-    ctx: &Context,
-    rec: &mut Recorder,
-    a: &GpuTensor,
-    b: &GpuTensor,
-) -> Result<GpuTensor> {
+pub fn concat_channels(ctx: &Context, rec: &mut Recorder, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
     if a.shape.len() != 4 || b.shape.len() != 4 {
         return Err(Error::shape(
             OP,
-            format!(
-                "concat_channels takes [N, C, H, W] tensors, got {:?} and {:?}",
-                a.shape, b.shape
-            ),
+            format!("concat_channels takes [N, C, H, W] tensors, got {:?} and {:?}", a.shape, b.shape),
         ));
     }
     concat(ctx, rec, &[a, b], 1)
@@ -43,36 +35,17 @@ pub fn concat_channels(
 
 /// The output shape of concatenating `parts` along `dim`, after checking them.
 fn out_shape(parts: &[&GpuTensor], dim: usize) -> Result<Vec<usize>> {
-    let shapes = || {
-        parts
-            .iter()
-            .map(|p| format!("{:?}", p.shape))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let first = parts
-        .first()
-        .ok_or_else(|| Error::invalid(OP, "no tensors to concatenate"))?;
+    let shapes = || parts.iter().map(|p| format!("{:?}", p.shape)).collect::<Vec<_>>().join(", ");
+    let first = parts.first().ok_or_else(|| Error::invalid(OP, "no tensors to concatenate"))?;
     if dim >= first.shape.len() {
-        return Err(Error::shape(
-            OP,
-            format!("dim {dim} out of range for {}", shapes()),
-        ));
+        return Err(Error::shape(OP, format!("dim {dim} out of range for {}", shapes())));
     }
     let mut shape = first.shape.clone();
     shape[dim] = 0;
     for p in parts {
         let same_rank = p.shape.len() == first.shape.len();
-        if !same_rank
-            || p.shape
-                .iter()
-                .enumerate()
-                .any(|(i, &s)| i != dim && s != first.shape[i])
-        {
-            return Err(Error::shape(
-                OP,
-                format!("shapes differ outside dim {dim}: {}", shapes()),
-            ));
+        if !same_rank || p.shape.iter().enumerate().any(|(i, &s)| i != dim && s != first.shape[i]) {
+            return Err(Error::shape(OP, format!("shapes differ outside dim {dim}: {}", shapes())));
         }
         if p.dtype != first.dtype {
             return Err(Error::dtype(OP, format!("mixed dtypes in {}", shapes())));
@@ -83,12 +56,7 @@ fn out_shape(parts: &[&GpuTensor], dim: usize) -> Result<Vec<usize>> {
 }
 
 /// Concatenate contiguous tensors along `dim` into a new tensor.
-pub fn concat(
-    ctx: &Context,
-    rec: &mut Recorder,
-    parts: &[&GpuTensor],
-    dim: usize,
-) -> Result<GpuTensor> {
+pub fn concat(ctx: &Context, rec: &mut Recorder, parts: &[&GpuTensor], dim: usize) -> Result<GpuTensor> {
     let shape = out_shape(parts, dim)?;
     let y = GpuTensor::empty(ctx, &shape, parts[0].dtype)?;
     concat_into(ctx, rec, parts, dim, &y)?;
@@ -96,13 +64,7 @@ pub fn concat(
 }
 
 /// [`concat`] into an existing tensor of the concatenated shape (aliasing no part).
-pub fn concat_into(
-    ctx: &Context,
-    rec: &mut Recorder,
-    parts: &[&GpuTensor],
-    dim: usize,
-    y: &GpuTensor,
-) -> Result<()> {
+pub fn concat_into(ctx: &Context, rec: &mut Recorder, parts: &[&GpuTensor], dim: usize, y: &GpuTensor) -> Result<()> {
     let shape = out_shape(parts, dim)?;
     if y.shape != shape || y.dtype != parts[0].dtype {
         return Err(Error::shape(
@@ -155,11 +117,7 @@ pub fn concat_into(
                     rec,
                     &SRC,
                     &key,
-                    &[
-                        Arg::Read(xw),
-                        Arg::Write(yw),
-                        Arg::Uniform(bytemuck::bytes_of(&prm)),
-                    ],
+                    &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))],
                     groups,
                     vec![part.keep(), y.keep()],
                 )?;

@@ -34,10 +34,7 @@ static SRC_NO_SUBGROUPS: LazyLock<KernelSource> = LazyLock::new(|| KernelSource 
     source: Box::leak(
         SRC.source
             .replace("subgroupBroadcast(", "no_bcast(")
-            .replace(
-                "@builtin(subgroup_invocation_id)",
-                "@builtin(local_invocation_index)",
-            )
+            .replace("@builtin(subgroup_invocation_id)", "@builtin(local_invocation_index)")
             .into_boxed_str(),
     ),
 });
@@ -52,10 +49,7 @@ pub struct Conv2dParams {
 impl Conv2dParams {
     /// `k/2` padding on every side (PyTorch `padding=k//2`): "same" size at stride 1.
     pub fn same(k: usize, stride: usize) -> Self {
-        Conv2dParams {
-            stride,
-            pad: [k / 2; 4],
-        }
+        Conv2dParams { stride, pad: [k / 2; 4] }
     }
 
     /// Output `(Ho, Wo)` for an `h × w` input and a `kh × kw` kernel, or `None` when the padded input
@@ -113,23 +107,14 @@ impl ConvTile {
         let tm_max = if cpu { 32 } else { 16 };
         let tm = cout.div_ceil(4).min(tm_max / 4) as u32 * 4;
         let tn_max = if cpu { TN_MAX as usize } else { 4 };
-        let tn = [16, 8, 4]
-            .into_iter()
-            .find(|&t| t <= tn_max && wo.is_multiple_of(t))
-            .unwrap_or(4);
+        let tn = [16, 8, 4].into_iter().find(|&t| t <= tn_max && wo.is_multiple_of(t)).unwrap_or(4);
         let wg = pixels.div_ceil(tn).next_power_of_two().clamp(8, 64) as u32;
-        ConvTile {
-            wg,
-            tm,
-            tn: tn as u32,
-        }
+        ConvTile { wg, tm, tn: tn as u32 }
     }
 
     /// Whether the weights can be shared through subgroup broadcasts (lanes 0..tm/4 must exist).
     fn bcast(&self, ctx: &Context) -> bool {
-        ctx.caps.subgroups
-            && ctx.caps.subgroup_min_size >= 1
-            && ctx.caps.subgroup_min_size * 4 >= self.tm
+        ctx.caps.subgroups && ctx.caps.subgroup_min_size >= 1 && ctx.caps.subgroup_min_size * 4 >= self.tm
     }
 }
 
@@ -199,20 +184,11 @@ struct Dims {
 fn weight_shape(w: &GpuTensor) -> Result<[usize; 4]> {
     match w.shape[..] {
         [a, b, c, d] => Ok([a, b, c, d]),
-        _ => Err(Error::shape(
-            OP,
-            format!("w must be [Cout, Cin, KH, KW], got {:?}", w.shape),
-        )),
+        _ => Err(Error::shape(OP, format!("w must be [Cout, Cin, KH, KW], got {:?}", w.shape))),
     }
 }
 
-fn check(
-    x: &GpuTensor,
-    ws: [usize; 4],
-    wdt: DType,
-    bias: Option<&GpuTensor>,
-    p: Conv2dParams,
-) -> Result<Dims> {
+fn check(x: &GpuTensor, ws: [usize; 4], wdt: DType, bias: Option<&GpuTensor>, p: Conv2dParams) -> Result<Dims> {
     let desc = || {
         format!(
             "x {:?} {}, w {:?} {}, bias {:?}, stride {}, pad {:?}",
@@ -227,58 +203,32 @@ fn check(
     };
     let [n, cin, h, wd] = match x.shape[..] {
         [a, b, c, d] => [a, b, c, d],
-        _ => {
-            return Err(Error::shape(
-                OP,
-                format!("x must be [N, Cin, H, W]: {}", desc()),
-            ))
-        }
+        _ => return Err(Error::shape(OP, format!("x must be [N, Cin, H, W]: {}", desc()))),
     };
     let [cout, wcin, kh, kw] = ws;
     if wcin != cin {
-        return Err(Error::shape(
-            OP,
-            format!("w has {wcin} input channels, x has {cin}: {}", desc()),
-        ));
+        return Err(Error::shape(OP, format!("w has {wcin} input channels, x has {cin}: {}", desc())));
     }
     if cin == 0 || h == 0 || wd == 0 || cout == 0 || kh == 0 || kw == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("zero-sized dimension: {}", desc()),
-        ));
+        return Err(Error::shape(OP, format!("zero-sized dimension: {}", desc())));
     }
     if wdt != x.dtype {
-        return Err(Error::dtype(
-            OP,
-            format!("x and w dtypes differ: {}", desc()),
-        ));
+        return Err(Error::dtype(OP, format!("x and w dtypes differ: {}", desc())));
     }
     if let Some(b) = bias {
         if b.shape.len() != 1 || b.shape[0] != cout {
-            return Err(Error::shape(
-                OP,
-                format!("bias must be [{cout}]: {}", desc()),
-            ));
+            return Err(Error::shape(OP, format!("bias must be [{cout}]: {}", desc())));
         }
         if b.dtype != x.dtype {
-            return Err(Error::dtype(
-                OP,
-                format!("bias dtype differs from x: {}", desc()),
-            ));
+            return Err(Error::dtype(OP, format!("bias dtype differs from x: {}", desc())));
         }
     }
     if p.stride == 0 {
-        return Err(Error::invalid(
-            OP,
-            format!("stride must be ≥ 1: {}", desc()),
-        ));
+        return Err(Error::invalid(OP, format!("stride must be ≥ 1: {}", desc())));
     }
-    let (ho, wo) = p.out_size(h, wd, kh, kw).ok_or_else(|| {
-        Error::shape(
-            OP,
-            format!("padded input smaller than the kernel: {}", desc()),
-        )
-    })?;
+    let (ho, wo) = p
+        .out_size(h, wd, kh, kw)
+        .ok_or_else(|| Error::shape(OP, format!("padded input smaller than the kernel: {}", desc())))?;
     // Index arithmetic in the shader is 32-bit (signed for rows and columns).
     let lim = i32::MAX as usize / 4;
     for (what, v) in [
@@ -290,25 +240,10 @@ fn check(
         ("Cin·KH·KW·32", cin * kh * kw * 32),
     ] {
         if v > lim {
-            return Err(Error::limit(
-                OP,
-                format!("{what} ({})", desc()),
-                v as u64,
-                lim as u64,
-            ));
+            return Err(Error::limit(OP, format!("{what} ({})", desc()), v as u64, lim as u64));
         }
     }
-    Ok(Dims {
-        n,
-        cin,
-        h,
-        w: wd,
-        cout,
-        kh,
-        kw,
-        ho,
-        wo,
-    })
+    Ok(Dims { n, cin, h, w: wd, cout, kh, kw, ho, wo })
 }
 
 /// The output's shape, dtype and aliasing.
@@ -388,48 +323,23 @@ pub fn conv2d_tiled(
     let ws = weight_shape(w)?;
     let d = check(x, ws, w.dtype, bias, p)?;
     if !tile.valid(ctx) {
-        return Err(Error::invalid(
-            OP,
-            format!("tile {tile:?} breaks the kernel's layout rules or the device limits"),
-        ));
+        return Err(Error::invalid(OP, format!("tile {tile:?} breaks the kernel's layout rules or the device limits")));
     }
     check_out(x, w, bias, p, &d, ws, y)?;
     let wp = pack_weight(ctx, rec, w, tile.tm)?;
-    conv2d_packed_tiled(
-        ctx,
-        rec,
-        x,
-        &wp,
-        bias,
-        p,
-        y,
-        tile.wg,
-        tile.tn,
-        ConvForce::default(),
-    )
+    conv2d_packed_tiled(ctx, rec, x, &wp, bias, p, y, tile.wg, tile.tn, ConvForce::default())
 }
 
 /// Repack `w [Cout, Cin, KH, KW]` into channel blocks of `tm` (a multiple of 4, ≤ 32) for
 /// [`conv2d_packed`]. Do it once per weight when the same weight is used many times.
-pub fn pack_weight(
-    ctx: &Context,
-    rec: &mut Recorder,
-    w: &GpuTensor,
-    tm: u32,
-) -> Result<PackedConvWeight> {
+pub fn pack_weight(ctx: &Context, rec: &mut Recorder, w: &GpuTensor, tm: u32) -> Result<PackedConvWeight> {
     let ws = weight_shape(w)?;
     let [cout, cin, kh, kw] = ws;
     if !(4..=32).contains(&tm) || !tm.is_multiple_of(4) {
-        return Err(Error::invalid(
-            OP,
-            format!("pack_weight: tm = {tm} is not a multiple of 4 in 4..=32"),
-        ));
+        return Err(Error::invalid(OP, format!("pack_weight: tm = {tm} is not a multiple of 4 in 4..=32")));
     }
     if ws.contains(&0) {
-        return Err(Error::shape(
-            OP,
-            format!("pack_weight: zero-sized weight {ws:?}"),
-        ));
+        return Err(Error::shape(OP, format!("pack_weight: zero-sized weight {ws:?}")));
     }
     let tmu = tm as usize;
     let taps = kh * kw;
@@ -438,17 +348,9 @@ pub fn pack_weight(
     let packed = GpuTensor::empty(ctx, &[nblk * blk], w.dtype)?;
     let lim = max_window_elems(ctx, w.dtype) as usize;
     if blk > lim || tmu * cin * taps > lim || blk > u32::MAX as usize {
-        return Err(Error::limit(
-            OP,
-            format!("packed weight block of {ws:?}"),
-            blk as u64,
-            lim as u64,
-        ));
+        return Err(Error::limit(OP, format!("packed weight block of {ws:?}"), blk as u64, lim as u64));
     }
-    let key = PipelineKey::new(&SRC, "pack", w.dtype)
-        .with("TM", tm)
-        .with("KH", kh as u32)
-        .with("KW", kw as u32);
+    let key = PipelineKey::new(&SRC, "pack", w.dtype).with("TM", tm).with("KH", kh as u32).with("KW", kw as u32);
     let per = (lim / blk).max(1); // blocks per launch
     for b0 in (0..nblk).step_by(per) {
         let nb = per.min(nblk - b0);
@@ -484,11 +386,7 @@ pub fn pack_weight(
             vec![w.keep(), packed.keep()],
         )?;
     }
-    Ok(PackedConvWeight {
-        packed,
-        shape: ws,
-        tm,
-    })
+    Ok(PackedConvWeight { packed, shape: ws, tm })
 }
 
 /// The convolution with a weight prepacked by [`pack_weight`] (same semantics as [`conv2d`]).
@@ -503,18 +401,7 @@ pub fn conv2d_packed(
     let d = check(x, w.shape, w.packed.dtype, bias, p)?;
     let y = GpuTensor::empty(ctx, &[d.n, d.cout, d.ho, d.wo], x.dtype)?;
     let t = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo);
-    conv2d_packed_tiled(
-        ctx,
-        rec,
-        x,
-        w,
-        bias,
-        p,
-        &y,
-        t.wg,
-        t.tn,
-        ConvForce::default(),
-    )?;
+    conv2d_packed_tiled(ctx, rec, x, w, bias, p, &y, t.wg, t.tn, ConvForce::default())?;
     Ok(y)
 }
 
@@ -536,21 +423,14 @@ pub fn conv2d_packed_tiled(
     let d = check(x, w.shape, w.packed.dtype, bias, p)?;
     let tile = ConvTile { wg, tm: w.tm, tn };
     if !tile.valid(ctx) {
-        return Err(Error::invalid(
-            OP,
-            format!("tile {tile:?} breaks the kernel's layout rules or the device limits"),
-        ));
+        return Err(Error::invalid(OP, format!("tile {tile:?} breaks the kernel's layout rules or the device limits")));
     }
     let taps = d.kh * d.kw;
     let tm = w.tm as usize;
     if w.packed.numel() != d.cout.div_ceil(tm) * d.cin * taps * tm {
         return Err(Error::shape(
             OP,
-            format!(
-                "packed weight has {} elements, expected for {:?} with tm {tm}",
-                w.packed.numel(),
-                w.shape
-            ),
+            format!("packed weight has {} elements, expected for {:?} with tm {tm}", w.packed.numel(), w.shape),
         ));
     }
     check_out(x, &w.packed, bias, p, &d, w.shape, y)?;
@@ -562,12 +442,7 @@ pub fn conv2d_packed_tiled(
     let src: &KernelSource = if no_sg { &SRC_NO_SUBGROUPS } else { &SRC };
     let pb = p.pad[2].div_ceil(4);
     let nb = (p.stride * (tn as usize - 1) + d.kw - 1 + 4 * pb - p.pad[2]) / 4 + 1;
-    let vec_shape = !force.any
-        && d.w % 4 == 0
-        && d.wo % tn as usize == 0
-        && d.kh <= 3
-        && d.kw <= 3
-        && nb <= WIN_MAX;
+    let vec_shape = !force.any && d.w % 4 == 0 && d.wo % tn as usize == 0 && d.kh <= 3 && d.kw <= 3 && nb <= WIN_MAX;
     let key = |entry: &'static str| {
         PipelineKey::new(src, entry, x.dtype)
             .with("WG", tile.wg)
@@ -576,14 +451,7 @@ pub fn conv2d_packed_tiled(
             .with("KH", d.kh as u32)
             .with("KW", d.kw as u32)
             .with("SD", p.stride as u32)
-            .with(
-                "PL",
-                if entry == "main_vec" {
-                    p.pad[2] as u32
-                } else {
-                    0
-                },
-            )
+            .with("PL", if entry == "main_vec" { p.pad[2] as u32 } else { 0 })
             .with("BCAST", bcast as u32)
     };
 
@@ -607,9 +475,7 @@ pub fn conv2d_packed_tiled(
                         (0, d.h)
                     } else {
                         let lo = (oy0 * p.stride).saturating_sub(p.pad[0]).min(d.h - 1);
-                        let hi = ((oy0 + rows - 1) * p.stride + d.kh)
-                            .saturating_sub(p.pad[0])
-                            .min(d.h);
+                        let hi = ((oy0 + rows - 1) * p.stride + d.kh).saturating_sub(p.pad[0]).min(d.h);
                         (lo, hi.max(lo + 1))
                     };
                     let x_start = ((n0 * d.cin + ci0) * d.h + iy_lo) * d.w;
@@ -626,16 +492,10 @@ pub fn conv2d_packed_tiled(
                         None => w.packed.window(ctx, 0, 1)?,
                     };
                     if ww.shift % 4 != 0 {
-                        return Err(Error::invalid(
-                            OP,
-                            "packed weight window is not 16-byte aligned",
-                        ));
+                        return Err(Error::invalid(OP, "packed weight window is not 16-byte aligned"));
                     }
-                    let entry = if vec_shape && xw.shift % 4 == 0 && yw.shift % 4 == 0 {
-                        "main_vec"
-                    } else {
-                        "main_any"
-                    };
+                    let entry =
+                        if vec_shape && xw.shift % 4 == 0 && yw.shift % 4 == 0 { "main_vec" } else { "main_any" };
                     let cols = nb_img * rows * d.wo;
                     let tiles_n = cols.div_ceil((tile.tn * tile.wg) as usize);
                     let tiles = nblk * tiles_n;
@@ -717,11 +577,7 @@ fn plan(ctx: &Context, dtype: DType, d: &Dims, p: Conv2dParams, tm: usize) -> Re
     let too_big = |what: &str, v: usize| {
         Error::limit(
             OP,
-            format!(
-                "{what} of one block (x {:?} ⊛ w {:?})",
-                [d.n, d.cin, d.h, d.w],
-                [d.cout, d.cin, d.kh, d.kw]
-            ),
+            format!("{what} of one block (x {:?} ⊛ w {:?})", [d.n, d.cin, d.h, d.w], [d.cout, d.cin, d.kh, d.kw]),
             v as u64,
             lim as u64,
         )
@@ -729,16 +585,8 @@ fn plan(ctx: &Context, dtype: DType, d: &Dims, p: Conv2dParams, tm: usize) -> Re
     // Lavapipe stops any loop after 65535 iterations; the kernels loop over input channels.
     let cin_max = MAX_LOOP;
     if x_img <= lim && y_img <= lim && w_all <= lim && howo <= col_lim && d.cin <= cin_max {
-        let imgs = (lim / x_img)
-            .min(lim / y_img)
-            .min(col_lim / howo)
-            .clamp(1, d.n.max(1));
-        return Ok(Plan {
-            imgs,
-            cout: d.cout,
-            cin: d.cin,
-            rows: d.ho,
-        });
+        let imgs = (lim / x_img).min(lim / y_img).min(col_lim / howo).clamp(1, d.n.max(1));
+        return Ok(Plan { imgs, cout: d.cout, cin: d.cin, rows: d.ho });
     }
     let blk = d.cin * taps * tm; // packed weight elements per channel block
     if tm * taps > lim {
@@ -751,18 +599,9 @@ fn plan(ctx: &Context, dtype: DType, d: &Dims, p: Conv2dParams, tm: usize) -> Re
         let blocks_w = lim.saturating_sub(cin * taps * tm) / blk + 1;
         let blocks_y = (lim / howo) / tm;
         let blocks = blocks_w.min(blocks_y);
-        let cout = if blocks == 0 {
-            (lim / howo).clamp(1, tm)
-        } else {
-            (blocks * tm).min(d.cout)
-        };
+        let cout = if blocks == 0 { (lim / howo).clamp(1, tm) } else { (blocks * tm).min(d.cout) };
         // A partial block only when one block of planes does not fit; it then stays one block.
-        return Ok(Plan {
-            imgs: 1,
-            cout,
-            cin,
-            rows: d.ho,
-        });
+        return Ok(Plan { imgs: 1, cout, cin, rows: d.ho });
     }
     // One channel plane exceeds a binding: single channels, blocks of output rows with their halo.
     let rows_out = (lim / d.wo).min(col_lim / d.wo);
@@ -771,10 +610,5 @@ fn plan(ctx: &Context, dtype: DType, d: &Dims, p: Conv2dParams, tm: usize) -> Re
     if rows == 0 || d.w > lim {
         return Err(too_big("input/output rows", d.w.max(d.wo)));
     }
-    Ok(Plan {
-        imgs: 1,
-        cout: 1,
-        cin: 1,
-        rows,
-    })
+    Ok(Plan { imgs: 1, cout: 1, cin: 1, rows })
 }

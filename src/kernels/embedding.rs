@@ -31,11 +31,7 @@ struct Params {
 /// against earlier work). It is not pooled: a bind group that uses it keeps it alive (wgpu-core's
 /// `BindGroup` holds an `Arc` of every buffer it binds), so launchers can drop their handle once
 /// the dispatch is recorded.
-pub(crate) fn storage_from_words(
-    ctx: &Context,
-    op: &'static str,
-    words: &[u32],
-) -> Result<wgpu::Buffer> {
+pub(crate) fn storage_from_words(ctx: &Context, op: &'static str, words: &[u32]) -> Result<wgpu::Buffer> {
     let size = (words.len().max(1) * 4) as u64;
     ctx.scoped(op, || {
         let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -50,12 +46,7 @@ pub(crate) fn storage_from_words(
                 bytes.resize(size as usize, 0);
                 v.copy_from_slice(&bytes);
             }
-            Err(e) => {
-                return Err(Error::Gpu {
-                    op,
-                    msg: format!("map {op} buffer: {e}"),
-                })
-            }
+            Err(e) => return Err(Error::Gpu { op, msg: format!("map {op} buffer: {e}") }),
         }
         buf.unmap();
         Ok(buf)
@@ -63,26 +54,15 @@ pub(crate) fn storage_from_words(
 }
 
 /// Gather rows of `table [V, D]` → `[ids.len(), D]`. Every id must be < V.
-pub fn embedding(
-    ctx: &Context,
-    rec: &mut Recorder,
-    table: &GpuTensor,
-    ids: &[u32],
-) -> Result<GpuTensor> {
+pub fn embedding(ctx: &Context, rec: &mut Recorder, table: &GpuTensor, ids: &[u32]) -> Result<GpuTensor> {
     const OP: &str = "embedding";
     let &[v, d] = table.shape.as_slice() else {
-        return Err(Error::shape(
-            OP,
-            format!("table must be [V, D], got {:?}", table.shape),
-        ));
+        return Err(Error::shape(OP, format!("table must be [V, D], got {:?}", table.shape)));
     };
     if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
         return Err(Error::invalid(
             OP,
-            format!(
-                "id {id} (position {i}) is out of range for a table of V = {v} rows {:?}",
-                table.shape
-            ),
+            format!("id {id} (position {i}) is out of range for a table of V = {v} rows {:?}", table.shape),
         ));
     }
     let n = ids.len();
@@ -129,32 +109,16 @@ pub fn embedding(
             let or = o_rows.min(n - or0);
             let tw = table.window(ctx, tr0 * d + c0, (tr - 1) * d + nc)?;
             let ow = out.window(ctx, or0 * d + c0, (or - 1) * d + nc)?;
-            let pw = Window {
-                buffer: &buf,
-                offset: byte_off as u64,
-                size: count as u64 * 8,
-                shift: 0,
-            };
+            let pw = Window { buffer: &buf, offset: byte_off as u64, size: count as u64 * 8, shift: 0 };
             let total = count * nc;
-            let p = Params {
-                n: total as u32,
-                cols: nc as u32,
-                d: d as u32,
-                t_shift: tw.shift,
-                o_shift: ow.shift,
-            };
+            let p = Params { n: total as u32, cols: nc as u32, d: d as u32, t_shift: tw.shift, o_shift: ow.shift };
             let groups = fold_groups(ctx, OP, (total as u64).div_ceil(WG as u64))?;
             launch(
                 ctx,
                 rec,
                 &SRC,
                 &key,
-                &[
-                    Arg::Read(tw),
-                    Arg::Read(pw),
-                    Arg::Write(ow),
-                    Arg::Uniform(bytemuck::bytes_of(&p)),
-                ],
+                &[Arg::Read(tw), Arg::Read(pw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
                 groups,
                 vec![table.keep(), out.keep()],
             )?;

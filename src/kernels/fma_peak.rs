@@ -29,7 +29,14 @@ pub fn flops(n: usize, iters: u32) -> f64 {
 
 /// Record `iters * STEPS_PER_ITER` steps of the chains `acc = acc * a + b` started from each seed;
 /// returns one sum per seed.
-pub fn fma_chains(ctx: &Context, rec: &mut Recorder, seeds: &GpuTensor, iters: u32, a: f32, b: f32) -> Result<GpuTensor> {
+pub fn fma_chains(
+    ctx: &Context,
+    rec: &mut Recorder,
+    seeds: &GpuTensor,
+    iters: u32,
+    a: f32,
+    b: f32,
+) -> Result<GpuTensor> {
     const OP: &str = "fma_peak";
     if seeds.dtype != DType::F32 || seeds.shape.len() != 1 {
         return Err(Error::shape(OP, format!("seeds must be 1-D f32, got {:?} {:?}", seeds.shape, seeds.dtype)));

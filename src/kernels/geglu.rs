@@ -30,19 +30,10 @@ struct Params {
 pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
     const OP: &str = "geglu";
     let Some(&last) = x.shape.last() else {
-        return Err(Error::shape(
-            OP,
-            "x is a scalar (shape []); it needs a last dimension of even size",
-        ));
+        return Err(Error::shape(OP, "x is a scalar (shape []); it needs a last dimension of even size"));
     };
     if last % 2 != 0 {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "last dimension of x {:?} is odd ({last}); it must be 2N",
-                x.shape
-            ),
-        ));
+        return Err(Error::shape(OP, format!("last dimension of x {:?} is odd ({last}); it must be 2N", x.shape)));
     }
     let half = last / 2;
     let rows = x.numel().checked_div(last).unwrap_or(0);
@@ -58,11 +49,7 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
     // Indices in the shader are chunk-local u32s.
     let cap = max_window_elems(ctx, x.dtype).clamp(1, 1 << 31) as usize;
     let cw = half.min(cap);
-    let rows_per = if cw < half {
-        1
-    } else {
-        ((cap - half) / last + 1).min(rows)
-    };
+    let rows_per = if cw < half { 1 } else { ((cap - half) / last + 1).min(rows) };
     let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG);
     let mut r0 = 0;
     while r0 < rows {
@@ -89,12 +76,7 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
                 rec,
                 &SRC,
                 &key,
-                &[
-                    Arg::Read(hw),
-                    Arg::Read(gw),
-                    Arg::Write(ow),
-                    Arg::Uniform(bytemuck::bytes_of(&p)),
-                ],
+                &[Arg::Read(hw), Arg::Read(gw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
                 groups,
                 vec![x.keep(), out.keep()],
             )?;

@@ -4,7 +4,6 @@
 //! Layout conventions: tensors are contiguous row-major; images are NCHW; linear weights are
 //! `[out, in]` as in PyTorch checkpoints. Storage is f32 or f16; arithmetic is always f32.
 
-pub mod registry;
 pub mod attention;
 pub mod binary;
 pub mod concat;
@@ -16,6 +15,7 @@ pub mod group_norm;
 pub mod layer_norm;
 pub mod lora_linear;
 pub mod matmul;
+pub mod registry;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod unary;

@@ -117,13 +117,7 @@ pub fn specialize(src: &KernelSource, dtype: DType) -> Result<String> {
 }
 
 impl Registry {
-    fn get(
-        &self,
-        ctx: &Context,
-        src: &KernelSource,
-        key: &PipelineKey,
-        kinds: &[BindKind],
-    ) -> Result<Arc<Compiled>> {
+    fn get(&self, ctx: &Context, src: &KernelSource, key: &PipelineKey, kinds: &[BindKind]) -> Result<Arc<Compiled>> {
         let k = (key.clone(), kinds.to_vec());
         if let Some(c) = self.pipelines.lock().expect("registry lock").get(&k) {
             return Ok(c.clone());
@@ -212,7 +206,12 @@ pub fn launch(
 ) -> Result<()> {
     let max = ctx.caps.max_workgroups_per_dim;
     if groups.iter().any(|&g| g > max) {
-        return Err(Error::limit(src.name, format!("workgroups {groups:?} per dimension"), groups.iter().copied().max().unwrap_or(0) as u64, max as u64));
+        return Err(Error::limit(
+            src.name,
+            format!("workgroups {groups:?} per dimension"),
+            groups.iter().copied().max().unwrap_or(0) as u64,
+            max as u64,
+        ));
     }
     if groups.contains(&0) {
         return Ok(());

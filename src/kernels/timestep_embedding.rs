@@ -54,26 +54,15 @@ pub fn timestep_embedding(
 ) -> Result<GpuTensor> {
     const OP: &str = "timestep_embedding";
     if dim == 0 {
-        return Err(Error::invalid(
-            OP,
-            "dim is 0; the embedding needs at least one column",
-        ));
+        return Err(Error::invalid(OP, "dim is 0; the embedding needs at least one column"));
     }
     if let Some((i, t)) = timesteps.iter().enumerate().find(|(_, t)| !t.is_finite()) {
-        return Err(Error::invalid(
-            OP,
-            format!("timestep {i} is {t}, not a finite number"),
-        ));
+        return Err(Error::invalid(OP, format!("timestep {i} is {t}, not a finite number")));
     }
     let b = timesteps.len();
     let total = b as u64 * dim as u64;
     if total > u32::MAX as u64 {
-        return Err(Error::limit(
-            OP,
-            format!("elements of the output [{b}, {dim}]"),
-            total,
-            u32::MAX as u64,
-        ));
+        return Err(Error::limit(OP, format!("elements of the output [{b}, {dim}]"), total, u32::MAX as u64));
     }
     let half = dim / 2;
     let aux_len = b + 3 * half;
@@ -103,12 +92,7 @@ pub fn timestep_embedding(
     while e0 < n {
         let len = chunk.min(n - e0);
         let ow = out.window(ctx, e0, len)?;
-        let aw = Window {
-            buffer: &aux_buf,
-            offset: 0,
-            size: aux_buf.size(),
-            shift: 0,
-        };
+        let aw = Window { buffer: &aux_buf, offset: 0, size: aux_buf.size(), shift: 0 };
         let p = Params {
             n: len as u32,
             e0: e0 as u32,
@@ -124,11 +108,7 @@ pub fn timestep_embedding(
             rec,
             &SRC,
             &key,
-            &[
-                Arg::Read(aw),
-                Arg::Write(ow),
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-            ],
+            &[Arg::Read(aw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
             groups,
             vec![out.keep()],
         )?;

@@ -61,44 +61,27 @@ pub fn upsample_nearest(
 fn dims(x: &GpuTensor) -> Result<[usize; 4]> {
     match x.shape[..] {
         [a, b, c, d] => Ok([a, b, c, d]),
-        _ => Err(Error::shape(
-            OP,
-            format!("x must be [N, C, H, W], got {:?}", x.shape),
-        )),
+        _ => Err(Error::shape(OP, format!("x must be [N, C, H, W], got {:?}", x.shape))),
     }
 }
 
 /// [`upsample_nearest`] into an existing `[N, C, out_h, out_w]` tensor (not aliasing `x`).
-pub fn upsample_nearest_into(
-    ctx: &Context,
-    rec: &mut Recorder,
-    x: &GpuTensor,
-    y: &GpuTensor,
-) -> Result<()> {
+pub fn upsample_nearest_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTensor) -> Result<()> {
     let [n, c, h, w] = dims(x)?;
     let (oh, ow) = match y.shape[..] {
         [yn, yc, oh, ow] if yn == n && yc == c => (oh, ow),
         _ => {
             return Err(Error::shape(
                 OP,
-                format!(
-                    "x {:?} and output {:?} differ in N or C (or rank)",
-                    x.shape, y.shape
-                ),
+                format!("x {:?} and output {:?} differ in N or C (or rank)", x.shape, y.shape),
             ))
         }
     };
     if y.dtype != x.dtype {
-        return Err(Error::dtype(
-            OP,
-            format!("x is {}, output {}", x.dtype.name(), y.dtype.name()),
-        ));
+        return Err(Error::dtype(OP, format!("x is {}, output {}", x.dtype.name(), y.dtype.name())));
     }
     if h == 0 || w == 0 || oh == 0 || ow == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("zero spatial size: x {:?} → {:?}", x.shape, y.shape),
-        ));
+        return Err(Error::shape(OP, format!("zero spatial size: x {:?} → {:?}", x.shape, y.shape)));
     }
     // f32(d) must be exact for the index rule.
     for (what, v) in [("H", h), ("W", w), ("out_h", oh), ("out_w", ow)] {
@@ -119,19 +102,9 @@ pub fn upsample_nearest_into(
     let scale_h = h as f32 / oh as f32;
     let scale_w = w as f32 / ow as f32;
     let mut go = |p0: usize, np: usize, oy0: usize, rows: usize| -> Result<()> {
-        let (iy_lo, iy_hi) = if rows == oh {
-            (0, h)
-        } else {
-            (
-                nearest_src(oy0, h, oh),
-                nearest_src(oy0 + rows - 1, h, oh) + 1,
-            )
-        };
-        let xw = x.window(
-            ctx,
-            p0 * xp + iy_lo * w,
-            (np - 1) * xp + (iy_hi - iy_lo) * w,
-        )?;
+        let (iy_lo, iy_hi) =
+            if rows == oh { (0, h) } else { (nearest_src(oy0, h, oh), nearest_src(oy0 + rows - 1, h, oh) + 1) };
+        let xw = x.window(ctx, p0 * xp + iy_lo * w, (np - 1) * xp + (iy_hi - iy_lo) * w)?;
         let yw = y.window(ctx, p0 * yp + oy0 * ow, (np - 1) * yp + rows * ow)?;
         let total = np * rows * ow;
         let prm = Params {
@@ -156,11 +129,7 @@ pub fn upsample_nearest_into(
             rec,
             &SRC,
             &key,
-            &[
-                Arg::Read(xw),
-                Arg::Write(yw),
-                Arg::Uniform(bytemuck::bytes_of(&prm)),
-            ],
+            &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))],
             groups,
             vec![x.keep(), y.keep()],
         )
@@ -181,8 +150,7 @@ pub fn upsample_nearest_into(
             lim as u64,
         ));
     }
-    let in_rows =
-        |oy0: usize, rows: usize| nearest_src(oy0 + rows - 1, h, oh) + 1 - nearest_src(oy0, h, oh);
+    let in_rows = |oy0: usize, rows: usize| nearest_src(oy0 + rows - 1, h, oh) + 1 - nearest_src(oy0, h, oh);
     for p in 0..planes {
         let mut oy0 = 0;
         while oy0 < oh {

@@ -1,5 +1,5 @@
 //! Text-to-image orchestration.
 
 pub mod image;
-pub mod txt2img;
 pub mod rng;
+pub mod txt2img;

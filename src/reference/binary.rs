@@ -45,9 +45,8 @@ fn zip_broadcast(
     b_shape: &[usize],
     f: impl Fn(f64, f64) -> f64,
 ) -> (Vec<usize>, Vec<f32>) {
-    let out = broadcast_shape(a_shape, b_shape).unwrap_or_else(|| {
-        panic!("reference::binary: cannot broadcast {a_shape:?} with {b_shape:?}")
-    });
+    let out = broadcast_shape(a_shape, b_shape)
+        .unwrap_or_else(|| panic!("reference::binary: cannot broadcast {a_shape:?} with {b_shape:?}"));
     assert_eq!(a.len(), a_shape.iter().product::<usize>(), "a length");
     assert_eq!(b.len(), b_shape.iter().product::<usize>(), "b length");
     let n: usize = out.iter().product();
@@ -69,13 +68,7 @@ fn zip_broadcast(
 }
 
 /// `a op b` with broadcasting: returns (output shape, values).
-pub fn binary(
-    a: &[f32],
-    a_shape: &[usize],
-    b: &[f32],
-    b_shape: &[usize],
-    op: BinaryOp,
-) -> (Vec<usize>, Vec<f32>) {
+pub fn binary(a: &[f32], a_shape: &[usize], b: &[f32], b_shape: &[usize], op: BinaryOp) -> (Vec<usize>, Vec<f32>) {
     zip_broadcast(a, a_shape, b, b_shape, |x, y| match op {
         BinaryOp::Add => x + y,
         BinaryOp::Sub => x - y,
@@ -92,7 +85,5 @@ pub fn add_scaled(
     alpha: f32,
     beta: f32,
 ) -> (Vec<usize>, Vec<f32>) {
-    zip_broadcast(a, a_shape, b, b_shape, |x, y| {
-        alpha as f64 * x + beta as f64 * y
-    })
+    zip_broadcast(a, a_shape, b, b_shape, |x, y| alpha as f64 * x + beta as f64 * y)
 }

@@ -17,9 +17,7 @@ pub fn conv2d(
     assert_eq!(cin, wcin, "reference conv2d: channel mismatch");
     assert_eq!(x.len(), n * cin * h * w);
     assert_eq!(wt.len(), cout * cin * kh * kw);
-    let (ho, wo) = p
-        .out_size(h, w, kh, kw)
-        .expect("reference conv2d: kernel larger than padded input");
+    let (ho, wo) = p.out_size(h, w, kh, kw).expect("reference conv2d: kernel larger than padded input");
     let s = p.stride;
     let mut y = vec![0f32; n * cout * ho * wo];
     let mut acc = vec![0f64; ho * wo];

@@ -5,9 +5,7 @@
 /// column when `dim` is odd; `f_i = exp(-ln(10000)·i/half)`.
 pub fn timestep_embedding(timesteps: &[f32], dim: usize) -> Vec<f32> {
     let half = dim / 2;
-    let freqs: Vec<f64> = (0..half)
-        .map(|i| (-(10000f64).ln() * i as f64 / half as f64).exp())
-        .collect();
+    let freqs: Vec<f64> = (0..half).map(|i| (-(10000f64).ln() * i as f64 / half as f64).exp()).collect();
     let mut out = Vec::with_capacity(timesteps.len() * dim);
     for &t in timesteps {
         let t = t as f64;

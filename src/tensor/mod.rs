@@ -307,9 +307,7 @@ pub(crate) fn map_read(ctx: &Context, buf: &wgpu::Buffer, len: u64) -> Result<Ve
         let _ = tx.send(r);
     });
     ctx.sync()?;
-    rx.recv()
-        .map_err(|e| Error::Readback(e.to_string()))?
-        .map_err(|e| Error::Readback(e.to_string()))?;
+    rx.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
     let out = buf.get_mapped_range(0..len).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
     buf.unmap();
     Ok(out)
