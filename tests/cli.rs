@@ -209,3 +209,19 @@ fn generate_rejects_bad_input_with_one_line() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn demo_runs_the_bundled_model_end_to_end() {
+    let d = tmpdir("demo");
+    let png = d.join("demo.png");
+    let out = lorafuse(&["demo", "--steps", "2", "--size", "64", "--quiet", "-o", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let params = lorafuse::pipeline::image::read_parameters(&png).unwrap().unwrap();
+    assert!(params.contains("Steps: 2") && params.contains("Seed: 42") && params.contains("Size: 64x64"), "{params}");
+    // The same seed gives the same image.
+    let first = std::fs::read(&png).unwrap();
+    let out = lorafuse(&["demo", "--steps", "2", "--size", "64", "--quiet", "-o", png.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(std::fs::read(&png).unwrap(), first);
+    std::fs::remove_dir_all(&d).unwrap();
+}

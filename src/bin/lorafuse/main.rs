@@ -1,5 +1,6 @@
 //! The `lorafuse` command line.
 
+mod demo;
 mod generate;
 
 use anyhow::{Context as _, Result};
@@ -28,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the whole pipeline on the bundled tiny model (random weights) and write demo.png.
+    Demo(demo::DemoArgs),
     /// Generate images from a prompt with your own checkpoint.
     Generate(generate::GenerateArgs),
     /// Print a prompt's CLIP token ids (BOS … EOS, untruncated) and its token count.
@@ -98,6 +101,7 @@ fn main() {
 
 fn run_cli(cli: &Cli) -> Result<()> {
     match &cli.cmd {
+        Cmd::Demo(args) => demo::run(&context(cli)?, args, cli.quiet),
         Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
         Cmd::Info => {

@@ -1,0 +1,58 @@
+//! `lorafuse demo`: the whole pipeline end to end on the bundled tiny model (real SD1.x
+//! architecture, random weights — its images are structured noise, not pictures), so a fresh
+//! machine can run the main job without downloading anything.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use lorafuse::Context;
+
+use crate::generate::{self, GenerateArgs};
+
+/// The sd15-tiny single-file checkpoint (fp16, LDM layout), 16 MB.
+static TINY_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/model-fp16.safetensors");
+
+#[derive(Args, Clone, Debug)]
+pub struct DemoArgs {
+    #[arg(short = 'p', long, default_value = "masterpiece, best quality, 1girl, blonde hair, tiara, forest")]
+    pub prompt: String,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Image side in pixels (multiple of 8).
+    #[arg(long, default_value_t = 128)]
+    pub size: usize,
+    #[arg(short = 'o', long, default_value = "demo.png")]
+    pub output: PathBuf,
+}
+
+pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("lorafuse-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let model = dir.join("sd15-tiny.safetensors");
+    std::fs::write(&model, TINY_MODEL).with_context(|| format!("writing {}", model.display()))?;
+    let args = GenerateArgs {
+        model,
+        prompt: a.prompt.clone(),
+        negative_prompt: "lowres, bad anatomy, worst quality".into(),
+        steps: a.steps,
+        cfg: 7.0,
+        sampler: "dpmpp_2m_karras".into(),
+        spacing: "leading".into(),
+        seed: Some(a.seed),
+        rng: "philox".into(),
+        width: a.size,
+        height: a.size,
+        batch: 1,
+        clip_skip: 1,
+        precision: "auto".into(),
+        output: a.output.clone(),
+        noise_file: None,
+        save_tensors: None,
+    };
+    let r = generate::run(ctx, &args, quiet);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
