@@ -14,6 +14,7 @@ pub mod bench;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

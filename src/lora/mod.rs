@@ -1,0 +1,1 @@
+//! LoRA / LyCORIS adapter files: parsing, key mapping to model weights, and exact ΔW. (being written)
