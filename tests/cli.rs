@@ -225,3 +225,16 @@ fn demo_runs_the_bundled_model_end_to_end() {
     assert_eq!(std::fs::read(&png).unwrap(), first);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `bench pipeline` builds SD1.5 at full size from synthetic weights and reports its timings.
+#[test]
+fn bench_pipeline_runs_full_size_sd15_with_synthetic_weights() {
+    let out = lorafuse(&["bench", "pipeline", "--size", "64", "--steps", "1", "--precision", "f16", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["size"], 64);
+    assert_eq!(v["step_ms"].as_array().unwrap().len(), 1);
+    assert!(v["step_ms"][0].as_f64().unwrap() > 0.0 && v["vae_ms"].as_f64().unwrap() > 0.0);
+    // SD1.5's weights alone are ~2 GB in f16; the pool holds them and the activations.
+    assert!(v["pool_mib"].as_f64().unwrap() > 1500.0, "{v}");
+}

@@ -579,3 +579,23 @@ fn hostile_block_indices_are_ignored_by_the_layout() {
     assert!(e.contains("no CLIP text encoder"), "{e}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Synthetic mode (benchmarks at full size): values of the requested shape, deterministic per
+/// name, different between names; structure queries still answer from the file.
+#[test]
+fn synthetic_builder_serves_requested_shapes() {
+    let files = lorafuse::weights::ModelFiles::open(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny/model-fp16.safetensors"),
+    )
+    .unwrap();
+    let vb = files.unet().synthetic(7);
+    let a = vb.get("conv_in.weight", &[320, 4, 3, 3]).unwrap();
+    assert_eq!(a.shape, vec![320, 4, 3, 3]);
+    assert_eq!(a, vb.get("conv_in.weight", &[320, 4, 3, 3]).unwrap());
+    let b = vb.get("conv_out.weight", &[4, 320, 3, 3]).unwrap();
+    assert_ne!(a.data[..16], b.data[..16]);
+    let bound = 1.0 / (4.0f32 * 9.0).sqrt();
+    assert!(a.data.iter().all(|x| x.abs() <= bound));
+    assert!(vb.contains("conv_in.weight") && !vb.contains("no_such.weight"));
+    assert_eq!(files.unet().synthetic(8).get_f16("conv_in.bias", &[320]).unwrap().len(), 320);
+}

@@ -199,9 +199,37 @@ impl Pipeline {
         } else {
             SchedulerConfig::sd15()
         };
-        let clip = ClipTextModel::load(ctx, &files.text_encoder(), &config.clip, dtype)?;
-        let unet = UNet::load(ctx, &files.unet(), &config.unet, dtype)?;
-        let vae = Vae::load_decoder(ctx, &files.vae(), &config.vae, dtype)?;
+        Self::build(ctx, path, config, scheduler_config, tokenizer, &files, dtype, None)
+    }
+
+    /// A pipeline with `config`'s sizes whose weights are seeded synthetic values: the structure
+    /// comes from `files` (any checkpoint with the same architecture, e.g. the tiny fixture),
+    /// the sizes from `config`. For benchmarks at full model size without a checkpoint.
+    pub fn synthetic(ctx: &Context, files_path: &Path, config: ModelConfig, precision: Precision) -> Result<Pipeline> {
+        let dtype = precision.resolve(ctx)?;
+        let files = ModelFiles::open(files_path)?;
+        let tokenizer = Tok::Embedded(Tokenizer::embedded()?);
+        Self::build(ctx, files_path, config, SchedulerConfig::sd15(), tokenizer, &files, dtype, Some(0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        ctx: &Context,
+        path: &Path,
+        config: ModelConfig,
+        scheduler_config: SchedulerConfig,
+        tokenizer: Tok,
+        files: &ModelFiles,
+        dtype: DType,
+        synthetic: Option<u64>,
+    ) -> Result<Pipeline> {
+        let vb = |b: crate::weights::var_builder::VarBuilder| match synthetic {
+            Some(seed) => b.synthetic(seed),
+            None => b,
+        };
+        let clip = ClipTextModel::load(ctx, &vb(files.text_encoder()), &config.clip, dtype)?;
+        let unet = UNet::load(ctx, &vb(files.unet()), &config.unet, dtype)?;
+        let vae = Vae::load_decoder(ctx, &vb(files.vae()), &config.vae, dtype)?;
         Ok(Pipeline { model_path: path.to_path_buf(), config, dtype, scheduler_config, tokenizer, clip, unet, vae })
     }
 

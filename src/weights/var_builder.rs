@@ -93,6 +93,27 @@ pub struct VarBuilder {
     component: Component,
     naming: Naming,
     prefix: String,
+    /// Benchmark mode: every `get` returns seeded pseudo-random values of the shape the model
+    /// asks for, while the structure (which optional weights exist) still comes from the store.
+    /// Lets a small file with the real key set stand in for a full-size checkpoint.
+    synthetic: Option<u64>,
+}
+
+/// Deterministic values for synthetic weights: uniform in ±`scale`, from a hash of the name so
+/// every weight differs and loading order does not matter.
+fn synthetic_values(seed: u64, name: &str, n: usize, scale: f32) -> Vec<f32> {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..n)
+        .map(|_| {
+            h ^= h << 13;
+            h ^= h >> 7;
+            h ^= h << 17;
+            ((h >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+        })
+        .collect()
 }
 
 /// Whether `stored` can serve a request for `expected` without moving data: equal, or the same
@@ -106,7 +127,26 @@ fn compatible(stored: &[usize], expected: &[usize]) -> bool {
 
 impl VarBuilder {
     pub(crate) fn new(store: Arc<Store>, component: Component, naming: Naming) -> VarBuilder {
-        VarBuilder { store, component, naming, prefix: String::new() }
+        VarBuilder { store, component, naming, prefix: String::new(), synthetic: None }
+    }
+
+    /// The same builder in synthetic mode (see the `synthetic` field): for benchmarks at full
+    /// model size without the weights.
+    pub fn synthetic(&self, seed: u64) -> VarBuilder {
+        VarBuilder { synthetic: Some(seed), ..self.clone() }
+    }
+
+    fn synthetic_get(&self, seed: u64, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        let n: usize = expected.iter().product();
+        // Weights around the scale of trained ones (fan-in scaled), norms around 1.
+        let fan_in: usize = expected.iter().skip(1).product::<usize>().max(1);
+        let is_norm_scale = name.ends_with("weight") && expected.len() == 1;
+        let scale = if expected.len() == 1 { 0.02 } else { 1.0 / (fan_in as f32).sqrt() };
+        let mut v = synthetic_values(seed, &self.path(name), n, scale);
+        if is_norm_scale {
+            v.iter_mut().for_each(|x| *x += 1.0);
+        }
+        HostTensor::new(expected, v)
     }
 
     /// A builder for the sub-module `segment` (any `Display`, so `.pp(0)` works).
@@ -205,6 +245,9 @@ impl VarBuilder {
 
     /// Reads `name` as f32 with shape `expected` (checked; 1×1-conv ↔ linear reshaped).
     pub fn get(&self, name: &str, expected: &[usize]) -> Result<HostTensor> {
+        if let Some(seed) = self.synthetic {
+            return self.synthetic_get(seed, name, expected);
+        }
         let (key, file) = self.checked(name, expected)?;
         let data = file.read_f32(&key)?;
         self.store.mark_used(&key);
@@ -213,6 +256,9 @@ impl VarBuilder {
 
     /// Reads `name` as f16 with shape `expected` (same checks as [`VarBuilder::get`]).
     pub fn get_f16(&self, name: &str, expected: &[usize]) -> Result<Vec<f16>> {
+        if let Some(seed) = self.synthetic {
+            return Ok(self.synthetic_get(seed, name, expected)?.data.iter().map(|&x| f16::from_f32(x)).collect());
+        }
         let (key, file) = self.checked(name, expected)?;
         let data = file.read_f16(&key)?;
         self.store.mark_used(&key);

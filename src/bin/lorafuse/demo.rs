@@ -11,7 +11,7 @@ use lorafuse::Context;
 use crate::generate::{self, GenerateArgs};
 
 /// The sd15-tiny single-file checkpoint (fp16, LDM layout), 16 MB.
-static TINY_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/model-fp16.safetensors");
+pub static TINY_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/model-fp16.safetensors");
 
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
