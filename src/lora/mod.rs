@@ -1,1 +1,245 @@
-//! LoRA / LyCORIS adapter files: parsing, key mapping to model weights, and exact ΔW. (being written)
+//! LoRA / LyCORIS adapter files: parsing every common layout (kohya LoRA/LoCon, LyCORIS LoHa/LoKr,
+//! diffusers/PEFT, DoRA), mapping keys to the model's weights, and exact ΔW per module.
+
+mod delta;
+pub mod keys;
+mod module;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::weights::{ModelFiles, SafeTensorsFile};
+use delta::Mat;
+pub use keys::{ModuleIndex, Target};
+pub use module::{LoraKind, LoraModule};
+
+const OP: &str = "lora file";
+
+/// Tensor suffixes and the role they play; longest first so `.lora_A.weight` wins over `.weight`.
+const SUFFIXES: &[(&str, &str)] = &[
+    (".lora_linear_layer.down.weight", "down"),
+    (".lora_linear_layer.up.weight", "up"),
+    (".lora_down.weight", "down"),
+    (".lora_up.weight", "up"),
+    (".lora_mid.weight", "mid"),
+    (".lora_A.weight", "down"),
+    (".lora_B.weight", "up"),
+    (".lora.down.weight", "down"),
+    (".lora.up.weight", "up"),
+    (".hada_w1_a", "w1a"),
+    (".hada_w1_b", "w1b"),
+    (".hada_w2_a", "w2a"),
+    (".hada_w2_b", "w2b"),
+    (".hada_t1", "t1"),
+    (".hada_t2", "t2"),
+    (".lokr_w1_a", "k1a"),
+    (".lokr_w1_b", "k1b"),
+    (".lokr_w2_a", "k2a"),
+    (".lokr_w2_b", "k2b"),
+    (".lokr_w1", "w1"),
+    (".lokr_w2", "w2"),
+    (".lokr_t2", "kt2"),
+    (".dora_scale", "dora"),
+    (".lora_magnitude_vector", "dora"),
+    (".alpha", "alpha"),
+    (".scale", "scale"),
+];
+
+/// A parsed adapter file whose modules are matched to one model.
+#[derive(Debug)]
+pub struct LoraFile {
+    pub path: PathBuf,
+    pub kind: LoraKind,
+    pub modules: Vec<LoraModule>,
+    /// Module keys of the file that target no weight of the model.
+    pub unmatched: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What `lorafuse inspect` prints about an adapter.
+#[derive(Clone, Debug)]
+pub struct LoraSummary {
+    pub kind: LoraKind,
+    pub min_rank: usize,
+    pub max_rank: usize,
+    /// The alpha of the first module that has one.
+    pub alpha: Option<f32>,
+    pub targets: usize,
+    pub unet_targets: usize,
+    pub text_encoder_targets: usize,
+    pub unmatched: usize,
+    /// `sd_v1`, `sd_v2`, `sdxl` or `unknown`, from metadata and shapes.
+    pub base_guess: String,
+}
+
+fn split_key(name: &str) -> Option<(&str, &'static str)> {
+    SUFFIXES.iter().find_map(|(s, role)| name.strip_suffix(s).map(|m| (m, *role)))
+}
+
+fn other_base(path: &Path, why: impl std::fmt::Display) -> Error {
+    Error::invalid(OP, format!("{}: LoRA for another base model (not SD1.x): {why}", path.display()))
+}
+
+/// PEFT alpha from `lora_adapter_metadata` (`<component>.lora_alpha`, or bare `lora_alpha`).
+fn peft_alpha(meta: &BTreeMap<String, String>, module_key: &str) -> Option<f32> {
+    let json: serde_json::Value = serde_json::from_str(meta.get("lora_adapter_metadata")?).ok()?;
+    let comp = module_key.split('.').next().unwrap_or("");
+    let v = json.get(format!("{comp}.lora_alpha")).or_else(|| json.get("lora_alpha"))?;
+    v.as_f64().map(|a| a as f32)
+}
+
+impl LoraFile {
+    /// Parse `path` and match its modules against `model`.
+    pub fn open(path: impl AsRef<Path>, model: &ModelFiles) -> Result<LoraFile> {
+        let path = path.as_ref();
+        let file = SafeTensorsFile::open(path)?;
+        Self::from_file(path, &file, &ModuleIndex::new(model))
+    }
+
+    /// As [`LoraFile::open`] with an already-open file and a prebuilt module index.
+    pub fn from_file(path: &Path, file: &SafeTensorsFile, index: &ModuleIndex) -> Result<LoraFile> {
+        let metadata = file.metadata().clone();
+        let mut groups: BTreeMap<String, BTreeMap<&'static str, Mat>> = BTreeMap::new();
+        let mut unmatched = Vec::new();
+        for name in file.names() {
+            let Some((module, role)) = split_key(name) else {
+                unmatched.push(name.to_string());
+                continue;
+            };
+            let info = file.info(name).ok_or_else(|| Error::invalid(OP, format!("{}: no {name}", path.display())))?;
+            let shape = info.shape.clone();
+            let data = file.read_f32(name)?;
+            groups.entry(module.to_string()).or_default().insert(role, Mat { shape, data });
+        }
+        let sdxl_meta = metadata.get("ss_base_model_version").is_some_and(|v| v.starts_with("sdxl"))
+            || metadata.get("modelspec.architecture").is_some_and(|v| v.contains("-xl-"));
+        if let Some(k) = groups.keys().find(|k| keys::sdxl_only_key(k)) {
+            return Err(other_base(path, format!("key {k} only exists in SDXL")));
+        }
+        let mut modules = Vec::new();
+        for (key, mut parts) in groups {
+            let Some(target) = index.resolve(&key) else {
+                unmatched.push(key);
+                continue;
+            };
+            let alpha_t = parts.remove("alpha").and_then(|m| m.data.first().copied());
+            let scale_t = parts.remove("scale").and_then(|m| m.data.first().copied());
+            let dora = parts.remove("dora");
+            let peft = !key.starts_with("lora_");
+            let alpha = alpha_t.or_else(|| if peft { peft_alpha(&metadata, &key) } else { None });
+            let mut m = LoraModule {
+                component: target.component,
+                target: target.weight.clone(),
+                target_shape: target.shape.clone(),
+                kind: LoraKind::Lora,
+                key: key.clone(),
+                rank: 0,
+                alpha,
+                scale: 1.0,
+                dora_scale: None,
+                parts,
+            };
+            let rank = m.factor_rank();
+            m.rank = rank;
+            m.scale = match (scale_t, alpha) {
+                (Some(s), _) => s,
+                (None, Some(a)) if rank > 0 && a != 0.0 => a / rank as f32,
+                _ => 1.0,
+            };
+            let out = target.shape.first().copied().unwrap_or(0);
+            let numel: usize = target.shape.iter().product();
+            match m.produced_dims() {
+                Some((o, i)) if o == out && o * i == numel => {}
+                got => {
+                    let why = format!(
+                        "{}: key {key} does not fit {} {:?} (factors give {got:?}: {:?})",
+                        path.display(),
+                        target.weight,
+                        target.shape,
+                        m.parts.iter().map(|(r, t)| (*r, t.shape.clone())).collect::<Vec<_>>()
+                    );
+                    let wide = m.parts.get("down").is_some_and(|d| d.shape.get(1) == Some(&2048));
+                    if sdxl_meta || wide {
+                        return Err(other_base(path, why));
+                    }
+                    return Err(Error::shape(OP, why));
+                }
+            }
+            let family = m.family_kind();
+            m.kind = if dora.is_some() {
+                LoraKind::Dora
+            } else if family == LoraKind::Lora && peft {
+                LoraKind::Peft
+            } else if family == LoraKind::Lora
+                && (m.parts.contains_key("mid") || target.shape.iter().skip(2).any(|&k| k > 1))
+            {
+                LoraKind::LoCon
+            } else {
+                family
+            };
+            m.dora_scale = match dora {
+                Some(d) => Some(crate::tensor::HostTensor::new(&d.shape, d.data)?),
+                None => None,
+            };
+            modules.push(m);
+        }
+        if modules.is_empty() {
+            if sdxl_meta {
+                return Err(other_base(path, "no key matches an SD1.x weight and the metadata says SDXL"));
+            }
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{}: no LoRA module matches a weight of the model ({} keys unmatched)",
+                    path.display(),
+                    unmatched.len()
+                ),
+            ));
+        }
+        let kind = file_kind(&modules);
+        Ok(LoraFile { path: path.to_path_buf(), kind, modules, unmatched, metadata })
+    }
+
+    /// Module targeting the diffusers weight `target` of `component`.
+    pub fn module(&self, component: crate::weights::Component, target: &str) -> Option<&LoraModule> {
+        self.modules.iter().find(|m| m.component == component && m.target == target)
+    }
+
+    pub fn summary(&self) -> LoraSummary {
+        use crate::weights::Component;
+        let ranks = self.modules.iter().map(|m| m.rank);
+        let meta = self.metadata.get("ss_base_model_version").map(String::as_str).unwrap_or("");
+        let base_guess = if meta.starts_with("sdxl") {
+            "sdxl"
+        } else if meta.starts_with("sd_v2") || self.metadata.get("ss_v2").is_some_and(|v| v == "True") {
+            "sd_v2"
+        } else if self.modules.iter().any(|m| m.target.contains("attn2.to_k") && m.target_shape.get(1) == Some(&1024)) {
+            "sd_v2"
+        } else if meta.starts_with("sd_v1") || !self.modules.is_empty() {
+            "sd_v1"
+        } else {
+            "unknown"
+        };
+        LoraSummary {
+            kind: self.kind,
+            min_rank: ranks.clone().min().unwrap_or(0),
+            max_rank: ranks.max().unwrap_or(0),
+            alpha: self.modules.iter().find_map(|m| m.alpha),
+            targets: self.modules.len(),
+            unet_targets: self.modules.iter().filter(|m| m.component == Component::Unet).count(),
+            text_encoder_targets: self.modules.iter().filter(|m| m.component == Component::TextEncoder).count(),
+            unmatched: self.unmatched.len(),
+            base_guess: base_guess.to_string(),
+        }
+    }
+}
+
+/// The file's kind: DoRA, LoHa, LoKr, PEFT win over LoCon, which wins over plain LoRA.
+fn file_kind(modules: &[LoraModule]) -> LoraKind {
+    let has = |k: LoraKind| modules.iter().any(|m| m.kind == k);
+    [LoraKind::Dora, LoraKind::LoHa, LoraKind::LoKr, LoraKind::Peft, LoraKind::LoCon]
+        .into_iter()
+        .find(|&k| has(k))
+        .unwrap_or(LoraKind::Lora)
+}
