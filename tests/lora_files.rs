@@ -300,3 +300,94 @@ fn errors_are_clear() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+fn ramp(n: usize, k: f32) -> Vec<f32> {
+    (0..n).map(|i| ((i * 7 + 3) % 11) as f32 * k - 0.4).collect()
+}
+
+/// LDM-named kohya keys, `lora_te1_`, PEFT TE keys without `text_model.`, the older
+/// `lora_linear_layer` names, a Tucker `lora_mid` conv (checked against the formula written out
+/// here), and DoRA's `dora_scale` being recorded.
+#[test]
+fn naming_variants_tucker_and_dora() {
+    let model = model();
+    let unet = model.unet();
+    let conv = "down_blocks.0.resnets.0.conv1.weight";
+    let cs = unet.shape(conv).unwrap();
+    let (co, ci, kh, kw) = (cs[0], cs[1], cs[2], cs[3]);
+    let pin = unet.shape("down_blocks.0.attentions.0.proj_in.weight").unwrap();
+    let pin_in: usize = pin[1..].iter().product();
+    let r = 2;
+    let (up, mid, down) = (ramp(co * r, 0.1), ramp(r * r * kh * kw, 0.05), ramp(r * ci, 0.2));
+    let q = "encoder.layers.1.self_attn.q_proj";
+    let tensors = vec![
+        ("lora_unet_input_blocks_1_0_in_layers_2.lora_up.weight".to_string(), vec![co, r, 1, 1], up.clone()),
+        ("lora_unet_input_blocks_1_0_in_layers_2.lora_mid.weight".to_string(), vec![r, r, kh, kw], mid.clone()),
+        ("lora_unet_input_blocks_1_0_in_layers_2.lora_down.weight".to_string(), vec![r, ci, 1, 1], down.clone()),
+        ("lora_unet_input_blocks_1_0_in_layers_2.alpha".to_string(), vec![], vec![1.0]),
+        ("lora_unet_input_blocks_1_1_proj_in.lora_up.weight".to_string(), vec![pin[0], 1], ramp(pin[0], 0.1)),
+        ("lora_unet_input_blocks_1_1_proj_in.lora_down.weight".to_string(), vec![1, pin_in], ramp(pin_in, 0.1)),
+        ("lora_unet_input_blocks_1_1_proj_in.dora_scale".to_string(), vec![pin[0], 1], ramp(pin[0], 0.3)),
+        ("lora_te1_text_model_encoder_layers_0_mlp_fc2.lora_up.weight".to_string(), vec![64, 1], ramp(64, 0.1)),
+        ("lora_te1_text_model_encoder_layers_0_mlp_fc2.lora_down.weight".to_string(), vec![1, 128], ramp(128, 0.1)),
+    ];
+    let refs: Vec<(&str, Vec<usize>, Vec<f32>)> =
+        tensors.iter().map(|(n, s, d)| (n.as_str(), s.clone(), d.clone())).collect();
+    let p = write_lora("variants", &refs, None);
+    let f = LoraFile::open(&p, &model).unwrap();
+    assert!(f.unmatched.is_empty(), "{:?}", f.unmatched);
+    assert_eq!(f.modules.len(), 3);
+    assert_eq!(f.kind, LoraKind::Dora);
+    let m = f.module(Component::Unet, conv).expect("LDM in_layers_2 → resnets.0.conv1");
+    assert_eq!(m.kind, LoraKind::LoCon);
+    assert!(m.low_rank().is_none(), "Tucker modules have no plain low-rank form");
+    let d = m.delta().unwrap();
+    let kk = kh * kw;
+    let mut want = vec![0f32; co * ci * kk];
+    for o in 0..co {
+        for i in 0..ci {
+            for y in 0..kk {
+                let mut s = 0f64;
+                for pp in 0..r {
+                    for qq in 0..r {
+                        s += (mid[(pp * r + qq) * kk + y] * up[o * r + pp] * down[qq * ci + i]) as f64;
+                    }
+                }
+                want[(o * ci + i) * kk + y] = 0.5 * s as f32;
+            }
+        }
+    }
+    let e = rel_l2(&d.data, &want);
+    assert!(e <= TOL, "tucker rel L2 {e:e}");
+    let dm = f.module(Component::Unet, "down_blocks.0.attentions.0.proj_in.weight").expect("LDM proj_in");
+    assert_eq!(dm.kind, LoraKind::Dora);
+    assert_eq!(dm.dora_scale.as_ref().unwrap().shape, vec![pin[0], 1]);
+    assert!(f.module(Component::TextEncoder, "text_model.encoder.layers.0.mlp.fc2.weight").is_some());
+    let _ = std::fs::remove_file(p);
+
+    let p = write_lora(
+        "peftvariants",
+        &[
+            (&format!("text_encoder.{q}.lora_A.weight"), vec![2, 64], ramp(128, 0.1)),
+            (&format!("text_encoder.{q}.lora_B.weight"), vec![64, 2], ramp(128, 0.1)),
+            (
+                "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_linear_layer.down.weight",
+                vec![2, 64],
+                ramp(128, 0.1),
+            ),
+            (
+                "unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.lora_linear_layer.up.weight",
+                vec![64, 2],
+                ramp(128, 0.1),
+            ),
+        ],
+        None,
+    );
+    let f = LoraFile::open(&p, &model).unwrap();
+    assert!(f.unmatched.is_empty(), "{:?}", f.unmatched);
+    assert_eq!(f.kind, LoraKind::Peft);
+    let te = f.module(Component::TextEncoder, &format!("text_model.{q}.weight")).expect("TE key without text_model.");
+    assert_eq!(te.scale, 1.0, "no lora_adapter_metadata → scale 1");
+    assert!(f.module(Component::Unet, "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight").is_some());
+    let _ = std::fs::remove_file(p);
+}
