@@ -391,3 +391,97 @@ fn naming_variants_tucker_and_dora() {
     assert!(f.module(Component::Unet, "mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight").is_some());
     let _ = std::fs::remove_file(p);
 }
+
+/// `Σ_{p,q} t[p,q,y] · wa[p,o] · wb[q,i]` written out for the CP checks.
+fn cp_ref(t: &[f32], wa: &[f32], wb: &[f32], r: usize, o_n: usize, i_n: usize, kk: usize) -> Vec<f32> {
+    let mut out = vec![0f32; o_n * i_n * kk];
+    for o in 0..o_n {
+        for i in 0..i_n {
+            for y in 0..kk {
+                let mut s = 0f64;
+                for p in 0..r {
+                    for q in 0..r {
+                        s += (t[(p * r + q) * kk + y] * wa[p * o_n + o] * wb[q * i_n + i]) as f64;
+                    }
+                }
+                out[(o * i_n + i) * kk + y] = s as f32;
+            }
+        }
+    }
+    out
+}
+
+/// LoHa CP (`hada_t1/t2`) and LoKr with a Tucker `lokr_t2` on a 3×3 conv, against the formulas.
+#[test]
+fn cp_forms_loha_and_lokr() {
+    let model = model();
+    let conv = "down_blocks.0.resnets.0.conv2.weight";
+    let cs = model.unet().shape(conv).unwrap();
+    let (co, ci, kk) = (cs[0], cs[1], cs[2] * cs[3]);
+    assert!(co % 2 == 0 && ci % 2 == 0);
+    let r = 2;
+    let key = "lora_unet_down_blocks_0_resnets_0_conv2";
+    let (t1, t2) = (ramp(r * r * kk, 0.05), ramp(r * r * kk, 0.07));
+    let (w1a, w1b, w2a, w2b) = (ramp(r * co, 0.1), ramp(r * ci, 0.09), ramp(r * co, 0.11), ramp(r * ci, 0.08));
+    let names: Vec<String> = ["hada_t1", "hada_t2", "hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"]
+        .iter()
+        .map(|s| format!("{key}.{s}"))
+        .collect();
+    let p = write_lora(
+        "lohacp",
+        &[
+            (&names[0], vec![r, r, cs[2], cs[3]], t1.clone()),
+            (&names[1], vec![r, r, cs[2], cs[3]], t2.clone()),
+            (&names[2], vec![r, co], w1a.clone()),
+            (&names[3], vec![r, ci], w1b.clone()),
+            (&names[4], vec![r, co], w2a.clone()),
+            (&names[5], vec![r, ci], w2b.clone()),
+            (&names[6], vec![], vec![1.0]),
+        ],
+        None,
+    );
+    let f = LoraFile::open(&p, &model).unwrap();
+    let m = &f.modules[0];
+    assert_eq!((m.kind, m.target.as_str(), m.scale), (LoraKind::LoHa, conv, 0.5));
+    let f1 = cp_ref(&t1, &w1a, &w1b, r, co, ci, kk);
+    let f2 = cp_ref(&t2, &w2a, &w2b, r, co, ci, kk);
+    let want: Vec<f32> = f1.iter().zip(&f2).map(|(a, b)| a * b * 0.5).collect();
+    let e = rel_l2(&m.delta().unwrap().data, &want);
+    assert!(e <= TOL, "LoHa CP rel L2 {e:e}");
+    let _ = std::fs::remove_file(p);
+
+    let (b, d) = (co / 2, ci / 2);
+    let w1 = vec![1.0, -2.0, 0.5, 3.0];
+    let (kt2, k2a, k2b) = (ramp(r * r * kk, 0.06), ramp(r * b, 0.1), ramp(r * d, 0.12));
+    let p = write_lora(
+        "lokrcp",
+        &[
+            (&format!("{key}.lokr_w1"), vec![2, 2], w1.clone()),
+            (&format!("{key}.lokr_t2"), vec![r, r, cs[2], cs[3]], kt2.clone()),
+            (&format!("{key}.lokr_w2_a"), vec![r, b], k2a.clone()),
+            (&format!("{key}.lokr_w2_b"), vec![r, d], k2b.clone()),
+            (&format!("{key}.alpha"), vec![], vec![4.0]),
+        ],
+        None,
+    );
+    let f = LoraFile::open(&p, &model).unwrap();
+    let m = &f.modules[0];
+    assert_eq!((m.kind, m.scale), (LoraKind::LoKr, 2.0), "alpha 4 / r 2");
+    let w2 = cp_ref(&kt2, &k2a, &k2b, r, b, d, kk);
+    let mut want = vec![0f32; co * ci * kk];
+    for ia in 0..2 {
+        for ic in 0..2 {
+            for ib in 0..b {
+                for id in 0..d {
+                    for y in 0..kk {
+                        want[((ia * b + ib) * ci + ic * d + id) * kk + y] =
+                            2.0 * w1[ia * 2 + ic] * w2[(ib * d + id) * kk + y];
+                    }
+                }
+            }
+        }
+    }
+    let e = rel_l2(&m.delta().unwrap().data, &want);
+    assert!(e <= TOL, "LoKr t2 rel L2 {e:e}");
+    let _ = std::fs::remove_file(p);
+}
