@@ -212,9 +212,10 @@ impl LoraFile {
         let meta = self.metadata.get("ss_base_model_version").map(String::as_str).unwrap_or("");
         let base_guess = if meta.starts_with("sdxl") {
             "sdxl"
-        } else if meta.starts_with("sd_v2") || self.metadata.get("ss_v2").is_some_and(|v| v == "True") {
-            "sd_v2"
-        } else if self.modules.iter().any(|m| m.target.contains("attn2.to_k") && m.target_shape.get(1) == Some(&1024)) {
+        } else if meta.starts_with("sd_v2")
+            || self.metadata.get("ss_v2").is_some_and(|v| v == "True")
+            || self.modules.iter().any(|m| m.target.contains("attn2.to_k") && m.target_shape.get(1) == Some(&1024))
+        {
             "sd_v2"
         } else if meta.starts_with("sd_v1") || !self.modules.is_empty() {
             "sd_v1"
