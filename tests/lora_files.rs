@@ -276,6 +276,21 @@ fn errors_are_clear() {
     let e = err_of(&wide, &model);
     assert!(e.contains("another base model"), "{e}");
 
+    let deep = write_lora(
+        "deep",
+        &[
+            ("lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q.lora_up.weight", vec![640, 1], vec![0.0; 640]),
+            (
+                "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q.lora_down.weight",
+                vec![1, 640],
+                vec![0.0; 640],
+            ),
+        ],
+        None,
+    );
+    let e = err_of(&deep, &model);
+    assert!(e.contains("another base model"), "{e}");
+
     let bad = write_lora(
         "badshape",
         &[
@@ -296,7 +311,7 @@ fn errors_are_clear() {
     std::fs::write(&trunc, &full[..full.len() / 2]).unwrap();
     let e = err_of(&trunc, &model);
     assert!(!e.is_empty());
-    for p in [sdxl, wide, bad, none, trunc] {
+    for p in [sdxl, wide, deep, bad, none, trunc] {
         let _ = std::fs::remove_file(p);
     }
 }

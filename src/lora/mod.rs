@@ -41,6 +41,7 @@ const SUFFIXES: &[(&str, &str)] = &[
     (".lokr_w2", "w2"),
     (".lokr_t2", "kt2"),
     (".dora_scale", "dora"),
+    (".lora_magnitude_vector.weight", "dora"),
     (".lora_magnitude_vector", "dora"),
     (".alpha", "alpha"),
     (".scale", "scale"),
@@ -185,8 +186,15 @@ impl LoraFile {
             modules.push(m);
         }
         if modules.is_empty() {
-            if sdxl_meta {
-                return Err(other_base(path, "no key matches an SD1.x weight and the metadata says SDXL"));
+            // SD1 has one transformer block per Transformer2DModel; SDXL stacks 2 or 10.
+            let deep =
+                unmatched.iter().find(|k| k.contains("transformer_blocks_") && !k.contains("transformer_blocks_0_"));
+            if sdxl_meta || deep.is_some() {
+                let why = match deep {
+                    Some(k) => format!("no key matches an SD1.x weight; {k} needs a deeper transformer stack (SDXL)"),
+                    None => "no key matches an SD1.x weight and the metadata says SDXL".to_string(),
+                };
+                return Err(other_base(path, why));
             }
             return Err(Error::invalid(
                 OP,
