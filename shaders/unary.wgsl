@@ -20,21 +20,21 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> y: array<ST>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-// erf with max error 1.5e-7 (Abramowitz-Stegun 7.1.26 is too coarse for the f32 tolerance, so
-// this uses the W. J. Cody-style rational form via exp of a polynomial in t).
-fn erf_f32(v: f32) -> f32 {
-    let a = abs(v);
+// 1 + erf(u) without the cancellation of adding -0.99999 to 1 for negative u: there it is
+// erfc(|u|), which the rational form computes directly (GELU of x = -4 is then exact to f32).
+fn one_plus_erf(u: f32) -> f32 {
+    let a = abs(u);
     let t = 1.0 / (1.0 + 0.5 * a);
-    let y = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    let c = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
         t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
         t * (-0.82215223 + t * 0.17087277)))))))));
-    return sign(v) * (1.0 - y);
+    return select(2.0 - c, c, u < 0.0);
 }
 
 fn apply(v: f32) -> f32 {
     switch OP {
         case 0u: { return v / (1.0 + exp(-v)); }
-        case 1u: { return 0.5 * v * (1.0 + erf_f32(v * 0.70710678118654752)); }
+        case 1u: { return 0.5 * v * one_plus_erf(v * 0.70710678118654752); }
         case 2u: { return v / (1.0 + exp(-1.702 * v)); }
         default: { return p.alpha * v; }
     }
