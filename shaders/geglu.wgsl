@@ -26,14 +26,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<ST>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-// erf with max error 1.5e-7 (same rational form as shaders/unary.wgsl).
-fn erf_f32(v: f32) -> f32 {
-    let a = abs(v);
+// 1 + erf(u), computed as erfc(|u|) for negative u so a strongly negative gate keeps its
+// relative precision (same rational form and reasoning as shaders/unary.wgsl).
+fn one_plus_erf(u: f32) -> f32 {
+    let a = abs(u);
     let t = 1.0 / (1.0 + 0.5 * a);
-    let y = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    let c = t * exp(-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
         t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
         t * (-0.82215223 + t * 0.17087277)))))))));
-    return sign(v) * (1.0 - y);
+    return select(2.0 - c, c, u < 0.0);
 }
 
 @compute @workgroup_size(WG)
@@ -46,5 +47,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let src = r * 2u * p.half + c;
     let h = f32(hidden[p.h_shift + src]);
     let g = f32(gate[p.g_shift + src]);
-    out[p.o_shift + r * p.half + c] = ST(h * 0.5 * g * (1.0 + erf_f32(g * 0.70710678118654752)));
+    out[p.o_shift + r * p.half + c] = ST(h * 0.5 * g * one_plus_erf(g * 0.70710678118654752));
 }
