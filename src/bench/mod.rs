@@ -6,6 +6,7 @@
 //! against the device's FMA peak measured by the `fma_peak` microbenchmark.
 
 pub mod kernels;
+pub mod lora;
 pub mod pipeline;
 
 use std::time::Instant;

@@ -105,6 +105,11 @@ impl LoraStack {
     }
 
     /// Σ rᵢ over the adapters (without the padding to a multiple of 4).
+    /// `(A_cat [Rp, K], B_cat [N, Rp])` with the scales folded into B; `None` when empty.
+    pub fn factors(&self) -> Option<(&GpuTensor, &GpuTensor)> {
+        Some((self.a_cat.as_ref()?, self.b_cat.as_ref()?))
+    }
+
     pub fn total_rank(&self) -> usize {
         self.ranks.iter().sum()
     }

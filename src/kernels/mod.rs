@@ -14,6 +14,7 @@ pub mod geglu;
 pub mod group_norm;
 pub mod layer_norm;
 pub mod lora_linear;
+pub mod lora_merge;
 pub mod matmul;
 pub mod registry;
 pub mod softmax;

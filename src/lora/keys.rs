@@ -61,6 +61,33 @@ impl ModuleIndex {
         idx
     }
 
+    /// An index over explicit weights `(component, diffusers path ending in .weight, shape)`,
+    /// e.g. the weights a loaded model registered (for models built without a file).
+    pub fn from_targets(targets: impl IntoIterator<Item = (Component, String, Vec<usize>)>) -> ModuleIndex {
+        let mut idx = ModuleIndex { by_kohya: HashMap::new(), by_path: HashMap::new(), targets: Vec::new() };
+        for (component, name, shape) in targets {
+            let Some(module) = name.strip_suffix(".weight") else { continue };
+            if component == Component::Vae || shape.len() < 2 {
+                continue;
+            }
+            let prefix = if component == Component::Unet { "lora_unet_" } else { "lora_te_" };
+            let i = idx.targets.len();
+            idx.by_kohya.insert(format!("{prefix}{}", module.replace('.', "_")), i);
+            idx.by_path.insert((component, module.to_string()), i);
+            idx.targets.push(Target { component, weight: name.clone(), shape });
+        }
+        idx
+    }
+
+    /// Number of adaptable weights.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
     /// The target of an adapter module key (the part before the tensor suffix).
     pub fn resolve(&self, module_key: &str) -> Option<&Target> {
         if let Some(rest) = module_key.strip_prefix("lora_te1_") {

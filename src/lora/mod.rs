@@ -1,18 +1,23 @@
 //! LoRA / LyCORIS adapter files: parsing every common layout (kohya LoRA/LoCon, LyCORIS LoHa/LoKr,
 //! diffusers/PEFT, DoRA), mapping keys to the model's weights, and exact ΔW per module.
 
+pub mod apply;
 mod delta;
+pub mod inspect;
 pub mod keys;
 mod module;
+pub mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::weights::{ModelFiles, SafeTensorsFile};
+pub use apply::{ActiveLora, ApplyReport, LoraApplied, LoraMode, LoraState};
 use delta::Mat;
 pub use keys::{ModuleIndex, Target};
 pub use module::{LoraKind, LoraModule};
+pub use source::{lora_hash, lora_name, resolve_in_dir, LoraCache, LoraSpec};
 
 const OP: &str = "lora file";
 

@@ -42,6 +42,19 @@ pub struct LoraModule {
     pub(crate) parts: BTreeMap<&'static str, Mat>,
 }
 
+impl LoraKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraKind::Lora => "LoRA (kohya)",
+            LoraKind::LoCon => "LoCon (kohya/LyCORIS)",
+            LoraKind::LoHa => "LoHa (LyCORIS)",
+            LoraKind::LoKr => "LoKr (LyCORIS)",
+            LoraKind::Peft => "LoRA (diffusers/PEFT)",
+            LoraKind::Dora => "DoRA",
+        }
+    }
+}
+
 impl LoraModule {
     fn part(&self, role: &str) -> Result<&Mat> {
         self.parts

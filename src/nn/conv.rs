@@ -35,6 +35,8 @@ impl Conv2d {
     ) -> Result<Conv2d> {
         let weight = super::load(ctx, vb, "weight", &[cout, cin, k, k], dtype)?;
         let bias = if vb.contains("bias") { Some(super::load(ctx, vb, "bias", &[cout], dtype)?) } else { None };
+        // Convolutions have no runtime LoRA path: their adapters are always merged.
+        vb.register("weight", &weight, None);
         Ok(Conv2d { weight, bias, params })
     }
 

@@ -1,6 +1,8 @@
-//! `nn.Linear`: y = x·Wᵀ + b.
+//! `nn.Linear`: y = x·Wᵀ + b, plus the fused-mode LoRAs its slot holds.
 
+use crate::kernels::lora_linear::lora_linear;
 use crate::kernels::matmul::linear;
+use crate::nn::registry::{slot_get, LoraSlot};
 use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, GpuTensor, Recorder, Result};
 
@@ -9,6 +11,8 @@ pub struct Linear {
     pub bias: Option<GpuTensor>,
     pub in_features: usize,
     pub out_features: usize,
+    /// Runtime adapters (fused LoRA mode), shared with the model's weight registry.
+    pub lora: LoraSlot,
 }
 
 impl Linear {
@@ -16,10 +20,27 @@ impl Linear {
     pub fn load(ctx: &Context, vb: &VarBuilder, inp: usize, out: usize, bias: bool, dtype: DType) -> Result<Linear> {
         let weight = super::load(ctx, vb, "weight", &[out, inp], dtype)?;
         let bias = if bias { Some(super::load(ctx, vb, "bias", &[out], dtype)?) } else { None };
-        Ok(Linear { weight, bias, in_features: inp, out_features: out })
+        Ok(Self::registered(vb, weight, bias))
+    }
+
+    /// A linear over an already uploaded `weight` [out, in] (e.g. a view of a stacked tensor),
+    /// registered under `vb`'s `weight` with a fresh slot.
+    pub fn registered(vb: &VarBuilder, weight: GpuTensor, bias: Option<GpuTensor>) -> Linear {
+        let (out_features, in_features) = (weight.shape[0], weight.shape[1]);
+        let lora = LoraSlot::default();
+        vb.register("weight", &weight, Some(lora.clone()));
+        Linear { weight, bias, in_features, out_features, lora }
+    }
+
+    /// The adapters to apply at run time, if any.
+    pub fn adapters(&self) -> Option<std::sync::Arc<crate::kernels::lora_linear::LoraStack>> {
+        slot_get(&self.lora)
     }
 
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
-        linear(ctx, rec, x, &self.weight, self.bias.as_ref())
+        match self.adapters() {
+            Some(stack) => lora_linear(ctx, rec, x, &self.weight, self.bias.as_ref(), &stack),
+            None => linear(ctx, rec, x, &self.weight, self.bias.as_ref()),
+        }
     }
 }

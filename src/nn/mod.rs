@@ -4,10 +4,12 @@
 mod conv;
 mod linear;
 mod norm;
+pub mod registry;
 
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use norm::{GroupNorm, LayerNorm};
+pub use registry::{LoraSlot, WeightRegistry};
 
 use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, GpuTensor, Result};

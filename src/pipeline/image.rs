@@ -194,3 +194,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
+
+/// The A1111 infotext of image `i` of a generation: prompt, negative prompt and the settings
+/// line (`Steps`, `Sampler`, `CFG scale`, `Seed`, `Size`, `Model hash`, `Model`, `Clip skip`,
+/// `RNG`, and `Lora hashes: "NAME: HASH, …"` when LoRAs were applied).
+pub fn request_infotext(
+    req: &crate::pipeline::txt2img::Request,
+    seed: u64,
+    model_name: &str,
+    model_hash: &str,
+    loras: &[crate::pipeline::loras::UsedLora],
+) -> Infotext {
+    use crate::pipeline::rng::RngKind;
+    use crate::schedulers::Spacing;
+    let mut info = Infotext::new(&req.prompt, &req.negative_prompt)
+        .field("Steps", req.steps)
+        .field("Sampler", a1111_sampler_name(req.sampler))
+        .field("CFG scale", fmt_num(req.cfg as f64))
+        .field("Seed", seed)
+        .field("Size", format!("{}x{}", req.width, req.height));
+    if !model_hash.is_empty() {
+        info = info.field("Model hash", model_hash);
+    }
+    info = info
+        .field("Model", model_name)
+        .field("Clip skip", req.clip_skip)
+        .field("RNG", if req.rng == RngKind::Philox { "GPU" } else { "CPU" });
+    if req.spacing != Spacing::Leading {
+        info = info.field("Timestep spacing", req.spacing.name());
+    }
+    if !loras.is_empty() {
+        let list: Vec<String> = loras.iter().map(|l| format!("{}: {}", l.name, l.short_hash())).collect();
+        info = info.field("Lora hashes", list.join(", "));
+    }
+    info
+}

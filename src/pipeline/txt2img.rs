@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use crate::kernels::binary::add_scaled;
 use crate::kernels::concat::concat_channels;
 use crate::kernels::unary::{unary, unary_into, UnaryOp};
+use crate::lora::{ApplyReport, LoraMode, LoraSpec, ModuleIndex};
 use crate::models::clip::prompt::{parse_prompt, ParsedPrompt};
 use crate::models::clip::text_model::ClipTextModel;
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::unet::UNet;
 use crate::models::vae::Vae;
+use crate::nn::WeightRegistry;
+use crate::pipeline::loras::{LoraRuntime, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
 use crate::schedulers::{SamplerKind, Schedule, SchedulerConfig, Spacing};
 use crate::weights::detect::{detect, ModelConfig};
@@ -70,6 +73,9 @@ pub struct Pipeline {
     pub clip: ClipTextModel,
     pub unet: UNet,
     pub vae: Vae,
+    /// Where the UNet's and text encoder's adaptable weights live (for LoRAs).
+    pub registry: WeightRegistry,
+    pub(crate) loras: std::sync::Mutex<LoraRuntime>,
 }
 
 /// Caller-supplied noise (the `--noise-file` contract): `noise` [B,4,h,w] replaces the seeded
@@ -96,6 +102,15 @@ pub struct Request {
     pub batch: usize,
     pub clip_skip: usize,
     pub noise: NoiseOverride,
+    /// LoRAs to apply besides the prompt's `<lora:NAME:…>` tags.
+    pub loras: Vec<LoraSpec>,
+    /// Folder that `<lora:NAME:…>` names are looked up in.
+    pub lora_dir: PathBuf,
+    pub lora_mode: LoraMode,
+    /// A platform policy: refuse more LoRAs than this. No limit when `None`.
+    pub max_loras: Option<usize>,
+    /// The caller changes LoRA weights between images (a grid): `Auto` mode picks fused.
+    pub lora_weights_vary: bool,
 }
 
 impl Request {
@@ -114,6 +129,11 @@ impl Request {
             batch: 1,
             clip_skip: 1,
             noise: NoiseOverride::default(),
+            loras: Vec::new(),
+            lora_dir: PathBuf::from("loras"),
+            lora_mode: LoraMode::Auto,
+            max_loras: None,
+            lora_weights_vary: false,
         }
     }
 
@@ -168,6 +188,9 @@ pub struct Output {
     /// Final latents [B, 4, h, w] (before division by the VAE scaling factor).
     pub latents: HostTensor,
     pub seeds: Vec<u64>,
+    /// The LoRAs that were applied (CLI and prompt tags), with their hashes.
+    pub loras: Vec<UsedLora>,
+    pub lora_report: ApplyReport,
 }
 
 impl Pipeline {
@@ -223,14 +246,35 @@ impl Pipeline {
         dtype: DType,
         synthetic: Option<u64>,
     ) -> Result<Pipeline> {
+        let registry = WeightRegistry::default();
         let vb = |b: crate::weights::var_builder::VarBuilder| match synthetic {
-            Some(seed) => b.synthetic(seed),
-            None => b,
+            Some(seed) => b.synthetic(seed).with_registry(&registry),
+            None => b.with_registry(&registry),
         };
         let clip = ClipTextModel::load(ctx, &vb(files.text_encoder()), &config.clip, dtype)?;
         let unet = UNet::load(ctx, &vb(files.unet()), &config.unet, dtype)?;
         let vae = Vae::load_decoder(ctx, &vb(files.vae()), &config.vae, dtype)?;
-        Ok(Pipeline { model_path: path.to_path_buf(), config, dtype, scheduler_config, tokenizer, clip, unet, vae })
+        // Adapter keys resolve against the file's names (LDM aliases included) or, for synthetic
+        // weights, against what the model registered.
+        let index = match synthetic {
+            None => ModuleIndex::new(files),
+            Some(_) => ModuleIndex::from_targets(
+                registry.entries().into_iter().map(|((c, p), e)| (c, p, e.tensor.shape.clone())),
+            ),
+        };
+        let loras = std::sync::Mutex::new(LoraRuntime::new(index));
+        Ok(Pipeline {
+            model_path: path.to_path_buf(),
+            config,
+            dtype,
+            scheduler_config,
+            tokenizer,
+            clip,
+            unet,
+            vae,
+            registry,
+            loras,
+        })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -273,6 +317,7 @@ impl Pipeline {
         let [lc, lh, lw] = req.latent_shape();
         let per = lc * lh * lw;
         check_noise(&req.noise, req.batch, per, schedule.len())?;
+        let (loras, lora_report) = self.apply_request_loras(ctx, req)?;
         let guided = req.cfg != 1.0;
         let context = self.encode_pair(ctx, req, guided)?;
         let rows = if guided { 2 } else { 1 };
@@ -373,6 +418,8 @@ impl Pipeline {
             noise: HostTensor::new(&[req.batch, lc, lh, lw], noise_all)?,
             latents: HostTensor::new(&[req.batch, lc, lh, lw], latents_all)?,
             seeds,
+            loras,
+            lora_report,
         })
     }
 }

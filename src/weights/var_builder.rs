@@ -16,7 +16,8 @@ use half::f16;
 
 use super::names::{self, Component, LdmLayout};
 use super::safetensors::{quoted, SafeTensorsFile, TensorInfo};
-use crate::{Error, HostTensor, Result};
+use crate::nn::registry::{LoraSlot, WeightRegistry};
+use crate::{Error, GpuTensor, HostTensor, Result};
 
 const OP: &str = "weights";
 
@@ -97,6 +98,8 @@ pub struct VarBuilder {
     /// asks for, while the structure (which optional weights exist) still comes from the store.
     /// Lets a small file with the real key set stand in for a full-size checkpoint.
     synthetic: Option<u64>,
+    /// Where the layers built from this builder put their adaptable weights (for LoRAs).
+    registry: WeightRegistry,
 }
 
 /// Deterministic values for synthetic weights: uniform in ±`scale`, from a hash of the name so
@@ -127,7 +130,14 @@ fn compatible(stored: &[usize], expected: &[usize]) -> bool {
 
 impl VarBuilder {
     pub(crate) fn new(store: Arc<Store>, component: Component, naming: Naming) -> VarBuilder {
-        VarBuilder { store, component, naming, prefix: String::new(), synthetic: None }
+        VarBuilder {
+            store,
+            component,
+            naming,
+            prefix: String::new(),
+            synthetic: None,
+            registry: WeightRegistry::default(),
+        }
     }
 
     /// The same builder in synthetic mode (see the `synthetic` field): for benchmarks at full
@@ -147,6 +157,20 @@ impl VarBuilder {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
         HostTensor::new(expected, v)
+    }
+
+    /// The same builder, registering the weights of the layers built from it in `registry`.
+    pub fn with_registry(&self, registry: &WeightRegistry) -> VarBuilder {
+        VarBuilder { registry: registry.clone(), ..self.clone() }
+    }
+
+    pub fn registry(&self) -> &WeightRegistry {
+        &self.registry
+    }
+
+    /// Record that `name` under this builder's path now lives in `tensor` (see [`WeightRegistry`]).
+    pub fn register(&self, name: &str, tensor: &GpuTensor, slot: Option<LoraSlot>) {
+        self.registry.insert(self.component, self.path(name), tensor.clone(), slot);
     }
 
     /// A builder for the sub-module `segment` (any `Display`, so `.pp(0)` works).

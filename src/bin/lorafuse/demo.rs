@@ -51,6 +51,10 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         output: a.output.clone(),
         noise_file: None,
         save_tensors: None,
+        loras: Vec::new(),
+        lora_dir: "loras".into(),
+        max_loras: None,
+        lora_mode: "auto".into(),
     };
     let r = generate::run(ctx, &args, quiet);
     let _ = std::fs::remove_dir_all(&dir);

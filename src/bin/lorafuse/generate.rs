@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lorafuse::pipeline::image::{a1111_sampler_name, fmt_num, model_hash, to_rgb8, write_png, Infotext};
+use lorafuse::lora::{LoraMode, LoraSpec};
+use lorafuse::pipeline::image::{model_hash, request_infotext, to_rgb8, write_png};
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
 use lorafuse::schedulers::{SamplerKind, Spacing};
@@ -59,6 +60,18 @@ pub struct GenerateArgs {
     /// Write f32 `noise`, `latents` and `image` tensors here.
     #[arg(long)]
     pub save_tensors: Option<PathBuf>,
+    /// A LoRA: PATH, PATH:WEIGHT or PATH:unet=W1,te=W2 (repeatable; weights may be negative or > 1).
+    #[arg(long = "lora", value_name = "PATH[:W]")]
+    pub loras: Vec<String>,
+    /// Folder that prompt tags <lora:NAME:W> are looked up in.
+    #[arg(long, default_value = "loras")]
+    pub lora_dir: PathBuf,
+    /// Refuse more LoRAs than this (a platform policy; no limit by default).
+    #[arg(long)]
+    pub max_loras: Option<usize>,
+    /// auto, merged (added into the weights) or fused (applied at run time)
+    #[arg(long, default_value = "auto")]
+    pub lora_mode: String,
 }
 
 fn read_noise(path: &Path) -> Result<NoiseOverride> {
@@ -106,6 +119,13 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let spacing: Spacing = a.spacing.parse()?;
     let rng: RngKind = a.rng.parse()?;
     let precision: Precision = a.precision.parse()?;
+    let lora_mode: LoraMode = a.lora_mode.parse()?;
+    let loras = a.loras.iter().map(|s| s.parse::<LoraSpec>()).collect::<lorafuse::Result<Vec<_>>>()?;
+    for l in &loras {
+        if !l.path.is_file() {
+            bail!("LoRA {} does not exist", l.path.display());
+        }
+    }
     let seed = a.seed.unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         (t as u64 ^ (t >> 64) as u64) % 4_294_967_296
@@ -128,9 +148,24 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
         batch: a.batch,
         clip_skip: a.clip_skip,
         noise,
+        loras,
+        lora_dir: a.lora_dir.clone(),
+        lora_mode,
+        max_loras: a.max_loras,
+        lora_weights_vary: false,
     };
-    // Cheap checks before the model loads.
+    // Cheap checks before the model loads (prompt tags resolve and the LoRA count is checked
+    // here too, so a missing LoRA fails in a second, not after the load).
     req.validate()?;
+    let n_tags = lorafuse::models::clip::prompt::extract_extra_networks(&req.prompt)?.1.len();
+    for t in lorafuse::models::clip::prompt::extract_extra_networks(&req.prompt)?.1 {
+        lorafuse::lora::resolve_in_dir(&req.lora_dir, &t.name)?;
+    }
+    if let Some(max) = req.max_loras {
+        if req.loras.len() + n_tags > max {
+            bail!("{} LoRAs requested but --max-loras is {max}", req.loras.len() + n_tags);
+        }
+    }
     if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             bail!("output folder {} does not exist", dir.display());
@@ -143,6 +178,21 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
     eprintln!("seed: {seed}");
+    // Applied here so the report shows before sampling; `generate` then finds it in place.
+    let specs = pipe.request_specs(&req)?;
+    if !specs.is_empty() {
+        let t1 = Instant::now();
+        let (_, report) = pipe.set_loras(ctx, &specs, req.lora_mode, req.lora_weights_vary)?;
+        for l in &report.loras {
+            eprintln!("lora {}: applied {}/{} modules", l.name, l.applied, l.total);
+        }
+        eprintln!(
+            "loras: {} weights merged, {} layers fused in {:.2}s",
+            report.merged_weights,
+            report.fused_weights,
+            t1.elapsed().as_secs_f64()
+        );
+    }
 
     let bar = if quiet {
         ProgressBar::hidden()
@@ -167,22 +217,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let model_name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let hash = if a.model.is_file() { model_hash(&a.model)? } else { String::new() };
     for (i, img) in out.images.iter().enumerate() {
-        let mut info = Infotext::new(&req.prompt, &req.negative_prompt)
-            .field("Steps", req.steps)
-            .field("Sampler", a1111_sampler_name(sampler))
-            .field("CFG scale", fmt_num(req.cfg as f64))
-            .field("Seed", out.seeds[i])
-            .field("Size", format!("{}x{}", req.width, req.height));
-        if !hash.is_empty() {
-            info = info.field("Model hash", &hash);
-        }
-        info = info
-            .field("Model", &model_name)
-            .field("Clip skip", req.clip_skip)
-            .field("RNG", if rng == RngKind::Philox { "GPU" } else { "CPU" });
-        if spacing != Spacing::Leading {
-            info = info.field("Timestep spacing", spacing.name());
-        }
+        let info = request_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras);
         let path = output_path(&a.output, i, out.images.len());
         write_png(&path, req.width, req.height, &to_rgb8(&img.data, req.height, req.width)?, &info.render())?;
         println!("{}", path.display());

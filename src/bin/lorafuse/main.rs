@@ -2,6 +2,7 @@
 
 mod demo;
 mod generate;
+mod inspect;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Cmd {
     },
     /// Show the GPU adapter lorafuse would use and what it supports.
     Info,
+    /// What a LoRA file is (kind, rank, alpha, targets, base model) and, with --model, how many
+    /// of its modules match that checkpoint.
+    Inspect(inspect::InspectArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -63,6 +67,26 @@ enum BenchWhat {
         /// Time budget per kernel, in milliseconds.
         #[arg(long, default_value_t = 400.0)]
         budget_ms: f64,
+    },
+    /// Stacked LoRAs at full SD1.5 shapes: UNet step time with 0..12 LoRAs in merged and fused
+    /// mode, and the time to switch a 6-LoRA set.
+    Lora {
+        /// Image side in pixels (the UNet runs at size/8).
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        #[arg(long, default_value_t = 32)]
+        rank: usize,
+        /// LoRA counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,3,6,12")]
+        counts: Vec<usize>,
+        /// f32, f16 or auto
+        #[arg(long, default_value = "auto")]
+        precision: String,
+        /// Time budget per measurement, in milliseconds.
+        #[arg(long, default_value_t = 2000.0)]
+        budget_ms: f64,
+        #[arg(long)]
+        json: bool,
     },
     /// One full-size SD1.5 generation with synthetic weights: step time, VAE time, memory.
     Pipeline {
@@ -117,6 +141,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Demo(args) => demo::run(&context(cli)?, args, cli.quiet),
         Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
+        Cmd::Inspect(args) => inspect::run(args),
         Cmd::Info => {
             let ctx = context(cli)?;
             let c = &ctx.caps;
@@ -156,6 +181,9 @@ fn run_cli(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
+            bench_lora(cli, *size, *rank, counts, precision, *budget_ms, *json)
+        }
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
             if !(*budget_ms > 0.0) {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
@@ -184,4 +212,58 @@ fn run_cli(cli: &Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench_lora(
+    cli: &Cli,
+    size: usize,
+    rank: usize,
+    counts: &[usize],
+    precision: &str,
+    budget_ms: f64,
+    json: bool,
+) -> Result<()> {
+    if size == 0 || size % 8 != 0 || rank == 0 {
+        anyhow::bail!("--size must be a positive multiple of 8 and --rank positive");
+    }
+    let ctx = context(cli)?;
+    let dir = std::env::temp_dir().join(format!("lorafuse-bench-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let structure = dir.join("sd15-structure.safetensors");
+    std::fs::write(&structure, demo::TINY_MODEL)?;
+    let quiet = cli.quiet || json;
+    let opts = lorafuse::bench::lora::LoraBenchOptions {
+        size,
+        rank,
+        counts: counts.to_vec(),
+        precision: precision.parse()?,
+        budget_ms,
+    };
+    let r = lorafuse::bench::lora::run(&ctx, &structure, &dir, &opts, |m| {
+        if !quiet {
+            eprintln!("{m}");
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = r?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "adapter: {} ({}), {}x{}, rank {}, {} modules per LoRA",
+        r.adapter, r.precision, r.size, r.size, r.rank, r.adapted_modules
+    );
+    println!("UNet step with CFG, no LoRA: {:.1} ms", r.base_step_ms);
+    println!("{:<8} {:>6} {:>12} {:>8} {:>8} {:>8}", "mode", "loras", "step ms", "ratio", "merged", "fused");
+    for s in &r.steps {
+        println!(
+            "{:<8} {:>6} {:>12.1} {:>8.3} {:>8} {:>8}",
+            s.mode, s.loras, s.step_ms, s.ratio, s.merged_weights, s.fused_layers
+        );
+    }
+    for (mode, ms) in &r.switch6_ms {
+        println!("switch a 6-LoRA set ({mode}): {ms:.0} ms");
+    }
+    Ok(())
 }

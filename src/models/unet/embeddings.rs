@@ -12,7 +12,7 @@ use super::fused::{linear_into, multi_linear, slice, stack_copies};
 use super::resnet::ResnetBlock2D;
 use crate::kernels::timestep_embedding::timestep_embedding;
 use crate::kernels::unary::{unary, UnaryOp};
-use crate::nn::Linear;
+use crate::nn::{Linear, WeightRegistry};
 use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
@@ -36,7 +36,12 @@ impl TimestepEmbedding {
     ) -> Result<TimestepEmbedding> {
         Ok(TimestepEmbedding {
             linear_1: Linear::load(ctx, &vb.pp("linear_1"), proj_dim, embed_dim, true, dtype)?,
-            linear_2: Linear::load(ctx, &vb.pp("linear_2"), embed_dim, embed_dim, true, dtype)?,
+            linear_2: {
+                // Runs through `linear_into`, not `forward`: its LoRAs are merged.
+                let l = Linear::load(ctx, &vb.pp("linear_2"), embed_dim, embed_dim, true, dtype)?;
+                vb.registry().rebind(&l.lora, &l.weight);
+                l
+            },
             proj_dim,
             dtype,
         })
@@ -93,7 +98,11 @@ pub struct TembProjections {
 impl TembProjections {
     /// Stacks the weights of `resnets` (in forward order) by output width and points each
     /// resnet's `time_emb_proj.weight` at its slice, so no copy stays behind.
-    pub fn build(ctx: &Context, resnets: &mut [&mut ResnetBlock2D]) -> Result<TembProjections> {
+    pub fn build(
+        ctx: &Context,
+        resnets: &mut [&mut ResnetBlock2D],
+        registry: &WeightRegistry,
+    ) -> Result<TembProjections> {
         let mut widths: Vec<usize> = resnets.iter().map(|r| r.out_channels).collect();
         widths.sort_unstable();
         widths.dedup();
@@ -106,7 +115,9 @@ impl TembProjections {
                     let per = parts[0].numel();
                     let shape = parts[0].shape.clone();
                     for (slot, &i) in members.iter().enumerate() {
-                        resnets[i].time_emb_proj.weight = stacked.view(slot * per, &shape)?;
+                        let view = stacked.view(slot * per, &shape)?;
+                        registry.rebind(&resnets[i].time_emb_proj.lora, &view);
+                        resnets[i].time_emb_proj.weight = view;
                     }
                     groups.push(TembGroup { stacked, members });
                 }
@@ -114,6 +125,7 @@ impl TembProjections {
                 None => {
                     for i in members {
                         let wt = &resnets[i].time_emb_proj.weight;
+                        registry.rebind(&resnets[i].time_emb_proj.lora, wt);
                         let mut shape = vec![1];
                         shape.extend_from_slice(&wt.shape);
                         groups.push(TembGroup { stacked: wt.reshape(&shape)?, members: vec![i] });

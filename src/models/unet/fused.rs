@@ -45,15 +45,10 @@ pub fn load_stacked(
             GpuTensor::from_f16(ctx, &shape, &data)?
         }
     };
-    let linears = (0..vbs.len())
-        .map(|i| {
-            Ok(Linear {
-                weight: stacked.view(i * rows * cols, &[rows, cols])?,
-                bias: None,
-                in_features: cols,
-                out_features: rows,
-            })
-        })
+    let linears = vbs
+        .iter()
+        .enumerate()
+        .map(|(i, vb)| Ok(Linear::registered(vb, stacked.view(i * rows * cols, &[rows, cols])?, None)))
         .collect::<Result<Vec<_>>>()?;
     Ok((stacked, linears))
 }

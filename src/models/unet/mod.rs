@@ -92,7 +92,7 @@ impl UNet {
         resnets.extend(down_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
         resnets.extend(mid_block.resnets.iter_mut());
         resnets.extend(up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
-        let temb_projections = TembProjections::build(ctx, &mut resnets)?;
+        let temb_projections = TembProjections::build(ctx, &mut resnets, vb.registry())?;
         Ok(UNet {
             conv_in: Conv2d::load(ctx, &vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, dtype)?,
             time_embedding: TimestepEmbedding::load(ctx, &vb.pp("time_embedding"), ch[0], cfg.time_embed_dim, dtype)?,

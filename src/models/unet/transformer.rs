@@ -12,6 +12,8 @@ use super::layout::nchw_to_tokens;
 use crate::kernels::attention::attention;
 use crate::kernels::binary::add;
 use crate::kernels::geglu::geglu;
+use crate::kernels::lora_linear::LoraStack;
+use crate::kernels::matmul::linear;
 use crate::nn::{GroupNorm, LayerNorm, Linear};
 use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
@@ -77,7 +79,13 @@ impl Attention {
         x: &GpuTensor,
         context: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
+        let fused_lora = [&self.to_q, &self.to_k, &self.to_v].iter().any(|l| l.adapters().is_some());
         let (q, k, v) = match (self.cross, context) {
+            // Runtime LoRAs on a projection: each runs on its own (its slice of the stack).
+            (cross, c) if fused_lora && cross == c.is_some() => {
+                let src = c.unwrap_or(x);
+                (self.to_q.forward(ctx, rec, x)?, self.to_k.forward(ctx, rec, src)?, self.to_v.forward(ctx, rec, src)?)
+            }
             (true, Some(c)) => {
                 let q = self.to_q.forward(ctx, rec, x)?;
                 let kv = multi_linear(ctx, rec, c, &self.stacked)?;
@@ -214,7 +222,14 @@ impl Transformer2DModel {
         // proj_out writes NCHW directly (W · tokensᵀ per image); its bias is then a per-channel
         // broadcast.
         let c = self.proj_out.out_features;
-        let y = linear_transposed(ctx, rec, &t, &self.proj_out.weight)?.reshape(&[t.shape[0], c, h, w])?;
+        let mut y = linear_transposed(ctx, rec, &t, &self.proj_out.weight)?;
+        if let Some((a_cat, b_cat)) = self.proj_out.adapters().as_deref().and_then(LoraStack::factors) {
+            // Fused LoRA, transposed the same way: Σ sᵢ·Bᵢ·(Aᵢ·tokensᵀ).
+            let r = linear(ctx, rec, &t, a_cat, None)?;
+            let dy = linear_transposed(ctx, rec, &r, b_cat)?;
+            y = add(ctx, rec, &y, &dy)?;
+        }
+        let y = y.reshape(&[t.shape[0], c, h, w])?;
         let y = match &self.proj_out.bias {
             Some(b) => add(ctx, rec, &y, &b.reshape(&[c, 1, 1])?)?,
             None => y,

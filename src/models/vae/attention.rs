@@ -83,6 +83,7 @@ impl Attention {
             bias: Some(GpuTensor::from_slice(ctx, &[c], &bq, dtype)?),
             in_features: c,
             out_features: c,
+            lora: Default::default(),
         };
         let (wk, bk) = projection(&vb.pp("to_k"), c, 1.0)?;
         let to_k = Conv2d {

@@ -1,0 +1,181 @@
+//! Where LoRAs come from: `--lora PATH[:W]` / `PATH:unet=W1,te=W2` specs, `<lora:NAME:…>` prompt
+//! tags resolved inside the LoRA folder (never outside it), and a per-model cache of parsed
+//! files keyed by path and content hash, so a grid or a batch parses each file once.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Component as PathPart, Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::keys::ModuleIndex;
+use super::LoraFile;
+use crate::weights::SafeTensorsFile;
+use crate::{Error, Result};
+
+const OP: &str = "lora";
+
+/// A LoRA the user asked for: a file and its multipliers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraSpec {
+    pub path: PathBuf,
+    pub unet_weight: f32,
+    pub te_weight: f32,
+}
+
+impl LoraSpec {
+    pub fn new(path: impl Into<PathBuf>, weight: f32) -> LoraSpec {
+        LoraSpec { path: path.into(), unet_weight: weight, te_weight: weight }
+    }
+
+    /// The name used in logs, prompts and infotext: the file stem.
+    pub fn name(&self) -> String {
+        lora_name(&self.path)
+    }
+}
+
+/// A file's LoRA name: its stem (`loras/pop_art.safetensors` → `pop_art`).
+pub fn lora_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+fn weight(s: &str, whole: &str) -> Result<f32> {
+    match s.trim().parse::<f32>() {
+        Ok(w) if w.is_finite() => Ok(w),
+        _ => Err(Error::invalid(OP, format!("--lora {whole:?}: weight {s:?} is not a finite number"))),
+    }
+}
+
+impl std::str::FromStr for LoraSpec {
+    type Err = Error;
+
+    /// `PATH`, `PATH:W` or `PATH:unet=W1,te=W2` (either part may be left out; it defaults to 1).
+    /// Only the text after the last `:` is read as weights, and only when it looks like weights,
+    /// so paths with colons still work.
+    fn from_str(s: &str) -> Result<LoraSpec> {
+        if s.is_empty() {
+            return Err(Error::invalid(OP, "--lora needs a file path"));
+        }
+        let Some((path, tail)) = s.rsplit_once(':') else {
+            return Ok(LoraSpec::new(s, 1.0));
+        };
+        let looks_numeric = tail.trim().parse::<f32>().is_ok() || tail.trim().starts_with(['-', '+', '.']);
+        let named = tail.contains('=');
+        if path.is_empty() || (!looks_numeric && !named) {
+            return Ok(LoraSpec::new(s, 1.0));
+        }
+        if !named {
+            return Ok(LoraSpec::new(path, weight(tail, s)?));
+        }
+        let mut spec = LoraSpec::new(path, 1.0);
+        for part in tail.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| Error::invalid(OP, format!("--lora {s:?}: expected unet=W or te=W, got {part:?}")))?;
+            match k.trim() {
+                "unet" => spec.unet_weight = weight(v, s)?,
+                "te" | "text_encoder" => spec.te_weight = weight(v, s)?,
+                other => {
+                    return Err(Error::invalid(OP, format!("--lora {s:?}: unknown part {other:?} (unet or te)")));
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// The file for `<lora:NAME:…>` in `dir`: `NAME`, or `NAME` plus `.safetensors`. `NAME` may
+/// name a sub-folder but never leaves `dir` (no `..`, no absolute path, no symlink out).
+pub fn resolve_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
+    let rel = Path::new(name);
+    let escapes = name.is_empty()
+        || rel.is_absolute()
+        || name.starts_with(['/', '\\'])
+        || name.contains('\\')
+        || rel.components().any(|c| !matches!(c, PathPart::Normal(_)));
+    if escapes {
+        return Err(Error::invalid(
+            OP,
+            format!("<lora:{name}>: the name must stay inside the LoRA folder {}", dir.display()),
+        ));
+    }
+    let root = dir
+        .canonicalize()
+        .map_err(|e| Error::invalid(OP, format!("<lora:{name}>: LoRA folder {} cannot be read: {e}", dir.display())))?;
+    for candidate in [dir.join(format!("{name}.safetensors")), dir.join(name)] {
+        if !candidate.is_file() {
+            continue;
+        }
+        let real = candidate.canonicalize()?;
+        if !real.starts_with(&root) {
+            return Err(Error::invalid(
+                OP,
+                format!("<lora:{name}>: {} leads outside {}", candidate.display(), dir.display()),
+            ));
+        }
+        return Ok(candidate);
+    }
+    Err(Error::invalid(OP, format!("<lora:{name}>: no {name}.safetensors in {}", dir.display())))
+}
+
+/// The hash civitai indexes a LoRA by (A1111's `Lora hashes`, sd-webui-additional-networks'
+/// `sshs_model_hash`): SHA-256 of everything after the safetensors header, full hex.
+pub fn lora_hash(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::invalid(OP, format!("{}: {e}", path.display())))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| Error::invalid(OP, format!("{}: too short for a safetensors file", path.display())))?;
+    let header = u64::from_le_bytes(len);
+    crate::pipeline::image::sha256_hex(path, 8u64.saturating_add(header))
+}
+
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    hash: String,
+    file: Arc<LoraFile>,
+}
+
+/// Parsed LoRA files of one model (matching depends on the model's module names).
+#[derive(Default)]
+pub struct LoraCache {
+    by_path: HashMap<PathBuf, Cached>,
+}
+
+impl LoraCache {
+    /// The parsed file at `path` and its [`lora_hash`]: from the cache when the file's size and
+    /// time are unchanged or, after re-hashing, when its content is; parsed otherwise.
+    pub fn get(&mut self, path: &Path, index: &ModuleIndex) -> Result<(Arc<LoraFile>, String)> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::invalid(OP, format!("LoRA {}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(Error::invalid(OP, format!("LoRA {} is not a file", path.display())));
+        }
+        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let modified = meta.modified().ok();
+        if let Some(c) = self.by_path.get(&key) {
+            if c.len == meta.len() && c.modified == modified && modified.is_some() {
+                return Ok((c.file.clone(), c.hash.clone()));
+            }
+        }
+        let hash = lora_hash(path)?;
+        if let Some(c) = self.by_path.get_mut(&key) {
+            if c.hash == hash {
+                c.len = meta.len();
+                c.modified = modified;
+                return Ok((c.file.clone(), hash));
+            }
+        }
+        let st = SafeTensorsFile::open(path)?;
+        let file = Arc::new(LoraFile::from_file(path, &st, index)?);
+        self.by_path.insert(key, Cached { len: meta.len(), modified, hash: hash.clone(), file: file.clone() });
+        Ok((file, hash))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}
