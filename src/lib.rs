@@ -8,11 +8,13 @@
 //! - [`weights`]: safetensors files, key names, model-family detection.
 //! - [`models`]: CLIP (tokenizer, prompt syntax), UNet, VAE.
 //! - [`schedulers`], [`pipeline`]: samplers, seeded noise, text-to-image orchestration.
+//! - [`grid`]: comparison grids (X/Y/Z plots) and reading A1111 infotext back.
 //! - [`bench`]: kernel benchmarks at Stable Diffusion shapes.
 
 pub mod bench;
 pub mod error;
 pub mod gpu;
+pub mod grid;
 pub mod kernels;
 pub mod lora;
 pub mod models;
