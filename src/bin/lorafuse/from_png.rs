@@ -1,0 +1,117 @@
+//! `generate --from-png IMAGE.png`: the settings of an image's `parameters` chunk (ours or
+//! A1111's) as `generate` options, with the options given on the command line taking precedence.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use clap::parser::ValueSource;
+use clap::CommandFactory;
+use lorafuse::grid::Settings;
+use lorafuse::lora::{lora_hash, resolve_in_dir};
+use lorafuse::models::clip::prompt::extract_extra_networks;
+use lorafuse::pipeline::image::{model_hash, read_parameters};
+
+use crate::generate::GenerateArgs;
+
+/// The ids of the subcommand options given on this process's command line (not defaults), found
+/// by parsing it again: clap's derive keeps no record of where a value came from.
+pub fn explicit_args() -> HashSet<String> {
+    let mut set = HashSet::new();
+    let Ok(m) = crate::Cli::command().try_get_matches_from(std::env::args_os()) else {
+        return set;
+    };
+    if let Some((_, sub)) = m.subcommand() {
+        for id in sub.ids() {
+            if sub.value_source(id.as_str()) == Some(ValueSource::CommandLine) {
+                set.insert(id.as_str().to_string());
+            }
+        }
+    }
+    set
+}
+
+/// `a` with every setting recorded in `png` filled in, except the options in `explicit`.
+/// Warns (stderr) about recorded settings lorafuse does not do and about a different model;
+/// LoRAs recorded only by hash (no prompt tag) are looked up in `--lora-dir`.
+pub fn apply(a: &GenerateArgs, png: &Path, explicit: &HashSet<String>) -> Result<GenerateArgs> {
+    let text = read_parameters(png)?
+        .with_context(|| format!("{} has no `parameters` text chunk to regenerate from", png.display()))?;
+    let s = Settings::parse(&text).with_context(|| format!("reading the parameters of {}", png.display()))?;
+    let given = |id: &str| explicit.contains(id);
+    let mut out = a.clone();
+    if !given("prompt") {
+        out.prompt = s.prompt.clone();
+    }
+    if !given("negative_prompt") {
+        out.negative_prompt = s.negative_prompt.clone();
+    }
+    macro_rules! take {
+        ($id:literal, $field:ident, $value:expr) => {
+            if let Some(v) = $value {
+                if !given($id) {
+                    out.$field = v;
+                }
+            }
+        };
+    }
+    take!("steps", steps, s.steps);
+    take!("cfg", cfg, s.cfg);
+    take!("sampler", sampler, s.sampler.map(|k| k.name().to_string()));
+    take!("spacing", spacing, s.spacing.map(|k| k.name().to_string()));
+    take!("rng", rng, s.rng.map(|k| k.name().to_string()));
+    take!("clip_skip", clip_skip, s.clip_skip);
+    take!("width", width, s.size.map(|(w, _)| w));
+    take!("height", height, s.size.map(|(_, h)| h));
+    if let Some(seed) = s.seed {
+        if !given("seed") {
+            out.seed = Some(seed);
+        }
+    }
+    for f in &s.ignored {
+        eprintln!("warning: {}: setting not supported, ignored: {f}", png.display());
+    }
+    if let Some(want) = &s.model_hash {
+        if out.model.is_file() {
+            let have = model_hash(&out.model)?;
+            if !have.eq_ignore_ascii_case(want) {
+                eprintln!(
+                    "warning: {} was made with model {} (hash {want}); {} has hash {have}",
+                    png.display(),
+                    s.model.as_deref().unwrap_or("?"),
+                    out.model.display()
+                );
+            }
+        }
+    }
+    // LoRAs: prompt tags carry the weights (A1111's way); `Lora hashes` names the files.
+    if !given("prompt") && !given("loras") {
+        let (_, tags, _) = extract_extra_networks(&out.prompt)?;
+        for (name, want) in &s.lora_hashes {
+            let found = resolve_in_dir(&out.lora_dir, name);
+            if tags.iter().any(|t| &t.name == name) {
+                if let Ok(path) = found {
+                    let have = lora_hash(&path)?;
+                    if !have.starts_with(&want.to_ascii_lowercase()) {
+                        eprintln!(
+                            "warning: LoRA {name}: the image used hash {want}, {} has {}",
+                            path.display(),
+                            &have[..12]
+                        );
+                    }
+                }
+                continue;
+            }
+            let Ok(path) = found else {
+                bail!(
+                    "{} used LoRA {name} (hash {want}): put {name}.safetensors in --lora-dir ({}) or pass --lora",
+                    png.display(),
+                    out.lora_dir.display()
+                );
+            };
+            eprintln!("warning: LoRA {name}: the image does not record its weight; using 1");
+            out.loras.push(path.display().to_string());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,207 @@
+//! `lorafuse grid`: an X/Y/Z comparison grid over one loaded model (the model, and each LoRA
+//! file, are loaded once for all cells).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use lorafuse::grid::{cell_infotext, cell_path, compose, plan, Axis, AxisKind, LoraLookup, DEFAULT_MAX_CELLS};
+use lorafuse::lora::{resolve_in_dir, LoraMode, LoraSpec};
+use lorafuse::models::clip::prompt::extract_extra_networks;
+use lorafuse::pipeline::image::{model_hash, to_rgb8, write_png};
+use lorafuse::pipeline::rng::RngKind;
+use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
+use lorafuse::schedulers::{SamplerKind, Spacing};
+use lorafuse::Context;
+
+use crate::generate::GenerateArgs;
+
+#[derive(Args, Clone, Debug)]
+#[command(mut_arg("output", |a| a.default_value("grid.png")))]
+pub struct GridArgs {
+    #[command(flatten)]
+    pub gen: GenerateArgs,
+    /// Columns: KIND:VALUES with KIND one of lora-weight (NAME=0,0.5,1), lora (none,A,B,A+B),
+    /// seed, cfg, steps, sampler, prompt-sr (FROM,TO1,TO2). Values with commas go in "quotes".
+    #[arg(long, value_name = "KIND:VALUES")]
+    pub x: Option<String>,
+    /// Rows (same syntax as --x).
+    #[arg(long, value_name = "KIND:VALUES")]
+    pub y: Option<String>,
+    /// One grid block per value, stacked under a title (same syntax as --x).
+    #[arg(long, value_name = "KIND:VALUES")]
+    pub z: Option<String>,
+    /// Refuse grids with more cells than this.
+    #[arg(long, default_value_t = DEFAULT_MAX_CELLS)]
+    pub max_cells: usize,
+    /// Print the load time, each cell's time and the total on stderr.
+    #[arg(long)]
+    pub timings: bool,
+}
+
+/// The request every cell starts from (the `generate` options), checked as `generate` checks it.
+fn base_request(a: &GenerateArgs) -> Result<Request> {
+    if a.batch != 1 {
+        bail!("grid makes one image per cell: --batch must be 1, got {}", a.batch);
+    }
+    if a.save_tensors.is_some() {
+        bail!("--save-tensors is not supported by grid (use generate on a cell's settings)");
+    }
+    let loras = a.loras.iter().map(|s| s.parse::<LoraSpec>()).collect::<lorafuse::Result<Vec<_>>>()?;
+    for l in &loras {
+        if !l.path.is_file() {
+            bail!("LoRA {} does not exist", l.path.display());
+        }
+    }
+    let noise = match &a.noise_file {
+        Some(p) => crate::generate::read_noise(p)?,
+        None => NoiseOverride::default(),
+    };
+    let seed = a.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        (t as u64 ^ (t >> 64) as u64) % 4_294_967_296
+    });
+    Ok(Request {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        cfg: a.cfg,
+        sampler: a.sampler.parse::<SamplerKind>()?,
+        spacing: a.spacing.parse::<Spacing>()?,
+        seed,
+        rng: a.rng.parse::<RngKind>()?,
+        width: a.width,
+        height: a.height,
+        batch: 1,
+        clip_skip: a.clip_skip,
+        noise,
+        loras,
+        lora_dir: a.lora_dir.clone(),
+        lora_mode: a.lora_mode.parse::<LoraMode>()?,
+        max_loras: a.max_loras,
+        lora_weights_vary: false,
+    })
+}
+
+/// A cell's prompt tags resolve and its LoRA count is within `--max-loras` (before the load).
+fn check_cell_loras(req: &Request) -> Result<()> {
+    let (_, tags, _) = extract_extra_networks(&req.prompt)?;
+    for t in &tags {
+        resolve_in_dir(&req.lora_dir, &t.name)?;
+    }
+    if let Some(max) = req.max_loras {
+        let n = req.loras.len() + tags.len();
+        if n > max {
+            bail!("a cell asks for {n} LoRAs but --max-loras is {max}");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
+    let t_start = Instant::now();
+    // --from-png: the grid starts from that image's settings (command-line options win).
+    let from_png;
+    let a = match &g.gen.from_png {
+        Some(png) => {
+            from_png = crate::from_png::apply(&g.gen, png, &crate::from_png::explicit_args())?;
+            &from_png
+        }
+        None => &g.gen,
+    };
+    let precision: Precision = a.precision.parse()?;
+    let base = base_request(a)?;
+    let lookup = LoraLookup { loras: &base.loras, lora_dir: &base.lora_dir };
+    let parse = |flag: &str, s: &Option<String>| -> Result<Option<Axis>> {
+        s.as_deref().map(|s| Axis::parse(s, &lookup).with_context(|| format!("--{flag}"))).transpose()
+    };
+    let (x, y, z) = (parse("x", &g.x)?, parse("y", &g.y)?, parse("z", &g.z)?);
+    if base.noise.noise.is_some() && [&x, &y, &z].iter().any(|a| a.as_ref().is_some_and(|a| a.kind == AxisKind::Seed)) {
+        bail!("a seed axis has no effect with --noise-file (every cell would use the file's noise)");
+    }
+    let grid = plan(&base, x.as_ref(), y.as_ref(), z.as_ref(), g.max_cells)?;
+    for c in &grid.cells {
+        check_cell_loras(&c.req)?;
+    }
+    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            bail!("output folder {} does not exist", dir.display());
+        }
+    }
+    if !a.model.exists() {
+        bail!("model {} does not exist", a.model.display());
+    }
+
+    let t0 = Instant::now();
+    let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let model_name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let hash = if a.model.is_file() { model_hash(&a.model)? } else { String::new() };
+    if !quiet {
+        eprintln!("seed: {}", base.seed);
+    }
+
+    let n = grid.cells.len();
+    let total_steps: u64 = grid.cells.iter().map(|c| c.req.steps as u64).sum();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new(total_steps);
+        b.set_style(ProgressStyle::with_template(
+            "cell {msg} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} ({elapsed})",
+        )?);
+        b
+    };
+    let with_z = z.is_some();
+    let mut cells_rgb = Vec::with_capacity(n);
+    let mut written = Vec::with_capacity(n + 1);
+    let mut cell_s = Vec::with_capacity(n);
+    let mut done_steps = 0u64;
+    let mut first_info = None;
+    for (i, cell) in grid.cells.iter().enumerate() {
+        bar.set_message(format!("{}/{n}", i + 1));
+        let tc = Instant::now();
+        let mut last = 0u64;
+        let out = pipe.generate(ctx, &cell.req, &mut |p| {
+            if let Progress::Step { step, .. } = p {
+                last = step as u64;
+                bar.set_position(done_steps + last);
+            }
+        })?;
+        done_steps += last.max(cell.req.steps as u64);
+        bar.set_position(done_steps);
+        let rgb = to_rgb8(&out.images[0].data, cell.req.height, cell.req.width)?;
+        let info = cell_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras).render();
+        let path = cell_path(&a.output, cell, with_z);
+        write_png(&path, cell.req.width, cell.req.height, &rgb, &info)?;
+        cell_s.push(tc.elapsed().as_secs_f64());
+        first_info.get_or_insert(info);
+        cells_rgb.push(rgb);
+        written.push(path);
+    }
+    bar.finish_and_clear();
+    let (img, _) = compose(&cells_rgb, base.width, base.height, &grid.labels)?;
+    // The grid carries the first cell's settings, as A1111's grids do.
+    write_png(&a.output, img.width, img.height, &img.rgb, first_info.as_deref().unwrap_or(""))?;
+    println!("{}", a.output.display());
+    for p in &written {
+        println!("{}", p.display());
+    }
+    if g.timings {
+        print_timings(&a.output, load_s, &cell_s, t_start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn print_timings(out: &Path, load_s: f64, cell_s: &[f64], total_s: f64) {
+    let sum: f64 = cell_s.iter().sum();
+    let cells: Vec<String> = cell_s.iter().map(|s| format!("{s:.2}")).collect();
+    eprintln!("timings for {}: load {load_s:.2} s; cells (s) {}", out.display(), cells.join(", "));
+    eprintln!(
+        "timings: {} cells in {sum:.2} s ({:.2} s per cell); whole command {total_s:.2} s",
+        cell_s.len(),
+        sum / cell_s.len().max(1) as f64
+    );
+}
