@@ -5,20 +5,31 @@
 //! per-element kernel rather than a tiled GEMM.
 //!
 //! Weights larger than one storage binding are split by rows: each launch binds the rows'
-//! windows of `pristine`, `out`, `up` and `full`, and all of `down`.
+//! windows of `pristine`, `out`, `up` and `full`. Ranks longer than [`MAX_RANK`], or whose
+//! `down` rows do not fit one binding, are split into rank chunks whose partial sums go through
+//! an f32 scratch, so the weight is still rounded once.
+
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::gpu::pool::PooledBuffer;
 use crate::gpu::Recorder;
 use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, DType, GpuTensor};
+use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("lora_merge");
 const WG: u32 = 256;
 const OP: &str = "lora_merge";
-/// Longest rank loop of one launch (lavapipe ends shader loops after 65535 iterations).
+/// Longest rank loop of one launch (lavapipe ends shader loops after 65535 iterations); longer
+/// ranks are split into several launches.
 pub const MAX_RANK: usize = 16384;
+
+const COPY: u32 = 0;
+const MERGE: u32 = 1;
+const START: u32 = 2;
+const ADD: u32 = 3;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -26,6 +37,7 @@ struct Params {
     n: u32,
     k: u32,
     r: u32,
+    ur: u32,
     p_shift: u32,
     o_shift: u32,
     u_shift: u32,
@@ -46,9 +58,138 @@ pub fn lora_merge(
     down: Option<&GpuTensor>,
     full: Option<&GpuTensor>,
 ) -> Result<()> {
+    let (n, k, r) = check(pristine, out, up, down, full)?;
+    // Rows per launch: every window within one binding, the element count within u32.
+    let win = (max_window_elems(ctx, pristine.dtype).min(max_window_elems(ctx, DType::F32)) as usize).min(1 << 31);
+    if k.max(r) > win {
+        return Err(Error::limit(OP, "elements of one row of the weight or of up", k.max(r) as u64, win as u64));
+    }
+    let rows_per = win / k.max(r);
+    // Ranks per launch: a loop lavapipe finishes and rows of down that fit one binding.
+    let rank_per = MAX_RANK.min(win / k);
+    let chunks = r.div_ceil(rank_per);
+    // Operands a variant does not read are bound to this (its override leaves them untouched).
+    let dummy = GpuTensor::zeros(ctx, &[4], DType::F32)?;
+    let scratch = match chunks > 1 {
+        true => Some(GpuTensor::empty(ctx, &[rows_per.min(n) * k], DType::F32)?),
+        false => None,
+    };
+    let mut keep = vec![pristine.keep(), out.keep(), dummy.keep()];
+    keep.extend([up, down, full, scratch.as_ref()].into_iter().flatten().map(GpuTensor::keep));
+    let mut row0 = 0;
+    while row0 < n {
+        let rows = rows_per.min(n - row0);
+        let len = rows * k;
+        let uw = || window_or(ctx, up, &dummy, row0 * r, rows * r);
+        let fw = full.map(|f| f.window(ctx, row0 * k, len)).transpose()?;
+        let mut pass = Pass {
+            dtype: pristine.dtype,
+            mode: if r == 0 && full.is_none() { COPY } else { MERGE },
+            p: pristine.window(ctx, row0 * k, len)?,
+            o: out.window(ctx, row0 * k, len)?,
+            u: uw()?,
+            d: window_or(ctx, down, &dummy, 0, r.min(rank_per) * k)?,
+            f: fw,
+            r0: 0,
+            rc: r,
+        };
+        if let Some(s) = &scratch {
+            // Partial sums over rank chunks in f32; the last chunk adds them to the weight.
+            let mut f = pass.f.take();
+            for c in 0..chunks - 1 {
+                let r0 = c * rank_per;
+                dispatch(
+                    ctx,
+                    rec,
+                    Pass {
+                        dtype: DType::F32,
+                        mode: if c == 0 { START } else { ADD },
+                        p: dummy.full(ctx)?,
+                        o: s.window(ctx, 0, len)?,
+                        u: uw()?,
+                        d: window_or(ctx, down, &dummy, r0 * k, rank_per * k)?,
+                        f: f.take(),
+                        r0,
+                        rc: rank_per,
+                    },
+                    (len, k, r),
+                    &dummy,
+                    &keep,
+                )?;
+            }
+            pass.r0 = (chunks - 1) * rank_per;
+            pass.rc = r - pass.r0;
+            pass.d = window_or(ctx, down, &dummy, pass.r0 * k, pass.rc * k)?;
+            pass.f = Some(s.window(ctx, 0, len)?);
+        }
+        dispatch(ctx, rec, pass, (len, k, r), &dummy, &keep)?;
+        row0 += rows;
+    }
+    Ok(())
+}
+
+/// One launch: its variant, windows and the ranks `[r0, r0 + rc)` it sums.
+struct Pass<'a> {
+    dtype: DType,
+    mode: u32,
+    p: Window<'a>,
+    o: Window<'a>,
+    u: Window<'a>,
+    d: Window<'a>,
+    f: Option<Window<'a>>,
+    r0: usize,
+    rc: usize,
+}
+
+/// Record `pass` over `len` elements of rows `k` long, `up` rows being `r` long.
+fn dispatch(
+    ctx: &Context,
+    rec: &mut Recorder,
+    pass: Pass,
+    (len, k, r): (usize, usize, usize),
+    dummy: &GpuTensor,
+    keep: &[Arc<PooledBuffer>],
+) -> Result<()> {
+    let key = PipelineKey::new(&SRC, "main", pass.dtype)
+        .with("WG", WG)
+        .with("MODE", pass.mode)
+        .with("HAS_LR", (pass.rc > 0) as u32)
+        .with("HAS_FULL", pass.f.is_some() as u32);
+    let f = pass.f.map_or_else(|| dummy.full(ctx), Ok)?;
+    let prm = Params {
+        n: len as u32,
+        k: k as u32,
+        r: pass.rc as u32,
+        ur: r as u32,
+        p_shift: pass.p.shift,
+        o_shift: pass.o.shift,
+        u_shift: pass.u.shift + pass.r0 as u32,
+        d_shift: pass.d.shift,
+        f_shift: f.shift,
+    };
+    let args = [
+        Arg::Read(pass.p),
+        Arg::Write(pass.o),
+        Arg::Read(pass.u),
+        Arg::Read(pass.d),
+        Arg::Read(f),
+        Arg::Uniform(bytemuck::bytes_of(&prm)),
+    ];
+    let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
+    launch(ctx, rec, &SRC, &key, &args, groups, keep.to_vec())
+}
+
+/// Shapes, dtypes and aliasing of the operands → `(N, K, R)`.
+fn check(
+    pristine: &GpuTensor,
+    out: &GpuTensor,
+    up: Option<&GpuTensor>,
+    down: Option<&GpuTensor>,
+    full: Option<&GpuTensor>,
+) -> Result<(usize, usize, usize)> {
     let n = pristine.shape.first().copied().unwrap_or(0);
     let numel = pristine.numel();
-    if n == 0 || numel == 0 || numel % n != 0 {
+    if n == 0 || numel == 0 || !numel.is_multiple_of(n) {
         return Err(Error::shape(OP, format!("weight {:?} has no rows", pristine.shape)));
     }
     let k = numel / n;
@@ -79,12 +220,6 @@ pub fn lora_merge(
             if u.dtype != DType::F32 || d.dtype != DType::F32 {
                 return Err(Error::dtype(OP, "up and down must be f32"));
             }
-            if r > MAX_RANK {
-                return Err(Error::limit(OP, "rank of one merge", r as u64, MAX_RANK as u64));
-            }
-            if !d.fits_binding(ctx) {
-                return Err(Error::limit(OP, "bytes of down (one binding)", d.bytes(), ctx.caps.max_binding));
-            }
             r
         }
         (None, None) => 0,
@@ -95,69 +230,22 @@ pub fn lora_merge(
             return Err(Error::shape(OP, format!("full {:?} {} must be f32 [{n}, {k}]", f.shape, f.dtype.name())));
         }
     }
-    let copy = r == 0 && full.is_none();
-    let key = PipelineKey::new(&SRC, "main", pristine.dtype)
-        .with("WG", WG)
-        .with("MODE", if copy { 0 } else { 1 })
-        .with("HAS_LR", (r > 0) as u32)
-        .with("HAS_FULL", full.is_some() as u32);
-    // Rows per launch: every window within one binding, the element count within u32.
-    let per_row = k.max(r);
-    let win = (max_window_elems(ctx, pristine.dtype).min(max_window_elems(ctx, DType::F32)) as usize).min(1 << 31);
-    let rows_per = (win / per_row).max(1);
-    if per_row > win {
-        return Err(Error::limit(OP, "elements of one weight row (one binding)", per_row as u64, win as u64));
+    if [up, down, full].into_iter().flatten().any(|t| t.same_buffer(out)) {
+        return Err(Error::invalid(OP, "out shares its buffer with up, down or full"));
     }
-    // Operands a variant does not read are bound to this (its override leaves them untouched).
-    let dummy = GpuTensor::zeros(ctx, &[4], DType::F32)?;
-    let mut row0 = 0;
-    while row0 < n {
-        let rows = rows_per.min(n - row0);
-        let len = rows * k;
-        let pw = pristine.window(ctx, row0 * k, len)?;
-        let ow = out.window(ctx, row0 * k, len)?;
-        let uw = match up {
-            Some(u) => u.window(ctx, row0 * r, rows * r)?,
-            None => dummy.full(ctx)?,
-        };
-        let dw = match down {
-            Some(d) => d.full(ctx)?,
-            None => dummy.full(ctx)?,
-        };
-        let fw = match full {
-            Some(f) => f.window(ctx, row0 * k, len)?,
-            None => dummy.full(ctx)?,
-        };
-        let prm = Params {
-            n: len as u32,
-            k: k as u32,
-            r: r as u32,
-            p_shift: pw.shift,
-            o_shift: ow.shift,
-            u_shift: uw.shift,
-            d_shift: dw.shift,
-            f_shift: fw.shift,
-        };
-        let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
-        let mut keep = vec![pristine.keep(), out.keep(), dummy.keep()];
-        keep.extend([up, down, full].into_iter().flatten().map(GpuTensor::keep));
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[
-                Arg::Read(pw),
-                Arg::Write(ow),
-                Arg::Read(uw),
-                Arg::Read(dw),
-                Arg::Read(fw),
-                Arg::Uniform(bytemuck::bytes_of(&prm)),
-            ],
-            groups,
-            keep,
-        )?;
-        row0 += rows;
+    Ok((n, k, r))
+}
+
+/// `t`'s elements `[start, start + len)`, or all of `dummy` for an operand the variant skips.
+fn window_or<'a>(
+    ctx: &Context,
+    t: Option<&'a GpuTensor>,
+    dummy: &'a GpuTensor,
+    start: usize,
+    len: usize,
+) -> Result<Window<'a>> {
+    match t {
+        Some(t) => t.window(ctx, start, len),
+        None => dummy.full(ctx),
     }
-    Ok(())
 }
