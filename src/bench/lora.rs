@@ -26,6 +26,8 @@ pub struct LoraStepResult {
     pub step_ms: f64,
     /// Step time over the no-LoRA step time.
     pub ratio: f64,
+    /// What the extra FLOPs of the runtime path predict for that ratio (1 for merged).
+    pub predicted_ratio: f64,
     pub merged_weights: usize,
     pub fused_layers: usize,
 }
@@ -105,6 +107,32 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
     Ok(modules)
 }
 
+/// Extra FLOPs per UNet evaluation with CFG (batch 2) of running `loras` rank-`rank` adapters on
+/// every trained UNet layer at run time: `2·M·r·(K + N)` per layer and adapter, M the tokens the
+/// layer sees (its block's resolution, or the 77 context tokens for cross-attention k/v).
+pub fn fused_extra_flops(pipe: &Pipeline, size: usize, rank: usize, loras: usize) -> f64 {
+    let side = size / 8;
+    let mut total = 0.0;
+    for ((c, p), e) in pipe.registry.entries() {
+        if c != Component::Unet || !trained(c, &p) {
+            continue;
+        }
+        let level = |prefix: &str| p.strip_prefix(prefix).and_then(|r| r.split('.').next()?.parse::<u32>().ok());
+        let res = if let Some(i) = level("down_blocks.") {
+            side >> i
+        } else if let Some(i) = level("up_blocks.") {
+            side >> 3u32.saturating_sub(i)
+        } else {
+            side >> 3
+        };
+        let cross_kv = p.contains("attn2.to_k") || p.contains("attn2.to_v");
+        let m = 2.0 * if cross_kv { 77.0 } else { (res * res) as f64 };
+        let (n, k) = (e.tensor.shape[0] as f64, (e.tensor.numel() / e.tensor.shape[0]) as f64);
+        total += 2.0 * m * rank as f64 * (k + n) * loras as f64;
+    }
+    total
+}
+
 /// GPU ms of one UNet evaluation with CFG at `size`², with whatever LoRAs are applied now.
 fn unet_step_ms(ctx: &Context, pipe: &Pipeline, size: usize, budget_ms: f64) -> Result<f64> {
     let (h, w) = (size / 8, size / 8);
@@ -163,6 +191,7 @@ pub fn run(
     let specs = |n: usize, w: f32| -> Vec<LoraSpec> { files[..n].iter().map(|p| LoraSpec::new(p, w)).collect() };
     progress("step without LoRAs");
     let base = unet_step_ms(ctx, &pipe, o.size, o.budget_ms)?;
+    let base_flops = super::pipeline::SD15_CFG_STEP_FLOPS_512 * (o.size as f64 / 512.0).powi(2);
     let mut steps = Vec::new();
     for mode in [LoraMode::Merged, LoraMode::Fused] {
         for &n in &o.counts {
@@ -174,6 +203,10 @@ pub fn run(
                 loras: n,
                 step_ms: ms,
                 ratio: ms / base,
+                predicted_ratio: match mode {
+                    LoraMode::Fused => 1.0 + fused_extra_flops(&pipe, o.size, o.rank, n) / base_flops,
+                    _ => 1.0,
+                },
                 merged_weights: rep.merged_weights,
                 fused_layers: rep.fused_weights,
             });

@@ -16,8 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{LoraFile, LoraModule};
+use crate::kernels::binary::add;
 use crate::kernels::lora_linear::{LoraAdapter, LoraStack};
 use crate::kernels::lora_merge::lora_merge;
+use crate::kernels::matmul::linear;
 use crate::nn::registry::{slot_set, LoraSlot, WeightEntry, WeightRegistry};
 use crate::weights::Component;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
@@ -291,6 +293,8 @@ impl LoraState {
         if has_dora {
             // DoRA normalizes the patched weight, so the whole sum is built on the host in
             // order (multiple DoRA adapters are order-dependent) from W₀.
+            // The pristine copy may have been recorded just now.
+            rec.submit(ctx)?;
             let w0 = pristine.to_vec(ctx)?;
             let mut w: Vec<f64> = w0.iter().map(|&v| v as f64).collect();
             for c in cs {
@@ -313,33 +317,34 @@ impl LoraState {
                 }
             }
         }
-        // Past the kernel's rank limit (hundreds of LoRAs on one layer) the products go dense.
-        if downs.iter().map(|(d, _, _)| d.shape[0]).sum::<usize>() > crate::kernels::lora_merge::MAX_RANK {
-            let f = full.get_or_insert_with(|| vec![0.0; numel]);
-            for (d, u, sc) in downs.drain(..) {
-                let r = d.shape[0];
-                for row in 0..n {
-                    for j in 0..r {
-                        let a = u.data[row * r + j] * sc;
-                        let drow = &d.data[j * k..(j + 1) * k];
-                        f[row * k..(row + 1) * k].iter_mut().zip(drow).for_each(|(o, &b)| *o += a * b);
-                    }
-                }
-            }
-        }
-        let (up, down) = if downs.is_empty() {
-            (None, None)
-        } else {
-            let (u, d) = concat_factors(&downs, n, k, &key.1)?;
-            (Some(GpuTensor::from_host(ctx, &u, DType::F32)?), Some(GpuTensor::from_host(ctx, &d, DType::F32)?))
-        };
         let full = match full {
             Some(f) => Some(GpuTensor::from_slice(ctx, &[n, k], &f, DType::F32)?),
             None => None,
         };
+        // Σ sᵢ·Bᵢ·Aᵢ as one f32 GEMM (the tiled kernel, far faster than a per-element rank loop):
+        // `B_cat [N, ΣR] · A_catᵀᵀ`, with A_cat handed over transposed `[K, ΣR]` as the linear's weight.
+        let full = if downs.is_empty() {
+            full
+        } else {
+            let (u, d) = concat_factors(&downs, n, k, &key.1)?;
+            let r = d.shape[0];
+            let mut dt = vec![0f32; k * r];
+            for j in 0..r {
+                for c in 0..k {
+                    dt[c * r + j] = d.data[j * k + c];
+                }
+            }
+            let ut = GpuTensor::from_host(ctx, &u, DType::F32)?;
+            let dtt = GpuTensor::from_slice(ctx, &[k, r], &dt, DType::F32)?;
+            let product = linear(ctx, rec, &ut, &dtt, None)?;
+            match full {
+                Some(f) => Some(add(ctx, rec, &product, &f)?),
+                None => Some(product),
+            }
+        };
         let w2 = entry.tensor.reshape(&[n, k])?;
         let p2 = pristine.reshape(&[n, k])?;
-        lora_merge(ctx, rec, &p2, &w2, up.as_ref(), down.as_ref(), full.as_ref())
+        lora_merge(ctx, rec, &p2, &w2, None, None, full.as_ref())
     }
 }
 

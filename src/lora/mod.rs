@@ -90,9 +90,19 @@ fn other_base(path: &Path, why: impl std::fmt::Display) -> Error {
 /// PEFT alpha from `lora_adapter_metadata` (`<component>.lora_alpha`, or bare `lora_alpha`).
 fn peft_alpha(meta: &BTreeMap<String, String>, module_key: &str) -> Option<f32> {
     let json: serde_json::Value = serde_json::from_str(meta.get("lora_adapter_metadata")?).ok()?;
-    let comp = module_key.split('.').next().unwrap_or("");
-    let v = json.get(format!("{comp}.lora_alpha")).or_else(|| json.get("lora_alpha"))?;
-    v.as_f64().map(|a| a as f32)
+    let (comp, path) = module_key.split_once('.').unwrap_or(("", module_key));
+    let field = |name: &str| json.get(format!("{comp}.{name}")).or_else(|| json.get(name));
+    // PEFT's per-module override: the first `alpha_pattern` key whose regex matches the end
+    // of the module path, `(.*\.)?KEY$` (peft `get_pattern_key`).
+    if let Some(patterns) = field("alpha_pattern").and_then(|v| v.as_object()) {
+        for (key, v) in patterns {
+            let hit = regex::Regex::new(&format!(r"^(.*\.)?(?:{key})$")).is_ok_and(|re| re.is_match(path));
+            if hit {
+                return v.as_f64().map(|a| a as f32);
+            }
+        }
+    }
+    field("lora_alpha")?.as_f64().map(|a| a as f32)
 }
 
 impl LoraFile {

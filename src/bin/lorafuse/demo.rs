@@ -55,6 +55,7 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         lora_dir: "loras".into(),
         max_loras: None,
         lora_mode: "auto".into(),
+        from_png: None,
     };
     let r = generate::run(ctx, &args, quiet);
     let _ = std::fs::remove_dir_all(&dir);

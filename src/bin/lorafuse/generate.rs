@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::image::{model_hash, request_infotext, to_rgb8, write_png};
+use lorafuse::pipeline::image::{model_hash, to_rgb8, write_png};
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
 use lorafuse::schedulers::{SamplerKind, Spacing};
@@ -72,9 +72,13 @@ pub struct GenerateArgs {
     /// auto, merged (added into the weights) or fused (applied at run time)
     #[arg(long, default_value = "auto")]
     pub lora_mode: String,
+    /// Regenerate the image whose `parameters` chunk (lorafuse's or A1111's) this PNG holds;
+    /// options given on the command line override its settings.
+    #[arg(long, value_name = "IMAGE.png")]
+    pub from_png: Option<PathBuf>,
 }
 
-fn read_noise(path: &Path) -> Result<NoiseOverride> {
+pub(crate) fn read_noise(path: &Path) -> Result<NoiseOverride> {
     let f = SafeTensorsFile::open(path)?;
     let get = |name: &str| -> Result<Option<HostTensor>> {
         match f.info(name) {
@@ -115,6 +119,14 @@ fn save_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
 }
 
 pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
+    let from_png;
+    let a = match &a.from_png {
+        Some(png) => {
+            from_png = crate::from_png::apply(a, png, &crate::from_png::explicit_args())?;
+            &from_png
+        }
+        None => a,
+    };
     let sampler: SamplerKind = a.sampler.parse()?;
     let spacing: Spacing = a.spacing.parse()?;
     let rng: RngKind = a.rng.parse()?;
@@ -217,7 +229,8 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let model_name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let hash = if a.model.is_file() { model_hash(&a.model)? } else { String::new() };
     for (i, img) in out.images.iter().enumerate() {
-        let info = request_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras);
+        // `--lora` LoRAs go into the prompt as A1111 tags, so the infotext alone reproduces the image.
+        let info = lorafuse::grid::cell_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras);
         let path = output_path(&a.output, i, out.images.len());
         write_png(&path, req.width, req.height, &to_rgb8(&img.data, req.height, req.width)?, &info.render())?;
         println!("{}", path.display());

@@ -1,7 +1,9 @@
 //! The `lorafuse` command line.
 
 mod demo;
+mod from_png;
 mod generate;
+mod grid;
 mod inspect;
 
 use anyhow::{Context as _, Result};
@@ -34,6 +36,9 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Generate images from a prompt with your own checkpoint.
     Generate(generate::GenerateArgs),
+    /// A comparison grid (A1111's X/Y/Z plot) over LoRA weights, LoRA sets, seeds, CFG, steps,
+    /// samplers or prompt search/replace, with the model and LoRA files loaded once.
+    Grid(grid::GridArgs),
     /// Print a prompt's CLIP token ids (BOS … EOS, untruncated) and its token count.
     Tokenize {
         #[arg(short, long)]
@@ -140,6 +145,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
     match &cli.cmd {
         Cmd::Demo(args) => demo::run(&context(cli)?, args, cli.quiet),
         Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
+        Cmd::Grid(args) => grid::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::Info => {
@@ -255,11 +261,14 @@ fn bench_lora(
         r.adapter, r.precision, r.size, r.size, r.rank, r.adapted_modules
     );
     println!("UNet step with CFG, no LoRA: {:.1} ms", r.base_step_ms);
-    println!("{:<8} {:>6} {:>12} {:>8} {:>8} {:>8}", "mode", "loras", "step ms", "ratio", "merged", "fused");
+    println!(
+        "{:<8} {:>6} {:>12} {:>8} {:>10} {:>8} {:>8}",
+        "mode", "loras", "step ms", "ratio", "flops-pred", "merged", "fused"
+    );
     for s in &r.steps {
         println!(
-            "{:<8} {:>6} {:>12.1} {:>8.3} {:>8} {:>8}",
-            s.mode, s.loras, s.step_ms, s.ratio, s.merged_weights, s.fused_layers
+            "{:<8} {:>6} {:>12.1} {:>8.3} {:>10.3} {:>8} {:>8}",
+            s.mode, s.loras, s.step_ms, s.ratio, s.predicted_ratio, s.merged_weights, s.fused_layers
         );
     }
     for (mode, ms) in &r.switch6_ms {
