@@ -214,13 +214,32 @@ fn generate_rejects_bad_input_with_one_line() {
 fn demo_runs_the_bundled_model_end_to_end() {
     let d = tmpdir("demo");
     let png = d.join("demo.png");
-    let out = lorafuse(&["demo", "--steps", "2", "--size", "64", "--quiet", "-o", png.to_str().unwrap()]);
+    let grid = d.join("demo-grid.png");
+    let args = [
+        "demo",
+        "--steps",
+        "2",
+        "--size",
+        "64",
+        "--quiet",
+        "-o",
+        png.to_str().unwrap(),
+        "--grid",
+        grid.to_str().unwrap(),
+    ];
+    let out = lorafuse(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let params = lorafuse::pipeline::image::read_parameters(&png).unwrap().unwrap();
     assert!(params.contains("Steps: 2") && params.contains("Seed: 42") && params.contains("Size: 64x64"), "{params}");
+    // The LoRA-weight grid: five cells (0 … 1.0) beside the grid, each with its LoRA in the infotext.
+    assert!(grid.exists());
+    let cells: Vec<Vec<u8>> = (0..5).map(|c| std::fs::read(d.join(format!("demo-grid-0-{c}.png"))).unwrap()).collect();
+    assert_ne!(cells[0], cells[4], "LoRA weight 0 and 1 gave the same image");
+    let p4 = lorafuse::pipeline::image::read_parameters(&d.join("demo-grid-0-4.png")).unwrap().unwrap();
+    assert!(p4.contains("Lora hashes"), "{p4}");
     // The same seed gives the same image.
     let first = std::fs::read(&png).unwrap();
-    let out = lorafuse(&["demo", "--steps", "2", "--size", "64", "--quiet", "-o", png.to_str().unwrap()]);
+    let out = lorafuse(&args);
     assert!(out.status.success());
     assert_eq!(std::fs::read(&png).unwrap(), first);
     std::fs::remove_dir_all(&d).unwrap();

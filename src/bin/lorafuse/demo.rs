@@ -9,9 +9,12 @@ use clap::Args;
 use lorafuse::Context;
 
 use crate::generate::{self, GenerateArgs};
+use crate::grid::{self, GridArgs};
 
 /// The sd15-tiny single-file checkpoint (fp16, LDM layout), 16 MB.
 pub static TINY_MODEL: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/model-fp16.safetensors");
+/// A kohya LoRA (rank 4) for it, for the demo's LoRA-weight grid.
+pub static TINY_LORA: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/loras/kohya_lora.safetensors");
 
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
@@ -26,6 +29,12 @@ pub struct DemoArgs {
     pub size: usize,
     #[arg(short = 'o', long, default_value = "demo.png")]
     pub output: PathBuf,
+    /// Where the LoRA-weight grid goes (its cells beside it).
+    #[arg(long, default_value = "demo-grid.png")]
+    pub grid: PathBuf,
+    /// Skip the LoRA-weight grid.
+    #[arg(long)]
+    pub no_grid: bool,
 }
 
 pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
@@ -57,7 +66,27 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         lora_mode: "auto".into(),
         from_png: None,
     };
-    let r = generate::run(ctx, &args, quiet);
+    let lora = dir.join("demo_lora.safetensors");
+    let r = generate::run(ctx, &args, quiet).and_then(|()| {
+        if a.no_grid {
+            return Ok(());
+        }
+        // The same prompt and seed with the bundled LoRA at 0 … 1.0, one model load.
+        std::fs::write(&lora, TINY_LORA).with_context(|| format!("writing {}", lora.display()))?;
+        let mut gen = args.clone();
+        gen.loras = vec![lora.display().to_string()];
+        gen.output = a.grid.clone();
+        gen.steps = a.steps.min(8);
+        let g = GridArgs {
+            gen,
+            x: Some("lora-weight:demo_lora=0,0.3,0.5,0.8,1.0".into()),
+            y: None,
+            z: None,
+            max_cells: 64,
+            timings: false,
+        };
+        grid::run(ctx, &g, quiet)
+    });
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
