@@ -28,6 +28,8 @@ pub struct LoraStepResult {
     pub ratio: f64,
     /// What the extra FLOPs of the runtime path predict for that ratio (1 for merged).
     pub predicted_ratio: f64,
+    /// Kernel launches of the recorded UNet graph (merged mode: the same as without LoRAs).
+    pub dispatches: usize,
     pub merged_weights: usize,
     pub fused_layers: usize,
 }
@@ -40,6 +42,7 @@ pub struct LoraBenchReport {
     pub rank: usize,
     pub adapted_modules: usize,
     pub base_step_ms: f64,
+    pub base_dispatches: usize,
     pub steps: Vec<LoraStepResult>,
     /// Wall ms to replace one 6-LoRA set by another, per mode.
     pub switch6_ms: Vec<(String, f64)>,
@@ -134,7 +137,7 @@ pub fn fused_extra_flops(pipe: &Pipeline, size: usize, rank: usize, loras: usize
 }
 
 /// GPU ms of one UNet evaluation with CFG at `size`², with whatever LoRAs are applied now.
-fn unet_step_ms(ctx: &Context, pipe: &Pipeline, size: usize, budget_ms: f64) -> Result<f64> {
+fn unet_step_ms(ctx: &Context, pipe: &Pipeline, size: usize, budget_ms: f64) -> Result<(f64, usize)> {
     let (h, w) = (size / 8, size / 8);
     let dim = pipe.config.unet.cross_attention_dim;
     let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
@@ -164,7 +167,7 @@ fn unet_step_ms(ctx: &Context, pipe: &Pipeline, size: usize, budget_ms: f64) -> 
         };
         best = best.min(ms);
     }
-    Ok(best)
+    Ok((best, graph.len()))
 }
 
 pub struct LoraBenchOptions {
@@ -196,14 +199,15 @@ pub fn run(
     }
     let specs = |n: usize, w: f32| -> Vec<LoraSpec> { files[..n].iter().map(|p| LoraSpec::new(p, w)).collect() };
     progress("step without LoRAs");
-    let base = unet_step_ms(ctx, &pipe, o.size, o.budget_ms)?;
+    let (base, base_dispatches) = unet_step_ms(ctx, &pipe, o.size, o.budget_ms)?;
     let base_flops = super::pipeline::SD15_CFG_STEP_FLOPS_512 * (o.size as f64 / 512.0).powi(2);
     let mut steps = Vec::new();
     for mode in [LoraMode::Merged, LoraMode::Fused] {
         for &n in &o.counts {
             progress(&format!("{} LoRAs, {} mode", n, mode.name()));
             let (_, rep) = pipe.set_loras(ctx, &specs(n, 0.8), mode, false)?;
-            let ms = if n == 0 { base } else { unet_step_ms(ctx, &pipe, o.size, o.budget_ms)? };
+            let (ms, dispatches) =
+                if n == 0 { (base, base_dispatches) } else { unet_step_ms(ctx, &pipe, o.size, o.budget_ms)? };
             steps.push(LoraStepResult {
                 mode: mode.name().to_string(),
                 loras: n,
@@ -213,6 +217,7 @@ pub fn run(
                     LoraMode::Fused => 1.0 + fused_extra_flops(&pipe, o.size, o.rank, n) / base_flops,
                     _ => 1.0,
                 },
+                dispatches,
                 merged_weights: rep.merged_weights,
                 fused_layers: rep.fused_weights,
             });
@@ -238,6 +243,7 @@ pub fn run(
         rank: o.rank,
         adapted_modules: modules,
         base_step_ms: base,
+        base_dispatches,
         steps,
         switch6_ms,
     })

@@ -262,13 +262,13 @@ fn bench_lora(
     );
     println!("UNet step with CFG, no LoRA: {:.1} ms", r.base_step_ms);
     println!(
-        "{:<8} {:>6} {:>12} {:>8} {:>10} {:>8} {:>8}",
-        "mode", "loras", "step ms", "ratio", "flops-pred", "merged", "fused"
+        "{:<8} {:>6} {:>12} {:>8} {:>10} {:>10} {:>8} {:>8}",
+        "mode", "loras", "step ms", "ratio", "flops-pred", "dispatches", "merged", "fused"
     );
     for s in &r.steps {
         println!(
-            "{:<8} {:>6} {:>12.1} {:>8.3} {:>10.3} {:>8} {:>8}",
-            s.mode, s.loras, s.step_ms, s.ratio, s.predicted_ratio, s.merged_weights, s.fused_layers
+            "{:<8} {:>6} {:>12.1} {:>8.3} {:>10.3} {:>10} {:>8} {:>8}",
+            s.mode, s.loras, s.step_ms, s.ratio, s.predicted_ratio, s.dispatches, s.merged_weights, s.fused_layers
         );
     }
     for (mode, ms) in &r.switch6_ms {
