@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::pool::BufferPool;
+use crate::gpu::pool::{Arena, BufferPool};
 use crate::kernels::registry::Registry;
 use crate::{Error, Result};
 
@@ -52,6 +52,27 @@ pub struct Context {
     /// write an element are caught by tests.
     poison: std::sync::atomic::AtomicBool,
     lost: Arc<Mutex<Option<String>>>,
+    /// The open arena scope, if any (see [`Context::arena`]).
+    arena: Mutex<Option<Arc<Arena>>>,
+}
+
+/// An open arena scope; closing it (drop) drops the scope's free list. Returned by
+/// [`Context::arena`]; a guard from a nested call owns nothing.
+#[must_use = "the arena closes when the guard is dropped: bind it, e.g. `let _g = ctx.arena();`"]
+pub struct ArenaGuard<'a> {
+    ctx: &'a Context,
+    owns: bool,
+}
+
+impl Drop for ArenaGuard<'_> {
+    fn drop(&mut self) {
+        if self.owns {
+            let a = self.ctx.arena.lock().ok().and_then(|mut g| g.take());
+            if let Some(a) = a {
+                log::debug!("arena closed: {} allocations reused dead intermediates", a.reused());
+            }
+        }
+    }
 }
 
 const NO_ADAPTER_HELP: &str = "lorafuse needs a GPU through Vulkan, Metal, DX12 or OpenGL. On Linux without a \
@@ -203,6 +224,7 @@ impl Context {
             registry: Registry::default(),
             poison: std::sync::atomic::AtomicBool::new(false),
             lost,
+            arena: Mutex::new(None),
         }
     }
 
@@ -213,6 +235,33 @@ impl Context {
 
     pub(crate) fn poison(&self) -> bool {
         self.poison.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Open an arena scope for recording a graph: until the guard drops, tensors that
+    /// `GpuTensor::empty` hands out on this thread are arena tensors, and when the last handle of
+    /// one goes its buffer is reused by later arena tensors instead of staying reserved for the
+    /// dispatches that bound it. Tensors still alive when the scope closes (the graph's outputs)
+    /// keep their buffers. Nested calls (or calls from another thread while one is open) return a
+    /// guard that does nothing.
+    ///
+    /// Rules for the code inside (the pool module's `Arena` explains them): everything recorded
+    /// in the scope goes into one recorder (or recorders submitted/replayed in recording order),
+    /// and no tensor allocated in the scope is filled at record time by the CPU, a clear, a copy
+    /// or a separately submitted recorder. The uploading constructors (`from_slice`, `from_f16`,
+    /// `zeros`) already allocate outside the arena.
+    pub fn arena(&self) -> ArenaGuard<'_> {
+        let mut g = self.arena.lock().unwrap_or_else(|e| e.into_inner());
+        let owns = g.is_none();
+        if owns {
+            *g = Some(Arc::new(Arena::new(std::thread::current().id())));
+        }
+        ArenaGuard { ctx: self, owns }
+    }
+
+    /// The open arena, if this thread opened it.
+    pub(crate) fn active_arena(&self) -> Option<Arc<Arena>> {
+        let g = self.arena.lock().ok()?;
+        g.as_ref().filter(|a| a.owner() == std::thread::current().id()).cloned()
     }
 
     /// Block until all submitted work is done.

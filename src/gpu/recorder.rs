@@ -10,6 +10,8 @@ use crate::{Context, Error, Result};
 
 /// One recorded kernel launch. It keeps the pooled buffers it binds alive, so that a tensor dropped
 /// before submission cannot hand its buffer to an upload that `queue.write_buffer` would run first.
+/// Inside an arena scope (`Context::arena`) the buffer of a dead tensor is still handed to later
+/// tensors of the same recording, which only dispatches recorded after this one write.
 #[derive(Clone)]
 pub struct Dispatch {
     pub label: &'static str,

@@ -329,7 +329,11 @@ impl Pipeline {
         let temb = GpuTensor::empty(ctx, &temb_probe.shape, temb_probe.dtype)?;
         drop(probe);
         let mut graph = Recorder::new();
-        let eps_all = self.unet.forward_with_temb(ctx, &mut graph, &x_in, &temb, &context)?;
+        let eps_all = {
+            // Intermediates share buffers by liveness; the graph is always replayed as a whole.
+            let _arena = ctx.arena();
+            self.unet.forward_with_temb(ctx, &mut graph, &x_in, &temb, &context)?
+        };
 
         let mut images = Vec::new();
         let mut noise_all = Vec::with_capacity(req.batch * per);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use half::f16;
 
-use crate::gpu::pool::PooledBuffer;
+use crate::gpu::pool::{ArenaToken, PooledBuffer};
 use crate::{Context, Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +78,9 @@ pub struct GpuTensor {
     pub(crate) offset: u64,
     pub shape: Vec<usize>,
     pub dtype: DType,
+    /// Set when allocated inside an arena scope (`Context::arena`): shared by every handle of
+    /// the tensor, it hands the buffer to the arena's free list when the last handle goes.
+    pub(crate) arena: Option<Arc<ArenaToken>>,
 }
 
 /// A bindable range of a tensor's buffer. `shift` is the element index, inside the binding, of the
@@ -107,7 +110,20 @@ pub fn max_window_elems(ctx: &Context, dtype: DType) -> u64 {
 
 impl GpuTensor {
     /// An uninitialised tensor from the pool (NaN-filled when the context poisons allocations).
+    /// Inside an arena scope (`Context::arena`) it may reuse the buffer of a tensor that died in
+    /// the scope: write it only with dispatches recorded in the same scope, never with uploads.
     pub fn empty(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        Self::alloc(ctx, shape, dtype, true)
+    }
+
+    /// [`GpuTensor::empty`] that never takes part in an arena: for tensors whose contents come
+    /// from the CPU or from work submitted at record time (uploads, clears, copies), which
+    /// `queue` ordering would put before the recorded pass.
+    pub(crate) fn empty_outside_arena(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        Self::alloc(ctx, shape, dtype, false)
+    }
+
+    fn alloc(ctx: &Context, shape: &[usize], dtype: DType, in_arena: bool) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         let bytes = (n as u64).checked_mul(dtype.size() as u64).ok_or_else(|| {
             Error::limit("GpuTensor::empty", format!("bytes of shape {shape:?}"), u64::MAX, ctx.caps.max_buffer)
@@ -123,8 +139,18 @@ impl GpuTensor {
         if dtype == DType::F16 && !ctx.caps.shader_f16 {
             return Err(Error::dtype("GpuTensor::empty", "f16 tensors need SHADER_F16, which this adapter lacks"));
         }
-        let buf = Arc::new(ctx.pool.get(&ctx.device, bytes.max(4)));
-        let t = GpuTensor { buf, offset: 0, shape: shape.to_vec(), dtype };
+        let bytes = bytes.max(4);
+        let (buf, arena) = match ctx.active_arena().filter(|_| in_arena) {
+            Some(a) => {
+                let buf = a.take(bytes).unwrap_or_else(|| Arc::new(ctx.pool.get(&ctx.device, bytes)));
+                let token = Arc::new(ArenaToken::new(buf.clone(), &a));
+                (buf, Some(token))
+            }
+            None => (Arc::new(ctx.pool.get(&ctx.device, bytes)), None),
+        };
+        let t = GpuTensor { buf, offset: 0, shape: shape.to_vec(), dtype, arena };
+        // On a recycled arena buffer the fill lands before the recorded pass, where the dead
+        // tensor's writers overwrite it: harmless, though it then catches nothing.
         if ctx.poison() {
             let pattern = vec![0xFFu8; t.buf.size() as usize];
             ctx.queue.write_buffer(t.buf.buffer(), 0, &pattern);
@@ -134,7 +160,7 @@ impl GpuTensor {
 
     /// A tensor of zeros.
     pub fn zeros(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
-        let t = Self::empty(ctx, shape, dtype)?;
+        let t = Self::empty_outside_arena(ctx, shape, dtype)?;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         enc.clear_buffer(t.buf.buffer(), 0, None);
         ctx.queue.submit([enc.finish()]);
@@ -150,7 +176,7 @@ impl GpuTensor {
                 format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
-        let t = Self::empty(ctx, shape, dtype)?;
+        let t = Self::empty_outside_arena(ctx, shape, dtype)?;
         match dtype {
             DType::F32 => t.write_bytes(ctx, bytemuck::cast_slice(data)),
             DType::F16 => {
@@ -170,7 +196,7 @@ impl GpuTensor {
                 format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
-        let t = Self::empty(ctx, shape, DType::F16)?;
+        let t = Self::empty_outside_arena(ctx, shape, DType::F16)?;
         t.write_bytes(ctx, bytemuck::cast_slice(data));
         Ok(t)
     }
@@ -226,7 +252,14 @@ impl GpuTensor {
             offset: self.offset + (elem_offset * self.dtype.size()) as u64,
             shape: shape.to_vec(),
             dtype: self.dtype,
+            arena: self.arena.clone(),
         })
+    }
+
+    /// Whether this tensor was allocated inside an arena scope (its buffer may be reused there
+    /// once every handle is gone).
+    pub fn in_arena(&self) -> bool {
+        self.arena.is_some()
     }
 
     /// Whether two tensors share a buffer (kernels refuse outputs aliasing inputs).

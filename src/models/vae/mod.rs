@@ -71,8 +71,11 @@ impl LatentDecoder {
         Ok(LatentDecoder { post_quant_conv, decoder: Decoder::load(ctx, &vb.pp("decoder"), cfg, dtype)? })
     }
 
+    /// Records only, in an arena (`Context::arena`): intermediates share buffers by liveness,
+    /// so submit `rec` as a whole.
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
         resnet::check_input("vae.decode", z, self.decoder.latent_channels, self.decoder.dtype)?;
+        let _arena = ctx.arena();
         match &self.post_quant_conv {
             Some(p) => {
                 let z = p.forward(ctx, rec, z)?;
@@ -144,14 +147,16 @@ impl Vae {
     }
 
     /// `z [B, latent, h, w]` (already divided by the scaling factor) → raw image
-    /// `[B, out, 8h, 8w]`, roughly in [-1, 1]. Records only; nothing is submitted.
+    /// `[B, out, 8h, 8w]`, roughly in [-1, 1]. Records only (in an arena, see
+    /// [`LatentDecoder::forward`]); nothing is submitted.
     pub fn decode(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
         self.decoder.forward(ctx, rec, z)
     }
 
     /// `x [B, in, H, W]` in [-1, 1] → latent mean `[B, latent, H/8, W/8]` (not yet multiplied by
-    /// the scaling factor). Records only.
+    /// the scaling factor). Records only, in an arena like [`Vae::decode`].
     pub fn encode_mean(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
+        let _arena = ctx.arena();
         let enc = self.encoder.as_ref().ok_or_else(|| {
             Error::invalid("vae.encode", "this VAE was loaded without its encoder (Vae::load_decoder)")
         })?;
