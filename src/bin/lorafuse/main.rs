@@ -5,6 +5,7 @@ mod from_png;
 mod generate;
 mod grid;
 mod inspect;
+mod write_sd15;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
@@ -93,6 +94,8 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Write a full-size SD1.5 single-file checkpoint with random weights (and a kohya LoRA).
+    WriteSd15(write_sd15::WriteSd15Args),
     /// One full-size SD1.5 generation with synthetic weights: step time, VAE time, memory.
     Pipeline {
         /// Image side in pixels.
@@ -190,6 +193,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
             bench_lora(cli, *size, *rank, counts, precision, *budget_ms, *json)
         }
+        Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_sd15::run(args, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
             if !(*budget_ms > 0.0) {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
