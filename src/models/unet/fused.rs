@@ -69,7 +69,8 @@ pub fn stack_copies(ctx: &Context, parts: &[&GpuTensor]) -> Result<Option<GpuTen
     }
     let mut shape = vec![parts.len()];
     shape.extend_from_slice(&first.shape);
-    let out = GpuTensor::empty(ctx, &shape, first.dtype)?;
+    // Filled by buffer copies, not by a dispatch: never an arena buffer.
+    let out = GpuTensor::empty_outside_arena(ctx, &shape, first.dtype)?;
     ctx.scoped("unet.stack_copies", || {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         for (i, p) in parts.iter().enumerate() {
