@@ -41,24 +41,26 @@ impl UsedLora {
     }
 }
 
-impl Pipeline {
-    /// Every LoRA a request asks for: `req.loras`, then the prompt's tags resolved in
-    /// `req.lora_dir`, checked against `req.max_loras`.
-    pub fn request_specs(&self, req: &Request) -> Result<Vec<LoraSpec>> {
-        let mut specs = req.loras.clone();
-        let (_, tags, _) = extract_extra_networks(&req.prompt)?;
+impl Request {
+    /// Every LoRA the request asks for: `loras`, then the prompt's tags resolved in `lora_dir`,
+    /// checked against `max_loras`. Needs no model, so callers can check before loading one.
+    pub fn lora_specs(&self) -> Result<Vec<LoraSpec>> {
+        let mut specs = self.loras.clone();
+        let (_, tags, _) = extract_extra_networks(&self.prompt)?;
         for t in tags {
-            let path = resolve_in_dir(&req.lora_dir, &t.name)?;
+            let path = resolve_in_dir(&self.lora_dir, &t.name)?;
             specs.push(LoraSpec { path, unet_weight: t.unet_weight, te_weight: t.te_weight });
         }
-        if let Some(max) = req.max_loras {
+        if let Some(max) = self.max_loras {
             if specs.len() > max {
                 return Err(Error::limit("lora", "LoRAs in one request (--max-loras)", specs.len() as u64, max as u64));
             }
         }
         Ok(specs)
     }
+}
 
+impl Pipeline {
     /// Parse (or take from the cache) one LoRA file for this model.
     pub fn lora_file(&self, spec: &LoraSpec) -> Result<(Arc<LoraFile>, String)> {
         let mut rt = self.loras.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,7 +114,7 @@ impl Pipeline {
     }
 
     pub(crate) fn apply_request_loras(&self, ctx: &Context, req: &Request) -> Result<(Vec<UsedLora>, ApplyReport)> {
-        let specs = self.request_specs(req)?;
+        let specs = req.lora_specs()?;
         self.set_loras(ctx, &specs, req.lora_mode, req.lora_weights_vary)
     }
 }

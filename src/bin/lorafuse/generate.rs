@@ -118,6 +118,19 @@ fn save_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
     Ok(())
 }
 
+/// The output folder and the model exist (checked before anything loads).
+pub(crate) fn check_paths(a: &GenerateArgs) -> Result<()> {
+    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            bail!("output folder {} does not exist", dir.display());
+        }
+    }
+    if !a.model.exists() {
+        bail!("model {} does not exist", a.model.display());
+    }
+    Ok(())
+}
+
 pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let from_png;
     let a = match &a.from_png {
@@ -169,29 +182,13 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     // Cheap checks before the model loads (prompt tags resolve and the LoRA count is checked
     // here too, so a missing LoRA fails in a second, not after the load).
     req.validate()?;
-    let n_tags = lorafuse::models::clip::prompt::extract_extra_networks(&req.prompt)?.1.len();
-    for t in lorafuse::models::clip::prompt::extract_extra_networks(&req.prompt)?.1 {
-        lorafuse::lora::resolve_in_dir(&req.lora_dir, &t.name)?;
-    }
-    if let Some(max) = req.max_loras {
-        if req.loras.len() + n_tags > max {
-            bail!("{} LoRAs requested but --max-loras is {max}", req.loras.len() + n_tags);
-        }
-    }
-    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            bail!("output folder {} does not exist", dir.display());
-        }
-    }
-    if !a.model.exists() {
-        bail!("model {} does not exist", a.model.display());
-    }
+    let specs = req.lora_specs()?;
+    check_paths(a)?;
     let t0 = Instant::now();
     let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
     eprintln!("seed: {seed}");
     // Applied here so the report shows before sampling; `generate` then finds it in place.
-    let specs = pipe.request_specs(&req)?;
     if !specs.is_empty() {
         let t1 = Instant::now();
         let (_, report) = pipe.set_loras(ctx, &specs, req.lora_mode, req.lora_weights_vary)?;

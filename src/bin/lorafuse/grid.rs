@@ -8,8 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::grid::{cell_infotext, cell_path, compose, plan, Axis, AxisKind, LoraLookup, DEFAULT_MAX_CELLS};
-use lorafuse::lora::{resolve_in_dir, LoraMode, LoraSpec};
-use lorafuse::models::clip::prompt::extract_extra_networks;
+use lorafuse::lora::{LoraMode, LoraSpec};
 use lorafuse::pipeline::image::{model_hash, to_rgb8, write_png};
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
@@ -86,20 +85,6 @@ fn base_request(a: &GenerateArgs) -> Result<Request> {
 }
 
 /// A cell's prompt tags resolve and its LoRA count is within `--max-loras` (before the load).
-fn check_cell_loras(req: &Request) -> Result<()> {
-    let (_, tags, _) = extract_extra_networks(&req.prompt)?;
-    for t in &tags {
-        resolve_in_dir(&req.lora_dir, &t.name)?;
-    }
-    if let Some(max) = req.max_loras {
-        let n = req.loras.len() + tags.len();
-        if n > max {
-            bail!("a cell asks for {n} LoRAs but --max-loras is {max}");
-        }
-    }
-    Ok(())
-}
-
 pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let t_start = Instant::now();
     // --from-png: the grid starts from that image's settings (command-line options win).
@@ -123,16 +108,9 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     }
     let grid = plan(&base, x.as_ref(), y.as_ref(), z.as_ref(), g.max_cells)?;
     for c in &grid.cells {
-        check_cell_loras(&c.req)?;
+        c.req.lora_specs()?;
     }
-    if let Some(dir) = a.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            bail!("output folder {} does not exist", dir.display());
-        }
-    }
-    if !a.model.exists() {
-        bail!("model {} does not exist", a.model.display());
-    }
+    crate::generate::check_paths(a)?;
 
     let t0 = Instant::now();
     let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
