@@ -4,25 +4,12 @@
 //! checks (prompt tags, the LoRA folder, --max-loras).
 
 mod common;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
 use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::rng::RngKind;
-use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Request};
-use lorafuse::weights::safetensors::SafeTensorsFile;
-use lorafuse::{Context, HostTensor};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny")
-}
-
-fn golden(name: &str) -> Option<HostTensor> {
-    let f = SafeTensorsFile::open(fixtures().join("golden.safetensors")).unwrap();
-    let shape = f.info(name)?.shape.clone();
-    Some(HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
-}
+use lorafuse::pipeline::txt2img::{Pipeline, Precision, Request};
+use lorafuse::Context;
 
 fn lora_runs() -> Vec<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(fixtures().join("runs.json")).unwrap();
@@ -36,17 +23,7 @@ fn lora_runs() -> Vec<(String, serde_json::Value)> {
 }
 
 fn request(run: &serde_json::Value, name: &str, mode: LoraMode) -> Request {
-    let mut r = Request::new(run["prompt"].as_str().unwrap());
-    r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
-    r.steps = run["steps"].as_u64().unwrap() as usize;
-    r.cfg = run["cfg"].as_f64().unwrap() as f32;
-    r.sampler = run["sampler"].as_str().unwrap().parse().unwrap();
-    r.spacing = run["timestep_spacing"].as_str().unwrap().parse().unwrap();
-    r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
-    r.width = 64;
-    r.height = 64;
-    r.rng = RngKind::TorchCpu;
-    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: golden(&format!("{name}_step_noise")) };
+    let mut r = run_request(run, name);
     r.lora_mode = mode;
     r.loras = run["loras"]
         .as_array()
@@ -200,7 +177,7 @@ fn prompt_tags_resolve_in_the_lora_folder_only() {
     req.height = 64;
     req.steps = 1;
     req.lora_dir = fixtures().join("loras");
-    let specs = pipe.request_specs(&req).unwrap();
+    let specs = req.lora_specs().unwrap();
     assert_eq!(specs.len(), 1);
     assert_eq!((specs[0].unet_weight, specs[0].te_weight), (0.8, 0.8));
     let tagged = pipe.generate(ctx, &req, &mut |_| {}).unwrap();

@@ -7,33 +7,7 @@ mod common;
 use common::*;
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Request};
-use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::HostTensor;
-
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny")
-}
-
-fn golden(name: &str) -> Option<HostTensor> {
-    let f = SafeTensorsFile::open(fixtures().join("golden.safetensors")).unwrap();
-    let shape = f.info(name)?.shape.clone();
-    Some(HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
-}
-
-fn request(run: &serde_json::Value, name: &str) -> Request {
-    let mut r = Request::new(run["prompt"].as_str().unwrap());
-    r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
-    r.steps = run["steps"].as_u64().unwrap() as usize;
-    r.cfg = run["cfg"].as_f64().unwrap() as f32;
-    r.sampler = run["sampler"].as_str().unwrap().parse().unwrap();
-    r.spacing = run["timestep_spacing"].as_str().unwrap().parse().unwrap();
-    r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
-    r.width = 64;
-    r.height = 64;
-    r.rng = RngKind::TorchCpu;
-    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: golden(&format!("{name}_step_noise")) };
-    r
-}
 
 fn runs() -> Vec<(String, serde_json::Value)> {
     let text = std::fs::read_to_string(fixtures().join("runs.json")).unwrap();
@@ -52,7 +26,7 @@ fn check_all(model: &str) {
     let all = runs();
     assert!(all.len() >= 7, "runs.json has the 7 runs without LoRA");
     for (name, run) in all {
-        let req = request(&run, &name);
+        let req = run_request(&run, &name);
         let out = pipe.generate(ctx, &req, &mut |_| {}).unwrap();
         let lat = golden(&format!("{name}_latents")).unwrap();
         let img = golden(&format!("{name}_image")).unwrap();
@@ -79,7 +53,7 @@ fn f16_run_is_bounded() {
     }
     let pipe = Pipeline::load(ctx, &fixtures().join("model-fp16.safetensors"), Precision::F16).unwrap();
     let (name, run) = runs().into_iter().find(|(n, _)| n == "run_euler").unwrap();
-    let out = pipe.generate(ctx, &request(&run, &name), &mut |_| {}).unwrap();
+    let out = pipe.generate(ctx, &run_request(&run, &name), &mut |_| {}).unwrap();
     let img = golden("run_euler_image").unwrap();
     // f16 weights and activations through 4 guided steps (measured 1.2e-3 on lavapipe): bounded
     // at 2x the f32 run bound, as the fixture README expects ~10x the f32 errors.

@@ -91,3 +91,32 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f64) {
     }
     eprintln!("{what}: relative L2 {e:.3e} (tol {tol:.0e})");
 }
+
+/// The bundled sd15-tiny fixture folder.
+pub fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny")
+}
+
+/// A tensor of the fixture's golden.safetensors, `None` when absent.
+pub fn golden(name: &str) -> Option<lorafuse::HostTensor> {
+    let f = lorafuse::weights::safetensors::SafeTensorsFile::open(fixtures().join("golden.safetensors")).unwrap();
+    let shape = f.info(name)?.shape.clone();
+    Some(lorafuse::HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
+}
+
+/// The request of runs.json entry `name` at 64×64 with the fixture's noise (initial and per-step).
+pub fn run_request(run: &serde_json::Value, name: &str) -> lorafuse::pipeline::txt2img::Request {
+    use lorafuse::pipeline::txt2img::{NoiseOverride, Request};
+    let mut r = Request::new(run["prompt"].as_str().unwrap());
+    r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
+    r.steps = run["steps"].as_u64().unwrap() as usize;
+    r.cfg = run["cfg"].as_f64().unwrap() as f32;
+    r.sampler = run["sampler"].as_str().unwrap().parse().unwrap();
+    r.spacing = run["timestep_spacing"].as_str().unwrap().parse().unwrap();
+    r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
+    r.width = 64;
+    r.height = 64;
+    r.rng = lorafuse::pipeline::rng::RngKind::TorchCpu;
+    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: golden(&format!("{name}_step_noise")) };
+    r
+}
