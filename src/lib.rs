@@ -3,7 +3,7 @@
 //! Layers, bottom up:
 //! - [`gpu`]: device creation (or adoption of a host app's device), buffer pool, command recording.
 //! - [`tensor`]: GPU tensors (buffer + offset + shape + dtype) and host tensors.
-//! - [`kernels`]: one launcher per WGSL kernel in `shaders/`, keyed by a typed [`kernels::PipelineKey`].
+//! - [`kernels`]: one launcher per WGSL kernel in `shaders/`, keyed by a typed [`gpu::PipelineKey`].
 //! - [`reference`]: plain CPU versions of every kernel (f64 accumulation), the truth for tests.
 //! - [`weights`]: safetensors files, key names, model-family detection.
 //! - [`models`]: CLIP (tokenizer, prompt syntax), UNet, VAE.

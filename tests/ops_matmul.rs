@@ -270,8 +270,8 @@ fn matmul_rejects_bad_shapes() {
 fn matmul_tiled_pipelines_need_no_subgroups() {
     // The `tiled` pipelines are built from the part of shaders/matmul.wgsl above the `sg` kernel,
     // so adapters without SUBGROUP still run it; the full text does need the capability.
+    use lorafuse::gpu::pipelines::specialize;
     use lorafuse::kernels::matmul::{tiled_source, SRC};
-    use lorafuse::kernels::registry::specialize;
     use naga::valid::{Capabilities, ValidationFlags, Validator};
     let validate = |text: &str, caps: Capabilities| {
         let module = naga::front::wgsl::parse_str(text).map_err(|e| e.emit_to_string(text))?;

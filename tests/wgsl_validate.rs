@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use lorafuse::kernels::registry::{specialize, KernelSource};
+use lorafuse::gpu::pipelines::{specialize, KernelSource};
 use lorafuse::DType;
 
 fn kernels() -> Vec<(String, String)> {

@@ -6,16 +6,59 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::pipelines::PipelineCache;
 use crate::gpu::pool::{Arena, BufferPool};
-use crate::kernels::registry::Registry;
 use crate::{Error, Result};
+
+/// What kind of adapter the device runs on. Kernels pick CPU-friendly variants (bigger tiles,
+/// fewer workgroups) on [`AdapterKind::Cpu`] (lavapipe, SwiftShader).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdapterKind {
+    DiscreteGpu,
+    IntegratedGpu,
+    VirtualGpu,
+    Cpu,
+    Other,
+}
+
+impl From<wgpu::DeviceType> for AdapterKind {
+    fn from(t: wgpu::DeviceType) -> Self {
+        match t {
+            wgpu::DeviceType::DiscreteGpu => AdapterKind::DiscreteGpu,
+            wgpu::DeviceType::IntegratedGpu => AdapterKind::IntegratedGpu,
+            wgpu::DeviceType::VirtualGpu => AdapterKind::VirtualGpu,
+            wgpu::DeviceType::Cpu => AdapterKind::Cpu,
+            wgpu::DeviceType::Other => AdapterKind::Other,
+        }
+    }
+}
+
+impl AdapterKind {
+    /// Preference when several adapters are available (lower is better).
+    fn rank(self) -> u32 {
+        match self {
+            AdapterKind::DiscreteGpu => 0,
+            AdapterKind::IntegratedGpu => 1,
+            AdapterKind::VirtualGpu => 2,
+            AdapterKind::Other => 3,
+            AdapterKind::Cpu => 4,
+        }
+    }
+}
+
+/// Prints wgpu's variant names (`DiscreteGpu`, `Cpu`, ...), as `lorafuse info` always has.
+impl std::fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
 
 /// What the device can do, captured once; kernels read this instead of querying wgpu.
 #[derive(Clone, Debug)]
 pub struct Caps {
     pub adapter_name: String,
     pub backend: String,
-    pub device_type: String,
+    pub device_type: AdapterKind,
     pub driver: String,
     pub shader_f16: bool,
     pub subgroups: bool,
@@ -47,7 +90,7 @@ pub struct Context {
     pub queue: wgpu::Queue,
     pub caps: Caps,
     pub(crate) pool: BufferPool,
-    pub(crate) registry: Registry,
+    pub(crate) pipelines: PipelineCache,
     /// When set, every newly handed-out tensor is filled with NaN so that kernels which forget to
     /// write an element are caught by tests.
     poison: std::sync::atomic::AtomicBool,
@@ -80,21 +123,18 @@ GPU, install the Mesa software driver: `apt-get install mesa-vulkan-drivers` (De
 `dnf install mesa-vulkan-drivers` (Fedora). On a machine with a GPU, install its vendor's Vulkan driver. \
 Set LORAFUSE_ADAPTER=<name substring> to pick one adapter among several.";
 
-fn type_rank(t: wgpu::DeviceType) -> u32 {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    }
-}
-
 fn backend_rank(b: wgpu::Backend) -> u32 {
     match b {
         wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
         wgpu::Backend::Gl => 1,
         _ => 2,
+    }
+}
+
+impl Caps {
+    /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader).
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == AdapterKind::Cpu
     }
 }
 
@@ -135,7 +175,7 @@ impl Context {
             let mut a = adapters;
             a.sort_by_key(|a| {
                 let i = a.get_info();
-                (type_rank(i.device_type), backend_rank(i.backend))
+                (AdapterKind::from(i.device_type).rank(), backend_rank(i.backend))
             });
             a.into_iter().next().expect("non-empty")
         };
@@ -183,7 +223,7 @@ impl Context {
         let caps = Caps {
             adapter_name: info.name.clone(),
             backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
+            device_type: info.device_type.into(),
             driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroups: f.contains(wgpu::Features::SUBGROUP),
@@ -221,7 +261,7 @@ impl Context {
             queue,
             caps,
             pool: BufferPool::default(),
-            registry: Registry::default(),
+            pipelines: PipelineCache::default(),
             poison: std::sync::atomic::AtomicBool::new(false),
             lost,
             arena: Mutex::new(None),

@@ -1,8 +1,16 @@
-//! GPU plumbing: device context, buffer pool, command recording.
+//! GPU plumbing: device context, buffer pool, storage types, pipeline cache and launches, command
+//! recording, readback. Nothing here knows about tensors or kernels.
 
+pub mod binding;
 pub mod context;
+pub mod dtype;
+pub mod pipelines;
 pub mod pool;
+pub(crate) mod readback;
 pub mod recorder;
 
-pub use context::{Caps, Context, ContextOptions};
+pub use binding::Window;
+pub use context::{AdapterKind, Caps, Context, ContextOptions};
+pub use dtype::DType;
+pub use pipelines::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 pub use recorder::{Dispatch, Recorder};

@@ -119,7 +119,7 @@ impl Recorder {
             ctx.queue.submit([enc.finish()]);
             Ok(())
         })?;
-        let bytes = crate::tensor::map_read(ctx, &read, 16)?;
+        let bytes = crate::gpu::readback::map_read(ctx, &read, 16)?;
         let t: &[u64] = bytemuck::cast_slice(&bytes);
         let ticks = t[1].saturating_sub(t[0]) as f64;
         let ns = ticks * ctx.queue.get_timestamp_period() as f64;

@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -103,7 +103,7 @@ impl ConvTile {
     /// the tile is as large as the spill budget allows (32 channels × 16 pixels per invocation);
     /// on GPUs the accumulators must stay in registers (16 × 4).
     pub fn pick(ctx: &Context, cout: usize, wo: usize, pixels: usize) -> ConvTile {
-        let cpu = ctx.caps.device_type.eq_ignore_ascii_case("cpu");
+        let cpu = ctx.caps.is_cpu();
         let tm_max = if cpu { 32 } else { 16 };
         let tm = cout.div_ceil(4).min(tm_max / 4) as u32 * 4;
         let tn_max = if cpu { TN_MAX as usize } else { 4 };

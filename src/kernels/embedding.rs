@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 

@@ -10,7 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -73,7 +73,7 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<GpuTensor> {
-    let target = if ctx.caps.device_type == "Cpu" { TARGET_WORKGROUPS_CPU } else { TARGET_WORKGROUPS };
+    let target = if ctx.caps.is_cpu() { TARGET_WORKGROUPS_CPU } else { TARGET_WORKGROUPS };
     group_norm_tuned(ctx, rec, x, groups, gamma, beta, eps, silu, target)
 }
 

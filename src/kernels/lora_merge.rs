@@ -15,7 +15,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::pool::PooledBuffer;
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 
@@ -98,7 +98,7 @@ impl GemmKernel {
 /// 32x32 with 64 threads otherwise.
 pub fn tiled_kernel(ctx: &Context) -> GemmKernel {
     let big = GemmKernel::Tiled { bm: 64, bn: 64, bk: 16 };
-    if ctx.caps.device_type != "Cpu" && check_kernel(ctx, "matmul", big).is_ok() {
+    if !ctx.caps.is_cpu() && check_kernel(ctx, "matmul", big).is_ok() {
         big
     } else {
         GemmKernel::Tiled { bm: 32, bn: 32, bk: 16 }
@@ -109,7 +109,7 @@ pub fn tiled_kernel(ctx: &Context) -> GemmKernel {
 /// 8- or 16-wide subgroups (lavapipe), `tiled` everywhere else.
 pub fn default_kernel(ctx: &Context) -> GemmKernel {
     let c = &ctx.caps;
-    if c.device_type == "Cpu" && c.subgroups && c.subgroup_min_size == c.subgroup_max_size {
+    if c.is_cpu() && c.subgroups && c.subgroup_min_size == c.subgroup_max_size {
         let k = GemmKernel::Subgroup { lanes: c.subgroup_min_size };
         if check_kernel(ctx, "matmul", k).is_ok() {
             return k;

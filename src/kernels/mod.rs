@@ -16,10 +16,7 @@ pub mod layer_norm;
 pub mod lora_linear;
 pub mod lora_merge;
 pub mod matmul;
-pub mod registry;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod unary;
 pub mod upsample;
-
-pub use registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};

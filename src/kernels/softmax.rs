@@ -5,8 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::kernels::layer_norm::{row_threads, ROW_WG};
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 

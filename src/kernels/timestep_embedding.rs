@@ -9,8 +9,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::kernels::embedding::storage_from_words;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 

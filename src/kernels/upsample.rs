@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::Recorder;
-use crate::kernels::registry::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
 use crate::tensor::{max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 

@@ -5,40 +5,18 @@
 //! binding (lavapipe allows 128 MiB, SD1.5's f32 token embedding is 152 MB): kernels bind
 //! [`Window`]s of it, each within the device limit, and split their work accordingly.
 
+pub mod windows;
+
 use std::sync::Arc;
 
 use half::f16;
 
 use crate::gpu::pool::{ArenaToken, PooledBuffer};
+use crate::gpu::readback::map_read;
 use crate::{Context, Error, Result};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    F32,
-    F16,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        }
-    }
-    /// Round an f32 to what this dtype stores (references use it to see the same inputs).
-    pub fn round(self, x: f32) -> f32 {
-        match self {
-            DType::F32 => x,
-            DType::F16 => f16::from_f32(x).to_f32(),
-        }
-    }
-}
+pub use crate::gpu::{DType, Window};
+pub use windows::{chunks, max_window_elems};
 
 /// Row-major f32 data on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,31 +59,6 @@ pub struct GpuTensor {
     /// Set when allocated inside an arena scope (`Context::arena`): shared by every handle of
     /// the tensor, it hands the buffer to the arena's free list when the last handle goes.
     pub(crate) arena: Option<Arc<ArenaToken>>,
-}
-
-/// A bindable range of a tensor's buffer. `shift` is the element index, inside the binding, of the
-/// first requested element (bindings must start at the storage offset alignment); kernels take it
-/// as a parameter.
-pub struct Window<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-    pub shift: u32,
-}
-
-impl Window<'_> {
-    pub fn resource(&self) -> wgpu::BindingResource<'_> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer,
-            offset: self.offset,
-            size: std::num::NonZeroU64::new(self.size),
-        })
-    }
-}
-
-/// Number of elements of `dtype` that always fit in one binding whatever the window's alignment.
-pub fn max_window_elems(ctx: &Context, dtype: DType) -> u64 {
-    (ctx.caps.max_binding.saturating_sub(ctx.caps.storage_align)) / dtype.size() as u64
 }
 
 impl GpuTensor {
@@ -331,17 +284,4 @@ impl GpuTensor {
     pub fn to_host(&self, ctx: &Context) -> Result<HostTensor> {
         Ok(HostTensor { shape: self.shape.clone(), data: self.to_vec(ctx)? })
     }
-}
-
-/// Map a MAP_READ buffer after all submitted work and copy out its first `len` bytes.
-pub(crate) fn map_read(ctx: &Context, buf: &wgpu::Buffer, len: u64) -> Result<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    buf.map_async(wgpu::MapMode::Read, 0..len, move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.sync()?;
-    rx.recv().map_err(|e| Error::Readback(e.to_string()))?.map_err(|e| Error::Readback(e.to_string()))?;
-    let out = buf.get_mapped_range(0..len).map_err(|e| Error::Readback(e.to_string()))?.to_vec();
-    buf.unmap();
-    Ok(out)
 }

@@ -1,4 +1,5 @@
-//! Typed pipeline keys and the lazy pipeline cache.
+//! Kernel sources, typed pipeline keys, the lazy pipeline cache and the one function that records
+//! a launch (bind group from [`Arg`]s, uniform upload, grid check).
 //!
 //! Every kernel is a real `.wgsl` file in `shaders/`, embedded with [`wgsl!`](crate::wgsl). A file
 //! declares its storage element type as the line `alias ST = f32;`; the f16 variant of the same
@@ -10,8 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::pool::PooledBuffer;
-use crate::gpu::{Dispatch, Recorder};
-use crate::tensor::{DType, Window};
+use crate::gpu::{DType, Dispatch, Recorder, Window};
 use crate::{Context, Error, Result};
 
 /// An embedded kernel source.
@@ -26,7 +26,7 @@ pub struct KernelSource {
 #[macro_export]
 macro_rules! wgsl {
     ($name:literal) => {
-        $crate::kernels::registry::KernelSource {
+        $crate::gpu::pipelines::KernelSource {
             name: $name,
             source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $name, ".wgsl")),
         }
@@ -94,8 +94,9 @@ struct Compiled {
     pipeline: wgpu::ComputePipeline,
 }
 
+/// Every pipeline compiled so far, by key and binding kinds; one per [`Context`].
 #[derive(Default)]
-pub(crate) struct Registry {
+pub(crate) struct PipelineCache {
     pipelines: Mutex<HashMap<(PipelineKey, Vec<BindKind>), Arc<Compiled>>>,
 }
 
@@ -116,10 +117,10 @@ pub fn specialize(src: &KernelSource, dtype: DType) -> Result<String> {
     }
 }
 
-impl Registry {
+impl PipelineCache {
     fn get(&self, ctx: &Context, src: &KernelSource, key: &PipelineKey, kinds: &[BindKind]) -> Result<Arc<Compiled>> {
         let k = (key.clone(), kinds.to_vec());
-        if let Some(c) = self.pipelines.lock().expect("registry lock").get(&k) {
+        if let Some(c) = self.pipelines.lock().expect("pipeline cache lock").get(&k) {
             return Ok(c.clone());
         }
         if key.dtype == DType::F16 && !ctx.caps.shader_f16 {
@@ -188,7 +189,7 @@ impl Registry {
             })
             .map_err(|e| Error::Shader { kernel: label.clone(), msg: e.to_string() })?;
         let c = Arc::new(compiled);
-        self.pipelines.lock().expect("registry lock").insert(k, c.clone());
+        self.pipelines.lock().expect("pipeline cache lock").insert(k, c.clone());
         Ok(c)
     }
 }
@@ -217,7 +218,7 @@ pub fn launch(
         return Ok(());
     }
     let kinds: Vec<BindKind> = args.iter().map(|a| a.kind()).collect();
-    let compiled = ctx.registry.get(ctx, src, key, &kinds)?;
+    let compiled = ctx.pipelines.get(ctx, src, key, &kinds)?;
     let uniforms: Vec<Option<wgpu::Buffer>> = args
         .iter()
         .map(|a| match a {
