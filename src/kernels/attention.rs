@@ -17,9 +17,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, DType, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("attention");
@@ -316,27 +315,14 @@ pub fn attention_tiled(
     }
     let scale_log2 = scale * std::f32::consts::LOG2_E;
     // (first batch, batches, first row, rows) per launch.
-    let mut chunks = Vec::new();
-    if qb <= maxe {
+    let runs: Vec<_> = if qb <= maxe {
         let per = (maxe / qb).min(maxe / kb.max(1)).max(1);
-        let mut b0 = 0;
-        while b0 < b {
-            let nb = per.min(b - b0);
-            chunks.push((b0, nb, 0, sq));
-            b0 += nb;
-        }
+        chunks(b, per).map(|(b0, nb)| (b0, nb, 0, sq)).collect()
     } else {
         let rows = (maxe / hd / t.bq as usize * t.bq as usize).max(1);
-        for bi in 0..b {
-            let mut r0 = 0;
-            while r0 < sq {
-                let nr = rows.min(sq - r0);
-                chunks.push((bi, 1, r0, nr));
-                r0 += nr;
-            }
-        }
-    }
-    for (b0, nb, r0, nr) in chunks {
+        (0..b).flat_map(|bi| chunks(sq, rows).map(move |(r0, nr)| (bi, 1, r0, nr))).collect()
+    };
+    for (b0, nb, r0, nr) in runs {
         let qlen = ((nb - 1) * sq + nr) * hd;
         let qw = q.window(ctx, (b0 * sq + r0) * hd, qlen)?;
         let ow = out.window(ctx, (b0 * sq + r0) * hd, qlen)?;

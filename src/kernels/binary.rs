@@ -10,9 +10,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("binary");
@@ -221,10 +220,7 @@ fn run(
             base_a += c * dims[d].sa;
             base_b += c * dims[d].sb;
         }
-        let mut lo = 0;
-        while lo < dims[k].ext {
-            let hi = (lo + step).min(dims[k].ext);
-            let span = hi - lo;
+        for (lo, span) in chunks(dims[k].ext, step) {
             let o_start = (pfx * dims[k].ext + lo) * inner[k];
             let len = span * inner[k];
             let a_start = base_a + lo * dims[k].sa;
@@ -255,7 +251,6 @@ fn run(
                 groups,
                 vec![a.keep(), b.keep(), out.keep()],
             )?;
-            lo = hi;
         }
     }
     Ok(out)

@@ -3,9 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("concat");
@@ -97,10 +96,8 @@ pub fn concat_into(ctx: &Context, rec: &mut Recorder, parts: &[&GpuTensor], dim:
         } else {
             (1, cols.min(lim))
         };
-        for r0 in (0..rows).step_by(rows_per) {
-            let nr = rows_per.min(rows - r0);
-            for c0 in (0..cols).step_by(col_block) {
-                let nc = col_block.min(cols - c0);
+        for (r0, nr) in chunks(rows, rows_per) {
+            for (c0, nc) in chunks(cols, col_block) {
                 let xw = part.window(ctx, r0 * cols + c0, if nr > 1 { nr * cols } else { nc })?;
                 let yw = y.window(ctx, r0 * dst_stride + off + c0, (nr - 1) * dst_stride + nc)?;
                 let n = nr * nc;

@@ -19,9 +19,8 @@ use std::sync::LazyLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, DType, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("conv2d");
@@ -352,8 +351,7 @@ pub fn pack_weight(ctx: &Context, rec: &mut Recorder, w: &GpuTensor, tm: u32) ->
     }
     let key = PipelineKey::new(&SRC, "pack", w.dtype).with("TM", tm).with("KH", kh as u32).with("KW", kw as u32);
     let per = (lim / blk).max(1); // blocks per launch
-    for b0 in (0..nblk).step_by(per) {
-        let nb = per.min(nblk - b0);
+    for (b0, nb) in chunks(nblk, per) {
         let co0 = b0 * tmu;
         let rows = (nb * tmu).min(cout - co0);
         let src = w.window(ctx, co0 * cin * taps, rows * cin * taps)?;
@@ -459,17 +457,13 @@ pub fn conv2d_packed_tiled(
     let (hw, howo) = (d.h * d.w, d.ho * d.wo);
     let (x_img, y_img) = (d.cin * hw, d.cout * howo);
     let w_blk = d.cin * taps * tm;
-    for n0 in (0..d.n).step_by(plan.imgs) {
-        let nb_img = plan.imgs.min(d.n - n0);
-        for co0 in (0..d.cout).step_by(plan.cout) {
-            let cn = plan.cout.min(d.cout - co0);
+    for (n0, nb_img) in chunks(d.n, plan.imgs) {
+        for (co0, cn) in chunks(d.cout, plan.cout) {
             let blk0 = co0 / tm;
             let co_lo = co0 - blk0 * tm;
             let nblk = (co_lo + cn).div_ceil(tm);
-            for ci0 in (0..d.cin).step_by(plan.cin) {
-                let ck = plan.cin.min(d.cin - ci0);
-                for oy0 in (0..d.ho).step_by(plan.rows) {
-                    let rows = plan.rows.min(d.ho - oy0);
+            for (ci0, ck) in chunks(d.cin, plan.cin) {
+                for (oy0, rows) in chunks(d.ho, plan.rows) {
                     // Input rows this block reads (clipped to the image; at least one row).
                     let (iy_lo, iy_hi) = if rows == d.ho {
                         (0, d.h)

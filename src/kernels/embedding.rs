@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor, Window};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("embedding");
@@ -99,9 +98,7 @@ pub fn embedding(ctx: &Context, rec: &mut Recorder, table: &GpuTensor, ids: &[u3
     }
     let buf = storage_from_words(ctx, OP, &words)?;
     let key = PipelineKey::new(&SRC, "main", table.dtype).with("WG", WG);
-    let mut c0 = 0;
-    while c0 < d {
-        let nc = cw.min(d - c0);
+    for (c0, nc) in chunks(d, cw) {
         for &(tc, oc, byte_off, count) in &segments {
             let tr0 = tc * t_rows;
             let tr = t_rows.min(v - tr0);
@@ -123,7 +120,6 @@ pub fn embedding(ctx: &Context, rec: &mut Recorder, table: &GpuTensor, ids: &[u3
                 vec![table.keep(), out.keep()],
             )?;
         }
-        c0 += nc;
     }
     Ok(out)
 }

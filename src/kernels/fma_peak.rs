@@ -2,8 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 

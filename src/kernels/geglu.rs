@@ -7,9 +7,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("geglu");
@@ -51,12 +50,8 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
     let cw = half.min(cap);
     let rows_per = if cw < half { 1 } else { ((cap - half) / last + 1).min(rows) };
     let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG);
-    let mut r0 = 0;
-    while r0 < rows {
-        let nr = rows_per.min(rows - r0);
-        let mut c0 = 0;
-        while c0 < half {
-            let nc = cw.min(half - c0);
+    for (r0, nr) in chunks(rows, rows_per) {
+        for (c0, nc) in chunks(half, cw) {
             let span_in = (nr - 1) * last + nc;
             let hw = x.window(ctx, r0 * last + c0, span_in)?;
             let gw = x.window(ctx, r0 * last + half + c0, span_in)?;
@@ -80,9 +75,7 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
                 groups,
                 vec![x.keep(), out.keep()],
             )?;
-            c0 += nc;
         }
-        r0 += nr;
     }
     Ok(out)
 }

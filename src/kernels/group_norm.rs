@@ -9,9 +9,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, DType, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("group_norm");
@@ -168,14 +167,13 @@ pub fn group_norm_tuned(
     let stats_key = PipelineKey::new(&SRC, "stats", x.dtype).with("WG", wg as u32);
     let apply_key = PipelineKey::new(&SRC, "apply", x.dtype).with("WG", wg as u32).with("SILU", silu as u32);
     for pass in 0..2 {
-        let mut j0 = 0;
-        while j0 < total {
-            let j1 = (j0 + per).min(total);
+        for (j0, count) in chunks(total, per) {
+            let j1 = j0 + count;
             let (start, _) = range(j0);
             let (_, end) = range(j1 - 1);
             let xw = x.window(ctx, start, end - start)?;
-            let groups3 = fold_groups(ctx, OP, (j1 - j0) as u64)?;
-            let mut p = Params { j0: j0 as u32, count: (j1 - j0) as u32, x_shift: xw.shift, ..base };
+            let groups3 = fold_groups(ctx, OP, count as u64)?;
+            let mut p = Params { j0: j0 as u32, count: count as u32, x_shift: xw.shift, ..base };
             if pass == 0 {
                 launch(
                     ctx,
@@ -206,7 +204,6 @@ pub fn group_norm_tuned(
                     vec![x.keep(), part.keep(), gamma.keep(), beta.keep(), y.keep()],
                 )?;
             }
-            j0 = j1;
         }
     }
     Ok(y)

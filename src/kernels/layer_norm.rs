@@ -4,9 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{launch, Arg, KernelSource, Recorder};
+use crate::kernels::rows::RowTeams;
+use crate::tensor::GpuTensor;
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("layer_norm");
@@ -23,15 +23,6 @@ struct Params {
     b_shift: u32,
     eps: f32,
     pad: u32,
-}
-
-/// Threads per workgroup of the row kernels (layer_norm, softmax).
-pub(crate) const ROW_WG: u32 = 256;
-
-/// Threads per row for rows of `len` values: about 8 values per thread (what the shaders keep in
-/// registers), a power of two in 8..=ROW_WG; a workgroup takes ROW_WG / that many rows.
-pub(crate) fn row_threads(len: usize) -> u32 {
-    len.div_ceil(8).next_power_of_two().clamp(8, ROW_WG as usize) as u32
 }
 
 /// LayerNorm of `x` [..., C] over its last dimension C (biased variance, as PyTorch):
@@ -62,20 +53,11 @@ pub fn layer_norm(
     if x.numel() == 0 {
         return Ok(y);
     }
-    let rows = x.numel() / c;
-    let max_window = max_window_elems(ctx, x.dtype) as usize;
-    let per = max_window / c;
-    if per == 0 {
-        return Err(Error::limit(OP, format!("row length C of x {:?}", x.shape), c as u64, max_window as u64));
-    }
-    let tpr = row_threads(c);
-    let rows_per_wg = (ROW_WG / tpr) as u64;
-    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", ROW_WG).with("TPR", tpr);
+    let teams = RowTeams::new(ctx, OP, x, c, format!("row length C of x {:?}", x.shape))?;
+    let key = teams.key(&SRC, x);
     let gw = gamma.full(ctx)?;
     let bw = beta.full(ctx)?;
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = per.min(rows - r0);
+    for (r0, n) in teams.runs() {
         let xw = x.window(ctx, r0 * c, n * c)?;
         let yw = y.window(ctx, r0 * c, n * c)?;
         let p = Params {
@@ -88,7 +70,6 @@ pub fn layer_norm(
             eps,
             pad: 0,
         };
-        let groups = fold_groups(ctx, OP, (n as u64).div_ceil(rows_per_wg))?;
         launch(
             ctx,
             rec,
@@ -101,10 +82,9 @@ pub fn layer_norm(
                 Arg::Write(yw),
                 Arg::Uniform(bytemuck::bytes_of(&p)),
             ],
-            groups,
+            teams.groups(ctx, OP, n)?,
             vec![x.keep(), gamma.keep(), beta.keep(), y.keep()],
         )?;
-        r0 += n;
     }
     Ok(y)
 }

@@ -15,9 +15,8 @@ use std::sync::OnceLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("matmul");
@@ -334,15 +333,10 @@ pub(crate) fn record_gemm(ctx: &Context, rec: &mut Recorder, g: &Gemm<'_>, kerne
     if let Some(bt) = g.bias {
         keep.push(bt.keep());
     }
-    let mut bi = 0;
-    while bi < g.batch {
-        let nb = per_launch.min(g.batch - bi);
-        for m0 in (0..m).step_by(mw) {
-            let mc = mw.min(m - m0);
-            for n0 in (0..n).step_by(nw) {
-                let nc = nw.min(n - n0);
-                for k0 in (0..k).step_by(kw) {
-                    let kc = kw.min(k - k0);
+    for (bi, nb) in chunks(g.batch, per_launch) {
+        for (m0, mc) in chunks(m, mw) {
+            for (n0, nc) in chunks(n, nw) {
+                for (k0, kc) in chunks(k, kw) {
                     let first = k0 == 0;
                     // Windows: whole tensors for a multi-batch launch, else just the chunk.
                     let (aw, bw, cw) = if nb > 1 {
@@ -416,14 +410,14 @@ pub(crate) fn record_gemm(ctx: &Context, rec: &mut Recorder, g: &Gemm<'_>, kerne
                     let groups = fold_groups(ctx, g.op, (tiles_n * tiles_m * nb) as u64)?;
                     // Unused bindings get a copy of A's window (read-only, never read); `sg` binds
                     // A, B, A2, B2 a second time as its vec4 views.
-                    let a2w = a2w.unwrap_or_else(|| copy(&aw));
-                    let b2w = b2w.unwrap_or_else(|| copy(&aw));
+                    let a2w = a2w.unwrap_or_else(|| aw.again());
+                    let b2w = b2w.unwrap_or_else(|| aw.again());
                     let mut args = vec![
-                        Arg::Read(copy(&aw)),
-                        Arg::Read(copy(&bw)),
-                        Arg::Read(copy(&a2w)),
-                        Arg::Read(copy(&b2w)),
-                        Arg::Read(biasw.unwrap_or_else(|| copy(&aw))),
+                        Arg::Read(aw.again()),
+                        Arg::Read(bw.again()),
+                        Arg::Read(a2w.again()),
+                        Arg::Read(b2w.again()),
+                        Arg::Read(biasw.unwrap_or_else(|| aw.again())),
                         Arg::Write(cw),
                         Arg::Uniform(bytemuck::bytes_of(&p)),
                     ];
@@ -435,14 +429,8 @@ pub(crate) fn record_gemm(ctx: &Context, rec: &mut Recorder, g: &Gemm<'_>, kerne
                 }
             }
         }
-        bi += nb;
     }
     Ok(())
-}
-
-/// A second binding of the same range.
-fn copy<'a>(w: &Window<'a>) -> Window<'a> {
-    Window { buffer: w.buffer, offset: w.offset, size: w.size, shift: w.shift }
 }
 
 fn check_dtypes(op: &'static str, ts: &[(&str, &GpuTensor)]) -> Result<DType> {

@@ -16,6 +16,7 @@ pub mod layer_norm;
 pub mod lora_linear;
 pub mod lora_merge;
 pub mod matmul;
+mod rows;
 pub mod softmax;
 pub mod timestep_embedding;
 pub mod unary;

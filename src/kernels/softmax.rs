@@ -4,10 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::kernels::layer_norm::{row_threads, ROW_WG};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{launch, Arg, KernelSource, Recorder};
+use crate::kernels::rows::RowTeams;
+use crate::tensor::GpuTensor;
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("softmax");
@@ -31,32 +30,21 @@ pub fn softmax(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTe
     if x.numel() == 0 {
         return Ok(y);
     }
-    let rows = x.numel() / len;
-    let max_window = max_window_elems(ctx, x.dtype) as usize;
-    let per = max_window / len;
-    if per == 0 {
-        return Err(Error::limit(OP, format!("row length of x {:?}", x.shape), len as u64, max_window as u64));
-    }
-    let tpr = row_threads(len);
-    let rows_per_wg = (ROW_WG / tpr) as u64;
-    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", ROW_WG).with("TPR", tpr);
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = per.min(rows - r0);
+    let teams = RowTeams::new(ctx, OP, x, len, format!("row length of x {:?}", x.shape))?;
+    let key = teams.key(&SRC, x);
+    for (r0, n) in teams.runs() {
         let xw = x.window(ctx, r0 * len, n * len)?;
         let yw = y.window(ctx, r0 * len, n * len)?;
         let p = Params { rows: n as u32, len: len as u32, x_shift: xw.shift, y_shift: yw.shift };
-        let groups = fold_groups(ctx, OP, (n as u64).div_ceil(rows_per_wg))?;
         launch(
             ctx,
             rec,
             &SRC,
             &key,
             &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))],
-            groups,
+            teams.groups(ctx, OP, n)?,
             vec![x.keep(), y.keep()],
         )?;
-        r0 += n;
     }
     Ok(y)
 }

@@ -8,10 +8,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::kernels::embedding::storage_from_words;
-use crate::tensor::{max_window_elems, DType, GpuTensor, Window};
+use crate::tensor::{chunks, flat_run, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("timestep_embedding");
@@ -85,14 +84,8 @@ pub fn timestep_embedding(
     }
     let aux_buf = storage_from_words(ctx, OP, &aux)?;
     let key = PipelineKey::new(&SRC, "main", dtype).with("WG", WG);
-    // Output chunks by element range; starts stay multiples of 1024 elements.
-    let chunk = (max_window_elems(ctx, dtype) / 1024 * 1024).max(1024) as usize;
-    let n = b * dim;
-    let mut e0 = 0;
-    while e0 < n {
-        let len = chunk.min(n - e0);
+    for (e0, len) in chunks(b * dim, flat_run(ctx, dtype)) {
         let ow = out.window(ctx, e0, len)?;
-        let aw = Window { buffer: &aux_buf, offset: 0, size: aux_buf.size(), shift: 0 };
         let p = Params {
             n: len as u32,
             e0: e0 as u32,
@@ -108,11 +101,10 @@ pub fn timestep_embedding(
             rec,
             &SRC,
             &key,
-            &[Arg::Read(aw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
+            &[Arg::Read(Window::whole(&aux_buf)), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
             groups,
             vec![out.keep()],
         )?;
-        e0 += len;
     }
     Ok(out)
 }

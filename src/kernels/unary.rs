@@ -2,9 +2,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, flat_run, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("unary");
@@ -56,12 +55,7 @@ pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTenso
     }
     let alpha = if let UnaryOp::Scale(a) = op { a } else { 0.0 };
     let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG).with("OP", op.code());
-    // Split into chunks that fit one binding; chunk starts stay multiples of 1024 elements.
-    let chunk = (max_window_elems(ctx, x.dtype) / 1024 * 1024).max(1024) as usize;
-    let n = x.numel();
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
+    for (start, len) in chunks(x.numel(), flat_run(ctx, x.dtype)) {
         let xw = x.window(ctx, start, len)?;
         let yw = y.window(ctx, start, len)?;
         let p = Params { n: len as u32, in_shift: xw.shift, out_shift: yw.shift, alpha };
@@ -75,7 +69,6 @@ pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTenso
             groups,
             vec![x.keep(), y.keep()],
         )?;
-        start += len;
     }
     Ok(())
 }

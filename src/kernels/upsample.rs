@@ -3,9 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::Recorder;
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey};
-use crate::tensor::{max_window_elems, GpuTensor};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::tensor::{chunks, max_window_elems, runs, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("upsample");
@@ -136,8 +135,8 @@ pub fn upsample_nearest_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y
     };
     if xp <= lim && yp <= lim {
         let per = (lim / xp).min(lim / yp).max(1);
-        for p0 in (0..planes).step_by(per) {
-            go(p0, per.min(planes - p0), 0, oh)?;
+        for (p0, np) in chunks(planes, per) {
+            go(p0, np, 0, oh)?;
         }
         return Ok(());
     }
@@ -151,15 +150,16 @@ pub fn upsample_nearest_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y
         ));
     }
     let in_rows = |oy0: usize, rows: usize| nearest_src(oy0 + rows - 1, h, oh) + 1 - nearest_src(oy0, h, oh);
+    let rows_at = |oy0: usize, left: usize| {
+        let mut rows = (lim / ow).min(left);
+        while rows > 1 && in_rows(oy0, rows) * w > lim {
+            rows /= 2;
+        }
+        rows
+    };
     for p in 0..planes {
-        let mut oy0 = 0;
-        while oy0 < oh {
-            let mut rows = (lim / ow).min(oh - oy0);
-            while rows > 1 && in_rows(oy0, rows) * w > lim {
-                rows /= 2;
-            }
+        for (oy0, rows) in runs(oh, rows_at) {
             go(p, 1, oy0, rows)?;
-            oy0 += rows;
         }
     }
     Ok(())

@@ -143,7 +143,7 @@ impl LoraState {
             let (Some(entry), Some(p)) = (registry.get(key.0, &key.1), self.pristine.get(&key)) else {
                 return Err(Error::invalid(OP, format!("{}: lost track of a merged weight", key.1)));
             };
-            lora_merge(ctx, &mut rec, p, &entry.tensor, None, None, None)?;
+            lora_merge(ctx, &mut rec, p, &entry.tensor, None)?;
         }
         rec.submit(ctx)?;
         self.current = None;
@@ -258,7 +258,7 @@ impl LoraState {
             if !merged.is_empty() {
                 if !self.pristine.contains_key(key) {
                     let copy = GpuTensor::empty(ctx, &entry.tensor.shape, entry.tensor.dtype)?;
-                    lora_merge(ctx, &mut rec, &entry.tensor, &copy, None, None, None)?;
+                    lora_merge(ctx, &mut rec, &entry.tensor, &copy, None)?;
                     self.pristine.insert(key.clone(), copy);
                 }
                 let pristine = &self.pristine[key];
@@ -344,7 +344,7 @@ impl LoraState {
         };
         let w2 = entry.tensor.reshape(&[n, k])?;
         let p2 = pristine.reshape(&[n, k])?;
-        lora_merge(ctx, rec, &p2, &w2, None, None, full.as_ref())
+        lora_merge(ctx, rec, &p2, &w2, full.as_ref())
     }
 }
 

@@ -16,7 +16,7 @@ use crate::gpu::readback::map_read;
 use crate::{Context, Error, Result};
 
 pub use crate::gpu::{DType, Window};
-pub use windows::{chunks, max_window_elems};
+pub use windows::{chunks, flat_run, max_window_elems, runs};
 
 /// Row-major f32 data on the host.
 #[derive(Clone, Debug, PartialEq)]
