@@ -12,5 +12,5 @@ pub mod recorder;
 pub use binding::Window;
 pub use context::{AdapterKind, Caps, Context, ContextOptions};
 pub use dtype::DType;
-pub use pipelines::{fold_groups, launch, Arg, KernelSource, PipelineKey};
+pub use pipelines::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey};
 pub use recorder::{Dispatch, Recorder};

@@ -264,6 +264,12 @@ pub fn launch(
     Ok(())
 }
 
+/// The grid for `threads` invocations in workgroups of `wg` (one invocation per element, the
+/// common case), folded as by [`fold_groups`].
+pub fn flat_groups(ctx: &Context, op: &'static str, threads: usize, wg: u32) -> Result<[u32; 3]> {
+    fold_groups(ctx, op, (threads as u64).div_ceil(wg as u64))
+}
+
 /// Spread `n` workgroups over x and y so no dimension exceeds the device limit. Kernels rebuild
 /// the linear index as `wg.x + wg.y * num_workgroups.x` and return when it is ≥ n.
 pub fn fold_groups(ctx: &Context, op: &'static str, n: u64) -> Result<[u32; 3]> {

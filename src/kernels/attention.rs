@@ -352,15 +352,8 @@ pub fn attention_tiled(
             d: d as u32,
         };
         let grid = fold_groups(ctx, OP, groups)?;
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[Arg::Read(qw), Arg::Read(kw), Arg::Read(vw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
-            grid,
-            vec![q.keep(), k.keep(), v.keep(), out.keep()],
-        )?;
+        let args = [Arg::Read(qw), Arg::Read(kw), Arg::Read(vw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
+        launch(ctx, rec, &SRC, &key, &args, grid, vec![q.keep(), k.keep(), v.keep(), out.keep()])?;
     }
     Ok(())
 }

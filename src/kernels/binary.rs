@@ -10,7 +10,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -241,16 +241,9 @@ fn run(
                 sa: pack(dims[k..].iter().map(|x| x.sa)),
                 sb: pack(dims[k..].iter().map(|x| x.sb)),
             };
-            let groups = fold_groups(ctx, op, (len as u64).div_ceil(WG as u64))?;
-            launch(
-                ctx,
-                rec,
-                &SRC,
-                &key,
-                &[Arg::Read(aw), Arg::Read(bw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
-                groups,
-                vec![a.keep(), b.keep(), out.keep()],
-            )?;
+            let groups = flat_groups(ctx, op, len, WG)?;
+            let args = [Arg::Read(aw), Arg::Read(bw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
+            launch(ctx, rec, &SRC, &key, &args, groups, vec![a.keep(), b.keep(), out.keep()])?;
         }
     }
     Ok(out)

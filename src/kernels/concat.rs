@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -108,16 +108,9 @@ pub fn concat_into(ctx: &Context, rec: &mut Recorder, parts: &[&GpuTensor], dim:
                     src_shift: xw.shift,
                     dst_shift: yw.shift,
                 };
-                let groups = fold_groups(ctx, OP, (n as u64).div_ceil(WG as u64))?;
-                launch(
-                    ctx,
-                    rec,
-                    &SRC,
-                    &key,
-                    &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))],
-                    groups,
-                    vec![part.keep(), y.keep()],
-                )?;
+                let groups = flat_groups(ctx, OP, n, WG)?;
+                let args = [Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))];
+                launch(ctx, rec, &SRC, &key, &args, groups, vec![part.keep(), y.keep()])?;
             }
         }
         off += cols;

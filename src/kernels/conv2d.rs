@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -367,22 +367,10 @@ pub fn pack_weight(ctx: &Context, rec: &mut Recorder, w: &GpuTensor, tm: u32) ->
         };
         let src2 = w.window(ctx, co0 * cin * taps, 1)?;
         let src3 = w.window(ctx, co0 * cin * taps, 1)?;
-        let groups = fold_groups(ctx, OP, (n as u64).div_ceil(64))?;
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[
-                Arg::Read(src),
-                Arg::Read(src2),
-                Arg::Read(src3),
-                Arg::Write(dst),
-                Arg::Uniform(bytemuck::bytes_of(&prm)),
-            ],
-            groups,
-            vec![w.keep(), packed.keep()],
-        )?;
+        let groups = flat_groups(ctx, OP, n, 64)?;
+        let args =
+            [Arg::Read(src), Arg::Read(src2), Arg::Read(src3), Arg::Write(dst), Arg::Uniform(bytemuck::bytes_of(&prm))];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![w.keep(), packed.keep()])?;
     }
     Ok(PackedConvWeight { packed, shape: ws, tm })
 }

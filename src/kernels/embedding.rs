@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
 
@@ -109,16 +109,9 @@ pub fn embedding(ctx: &Context, rec: &mut Recorder, table: &GpuTensor, ids: &[u3
             let pw = Window { buffer: &buf, offset: byte_off as u64, size: count as u64 * 8, shift: 0 };
             let total = count * nc;
             let p = Params { n: total as u32, cols: nc as u32, d: d as u32, t_shift: tw.shift, o_shift: ow.shift };
-            let groups = fold_groups(ctx, OP, (total as u64).div_ceil(WG as u64))?;
-            launch(
-                ctx,
-                rec,
-                &SRC,
-                &key,
-                &[Arg::Read(tw), Arg::Read(pw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
-                groups,
-                vec![table.keep(), out.keep()],
-            )?;
+            let groups = flat_groups(ctx, OP, total, WG)?;
+            let args = [Arg::Read(tw), Arg::Read(pw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
+            launch(ctx, rec, &SRC, &key, &args, groups, vec![table.keep(), out.keep()])?;
         }
     }
     Ok(out)

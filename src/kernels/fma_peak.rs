@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -47,15 +47,8 @@ pub fn fma_chains(
     let out = GpuTensor::empty(ctx, &[n], DType::F32)?;
     let p = Params { iters, n: n as u32, a, b };
     let key = PipelineKey::new(&SRC, "main", DType::F32).with("WG", WG);
-    let groups = fold_groups(ctx, OP, (n as u64).div_ceil(WG as u64))?;
-    launch(
-        ctx,
-        rec,
-        &SRC,
-        &key,
-        &[Arg::Read(seeds.full(ctx)?), Arg::Write(out.full(ctx)?), Arg::Uniform(bytemuck::bytes_of(&p))],
-        groups,
-        vec![seeds.keep(), out.keep()],
-    )?;
+    let groups = flat_groups(ctx, OP, n, WG)?;
+    let args = [Arg::Read(seeds.full(ctx)?), Arg::Write(out.full(ctx)?), Arg::Uniform(bytemuck::bytes_of(&p))];
+    launch(ctx, rec, &SRC, &key, &args, groups, vec![seeds.keep(), out.keep()])?;
     Ok(out)
 }

@@ -7,7 +7,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -65,16 +65,9 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
                 g_shift: gw.shift,
                 o_shift: ow.shift,
             };
-            let groups = fold_groups(ctx, OP, (n as u64).div_ceil(WG as u64))?;
-            launch(
-                ctx,
-                rec,
-                &SRC,
-                &key,
-                &[Arg::Read(hw), Arg::Read(gw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
-                groups,
-                vec![x.keep(), out.keep()],
-            )?;
+            let groups = flat_groups(ctx, OP, n, WG)?;
+            let args = [Arg::Read(hw), Arg::Read(gw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
+            launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), out.keep()])?;
         }
     }
     Ok(out)

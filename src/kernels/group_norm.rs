@@ -10,6 +10,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::kernels::affine::check_affine;
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -99,17 +100,7 @@ pub fn group_norm_tuned(
     if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::shape(OP, format!("C = {c} of x {:?} is not divisible by groups = {groups}", x.shape)));
     }
-    for (name, t) in [("gamma", gamma), ("beta", beta)] {
-        if t.shape.len() != 1 || t.shape[0] != c {
-            return Err(Error::shape(OP, format!("{name} {:?} must be [{c}] for x {:?}", t.shape, x.shape)));
-        }
-        if t.dtype != x.dtype {
-            return Err(Error::dtype(OP, format!("{name} is {}, x is {}", t.dtype.name(), x.dtype.name())));
-        }
-    }
-    if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::invalid(OP, format!("eps = {eps} must be finite and ≥ 0")));
-    }
+    check_affine(OP, x, c, gamma, beta, eps)?;
     let y = GpuTensor::empty(ctx, &x.shape, x.dtype)?;
     if x.numel() == 0 {
         return Ok(y);
@@ -175,31 +166,25 @@ pub fn group_norm_tuned(
             let groups3 = fold_groups(ctx, OP, count as u64)?;
             let mut p = Params { j0: j0 as u32, count: count as u32, x_shift: xw.shift, ..base };
             if pass == 0 {
-                launch(
-                    ctx,
-                    rec,
-                    &SRC,
-                    &stats_key,
-                    &[Arg::Read(xw), Arg::Write(part.full(ctx)?), Arg::Uniform(bytemuck::bytes_of(&p))],
-                    groups3,
-                    vec![x.keep(), part.keep()],
-                )?;
+                let args = [Arg::Read(xw), Arg::Write(part.full(ctx)?), Arg::Uniform(bytemuck::bytes_of(&p))];
+                launch(ctx, rec, &SRC, &stats_key, &args, groups3, vec![x.keep(), part.keep()])?;
             } else {
                 let yw = y.window(ctx, start, end - start)?;
                 p.y_shift = yw.shift;
+                let args = [
+                    Arg::Read(xw),
+                    Arg::Read(part.full(ctx)?),
+                    Arg::Read(gamma.full(ctx)?),
+                    Arg::Read(beta.full(ctx)?),
+                    Arg::Write(yw),
+                    Arg::Uniform(bytemuck::bytes_of(&p)),
+                ];
                 launch(
                     ctx,
                     rec,
                     &SRC,
                     &apply_key,
-                    &[
-                        Arg::Read(xw),
-                        Arg::Read(part.full(ctx)?),
-                        Arg::Read(gamma.full(ctx)?),
-                        Arg::Read(beta.full(ctx)?),
-                        Arg::Write(yw),
-                        Arg::Uniform(bytemuck::bytes_of(&p)),
-                    ],
+                    &args,
                     groups3,
                     vec![x.keep(), part.keep(), gamma.keep(), beta.keep(), y.keep()],
                 )?;

@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{launch, Arg, KernelSource, Recorder};
+use crate::kernels::affine::check_affine;
 use crate::kernels::rows::RowTeams;
 use crate::tensor::GpuTensor;
 use crate::{wgsl, Context, Error, Result};
@@ -38,17 +39,7 @@ pub fn layer_norm(
     let Some(&c) = x.shape.last() else {
         return Err(Error::shape(OP, format!("x must be [..., C], got rank 0 {:?}", x.shape)));
     };
-    for (name, t) in [("gamma", gamma), ("beta", beta)] {
-        if t.shape.len() != 1 || t.shape[0] != c {
-            return Err(Error::shape(OP, format!("{name} {:?} must be [{c}] for x {:?}", t.shape, x.shape)));
-        }
-        if t.dtype != x.dtype {
-            return Err(Error::dtype(OP, format!("{name} is {}, x is {}", t.dtype.name(), x.dtype.name())));
-        }
-    }
-    if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::invalid(OP, format!("eps = {eps} must be finite and ≥ 0")));
-    }
+    check_affine(OP, x, c, gamma, beta, eps)?;
     let y = GpuTensor::empty(ctx, &x.shape, x.dtype)?;
     if x.numel() == 0 {
         return Ok(y);
@@ -70,21 +61,15 @@ pub fn layer_norm(
             eps,
             pad: 0,
         };
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[
-                Arg::Read(xw),
-                Arg::Read(gamma.full(ctx)?),
-                Arg::Read(beta.full(ctx)?),
-                Arg::Write(yw),
-                Arg::Uniform(bytemuck::bytes_of(&p)),
-            ],
-            teams.groups(ctx, OP, n)?,
-            vec![x.keep(), gamma.keep(), beta.keep(), y.keep()],
-        )?;
+        let groups = teams.groups(ctx, OP, n)?;
+        let args = [
+            Arg::Read(xw),
+            Arg::Read(gamma.full(ctx)?),
+            Arg::Read(beta.full(ctx)?),
+            Arg::Write(yw),
+            Arg::Uniform(bytemuck::bytes_of(&p)),
+        ];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), gamma.keep(), beta.keep(), y.keep()])?;
     }
     Ok(y)
 }

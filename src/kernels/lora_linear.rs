@@ -170,40 +170,16 @@ pub fn lora_linear(
         (Some(a_cat), Some(b_cat)) => {
             let rp = a_cat.shape[0];
             let t = GpuTensor::empty(ctx, &[m, rp], dt)?;
-            let shrink = Gemm {
-                op: OP,
-                batch: 1,
-                m,
-                n: rp,
-                k,
-                a: x,
-                a_bstride: 0,
-                b: a_cat,
-                b_bstride: 0,
-                trans_b: true,
-                seg2: None,
-                bias: None,
-                c: &t,
-            };
+            let shrink = Gemm::linear(OP, (m, rp, k), x, a_cat, &t);
             record_gemm(ctx, rec, &shrink, kernel)?;
             Some((t, b_cat, rp))
         }
         _ => None,
     };
     let g = Gemm {
-        op: OP,
-        batch: 1,
-        m,
-        n,
-        k,
-        a: x,
-        a_bstride: 0,
-        b: w,
-        b_bstride: 0,
-        trans_b: true,
         seg2: seg2.as_ref().map(|(t, b_cat, rp)| (t, *b_cat, *rp)),
         bias,
-        c: &y,
+        ..Gemm::linear(OP, (m, n, k), x, w, &y)
     };
     record_gemm(ctx, rec, &g, kernel)?;
     Ok(y)

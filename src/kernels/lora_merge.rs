@@ -9,7 +9,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -59,7 +59,7 @@ pub fn lora_merge(
             None => pw.again(),
         };
         let prm = Params { n: len as u32, p_shift: pw.shift, o_shift: ow.shift, f_shift: fw.shift };
-        let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
+        let groups = flat_groups(ctx, OP, len, WG)?;
         let args = [Arg::Read(pw), Arg::Write(ow), Arg::Read(fw), Arg::Uniform(bytemuck::bytes_of(&prm))];
         launch(ctx, rec, &SRC, &key, &args, groups, keep.clone())?;
     }

@@ -194,6 +194,20 @@ pub(crate) struct Gemm<'a> {
     pub c: &'a GpuTensor,
 }
 
+impl<'a> Gemm<'a> {
+    /// `c [M, N] = a [M, K] · b [N, K]ᵀ`: one batch, no second segment, no bias (set those with
+    /// struct update syntax).
+    pub fn linear(
+        op: &'static str,
+        (m, n, k): (usize, usize, usize),
+        a: &'a GpuTensor,
+        b: &'a GpuTensor,
+        c: &'a GpuTensor,
+    ) -> Gemm<'a> {
+        Gemm { op, batch: 1, m, n, k, a, a_bstride: 0, b, b_bstride: 0, trans_b: true, seg2: None, bias: None, c }
+    }
+}
+
 fn round_down(x: usize, t: usize) -> usize {
     if x >= t {
         x / t * t
@@ -496,21 +510,7 @@ pub fn linear_with(
     let dt = check_dtypes(OP, &ops)?;
     check_kernel(ctx, OP, kernel)?;
     let y = GpuTensor::empty(ctx, &out, dt)?;
-    let g = Gemm {
-        op: OP,
-        batch: 1,
-        m,
-        n,
-        k,
-        a: x,
-        a_bstride: 0,
-        b: w,
-        b_bstride: 0,
-        trans_b: true,
-        seg2: None,
-        bias,
-        c: &y,
-    };
+    let g = Gemm { bias, ..Gemm::linear(OP, (m, n, k), x, w, &y) };
     record_gemm(ctx, rec, &g, kernel)?;
     Ok(y)
 }

@@ -4,6 +4,7 @@
 //! Layout conventions: tensors are contiguous row-major; images are NCHW; linear weights are
 //! `[out, in]` as in PyTorch checkpoints. Storage is f32 or f16; arithmetic is always f32.
 
+mod affine;
 pub mod attention;
 pub mod binary;
 pub mod concat;

@@ -36,15 +36,9 @@ pub fn softmax(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTe
         let xw = x.window(ctx, r0 * len, n * len)?;
         let yw = y.window(ctx, r0 * len, n * len)?;
         let p = Params { rows: n as u32, len: len as u32, x_shift: xw.shift, y_shift: yw.shift };
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))],
-            teams.groups(ctx, OP, n)?,
-            vec![x.keep(), y.keep()],
-        )?;
+        let groups = teams.groups(ctx, OP, n)?;
+        let args = [Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), y.keep()])?;
     }
     Ok(y)
 }

@@ -8,7 +8,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::kernels::embedding::storage_from_words;
 use crate::tensor::{chunks, flat_run, DType, GpuTensor, Window};
 use crate::{wgsl, Context, Error, Result};
@@ -94,17 +94,10 @@ pub fn timestep_embedding(
             g_base: b as u32,
             o_shift: ow.shift,
         };
-        let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
+        let groups = flat_groups(ctx, OP, len, WG)?;
         // The aux buffer is not pooled: the bind group holds it alive for as long as the dispatch.
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[Arg::Read(Window::whole(&aux_buf)), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))],
-            groups,
-            vec![out.keep()],
-        )?;
+        let args = [Arg::Read(Window::whole(&aux_buf)), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![out.keep()])?;
     }
     Ok(out)
 }

@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, flat_run, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -59,16 +59,9 @@ pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTenso
         let xw = x.window(ctx, start, len)?;
         let yw = y.window(ctx, start, len)?;
         let p = Params { n: len as u32, in_shift: xw.shift, out_shift: yw.shift, alpha };
-        let groups = fold_groups(ctx, OP, (len as u64).div_ceil(WG as u64))?;
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))],
-            groups,
-            vec![x.keep(), y.keep()],
-        )?;
+        let groups = flat_groups(ctx, OP, len, WG)?;
+        let args = [Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), y.keep()])?;
     }
     Ok(())
 }

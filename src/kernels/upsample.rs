@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::tensor::{chunks, max_window_elems, runs, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -122,16 +122,9 @@ pub fn upsample_nearest_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y
             scale_h,
             scale_w,
         };
-        let groups = fold_groups(ctx, OP, (total as u64).div_ceil(WG as u64))?;
-        launch(
-            ctx,
-            rec,
-            &SRC,
-            &key,
-            &[Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))],
-            groups,
-            vec![x.keep(), y.keep()],
-        )
+        let groups = flat_groups(ctx, OP, total, WG)?;
+        let args = [Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&prm))];
+        launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), y.keep()])
     };
     if xp <= lim && yp <= lim {
         let per = (lim / xp).min(lim / yp).max(1);

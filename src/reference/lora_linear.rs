@@ -2,6 +2,7 @@
 //! by adapter in f64 (no stacking, no scale folding), so a test checks both.
 
 use crate::kernels::lora_linear::LoraAdapter;
+use crate::reference::matmul::linear_f64;
 
 /// `y = x·Wᵀ + bias + Σᵢ sᵢ·(x·Aᵢᵀ)·Bᵢᵀ` for x `[M, K]`, w `[N, K]`, bias `[N]`, adapters with
 /// down `[rᵢ, K]` and up `[N, rᵢ]` → `[M, N]`.
@@ -14,18 +15,7 @@ pub fn lora_linear(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
-    let mut y = vec![0.0f64; m * n];
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        for j in 0..n {
-            let wr = &w[j * k..(j + 1) * k];
-            let mut s: f64 = bias.map_or(0.0, |b| b[j] as f64);
-            for (a, b) in xr.iter().zip(wr) {
-                s += *a as f64 * *b as f64;
-            }
-            y[i * n + j] = s;
-        }
-    }
+    let mut y = linear_f64(x, w, bias, m, n, k);
     for ad in adapters {
         let r = ad.down.shape[0];
         let scale = ad.scale as f64;

@@ -2,7 +2,12 @@
 
 /// `y = x·wᵀ + bias` for x `[M, K]`, w `[N, K]`, bias `[N]` (row-major slices) → `[M, N]`.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; m * n];
+    linear_f64(x, w, bias, m, n, k).into_iter().map(|v| v as f32).collect()
+}
+
+/// [`linear`] before the rounding to f32 (references that add more terms start from it).
+pub fn linear_f64(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut y = vec![0.0f64; m * n];
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
         for j in 0..n {
@@ -11,7 +16,7 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, n: usize, k:
             for (a, b) in xr.iter().zip(wr) {
                 s += *a as f64 * *b as f64;
             }
-            y[i * n + j] = s as f32;
+            y[i * n + j] = s;
         }
     }
     y
