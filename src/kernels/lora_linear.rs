@@ -43,7 +43,7 @@ impl LoraStack {
     /// Stack `adapters` (ranks may differ; all must share K and N) and upload them as `dtype`. An
     /// empty slice gives a stack that adds nothing.
     pub fn new(ctx: &Context, adapters: &[LoraAdapter], dtype: DType) -> Result<LoraStack> {
-        const OP: &str = "LoraStack::new";
+        const OP: &str = "lora_stack";
         if adapters.len() > MAX_ADAPTERS {
             return Err(Error::limit(OP, "adapters in one stack", adapters.len() as u64, MAX_ADAPTERS as u64));
         }
@@ -105,11 +105,6 @@ impl LoraStack {
     }
 
     /// Σ rᵢ over the adapters (without the padding to a multiple of 4).
-    /// `(A_cat [Rp, K], B_cat [N, Rp])` with the scales folded into B; `None` when empty.
-    pub fn factors(&self) -> Option<(&GpuTensor, &GpuTensor)> {
-        Some((self.a_cat.as_ref()?, self.b_cat.as_ref()?))
-    }
-
     pub fn total_rank(&self) -> usize {
         self.ranks.iter().sum()
     }

@@ -13,7 +13,7 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<Vec<f32>> {
-    const OP: &str = "reference::group_norm";
+    const OP: &str = "reference_group_norm";
     if shape.len() < 2 || x.len() != shape.iter().product::<usize>() {
         return Err(Error::shape(OP, format!("x of {} values with shape {shape:?}", x.len())));
     }

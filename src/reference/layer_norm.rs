@@ -5,7 +5,7 @@ use crate::{Error, Result};
 /// LayerNorm over the last dimension `c` of `x` (rows of `c` values): biased variance,
 /// `y = (x−μ)/√(σ²+eps)·γ + β`.
 pub fn layer_norm(x: &[f32], c: usize, gamma: &[f32], beta: &[f32], eps: f32) -> Result<Vec<f32>> {
-    const OP: &str = "reference::layer_norm";
+    const OP: &str = "reference_layer_norm";
     if c == 0 || !x.len().is_multiple_of(c) || gamma.len() != c || beta.len() != c {
         return Err(Error::shape(
             OP,

@@ -5,7 +5,7 @@ use crate::{Error, Result};
 /// Softmax over rows of `len` values: `exp(x − max) / Σ exp(x − max)`.
 pub fn softmax(x: &[f32], len: usize) -> Result<Vec<f32>> {
     if len == 0 || !x.len().is_multiple_of(len) {
-        return Err(Error::shape("reference::softmax", format!("{} values in rows of {len}", x.len())));
+        return Err(Error::shape("reference_softmax", format!("{} values in rows of {len}", x.len())));
     }
     let mut y = vec![0.0f32; x.len()];
     for (xr, yr) in x.chunks(len).zip(y.chunks_mut(len)) {

@@ -30,7 +30,7 @@ impl HostTensor {
         let n: usize = shape.iter().product();
         if n != data.len() {
             return Err(Error::shape(
-                "HostTensor::new",
+                "host_tensor",
                 format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
@@ -79,18 +79,18 @@ impl GpuTensor {
     fn alloc(ctx: &Context, shape: &[usize], dtype: DType, in_arena: bool) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         let bytes = (n as u64).checked_mul(dtype.size() as u64).ok_or_else(|| {
-            Error::limit("GpuTensor::empty", format!("bytes of shape {shape:?}"), u64::MAX, ctx.caps.max_buffer)
+            Error::limit("tensor_empty", format!("bytes of shape {shape:?}"), u64::MAX, ctx.caps.max_buffer)
         })?;
         if bytes > ctx.caps.max_buffer {
             return Err(Error::limit(
-                "GpuTensor::empty",
+                "tensor_empty",
                 format!("bytes of tensor {shape:?} {}", dtype.name()),
                 bytes,
                 ctx.caps.max_buffer,
             ));
         }
         if dtype == DType::F16 && !ctx.caps.shader_f16 {
-            return Err(Error::dtype("GpuTensor::empty", "f16 tensors need SHADER_F16, which this adapter lacks"));
+            return Err(Error::dtype("tensor_empty", "f16 tensors need SHADER_F16, which this adapter lacks"));
         }
         let bytes = bytes.max(4);
         let (buf, arena) = match ctx.active_arena().filter(|_| in_arena) {
@@ -125,7 +125,7 @@ impl GpuTensor {
         let n: usize = shape.iter().product();
         if n != data.len() {
             return Err(Error::shape(
-                "GpuTensor::from_slice",
+                "tensor_from_slice",
                 format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
@@ -145,7 +145,7 @@ impl GpuTensor {
         let n: usize = shape.iter().product();
         if n != data.len() {
             return Err(Error::shape(
-                "GpuTensor::from_f16",
+                "tensor_from_f16",
                 format!("shape {shape:?} holds {n} elements, data has {}", data.len()),
             ));
         }
