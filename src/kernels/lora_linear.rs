@@ -104,6 +104,11 @@ impl LoraStack {
         Ok(LoraStack { a_cat: Some(a_cat), b_cat: Some(b_cat), k, n, ranks, dtype })
     }
 
+    /// `(A_cat [Rp, K], B_cat [N, Rp])` with the scales folded into B; `None` when empty.
+    pub fn factors(&self) -> Option<(&GpuTensor, &GpuTensor)> {
+        Some((self.a_cat.as_ref()?, self.b_cat.as_ref()?))
+    }
+
     /// Σ rᵢ over the adapters (without the padding to a multiple of 4).
     pub fn total_rank(&self) -> usize {
         self.ranks.iter().sum()
