@@ -94,10 +94,13 @@ struct Compiled {
     pipeline: wgpu::ComputePipeline,
 }
 
+/// A pipeline is compiled per key and per binding layout.
+type CacheKey = (PipelineKey, Vec<BindKind>);
+
 /// Every pipeline compiled so far, by key and binding kinds; one per [`Context`].
 #[derive(Default)]
 pub(crate) struct PipelineCache {
-    pipelines: Mutex<HashMap<(PipelineKey, Vec<BindKind>), Arc<Compiled>>>,
+    pipelines: Mutex<HashMap<CacheKey, Arc<Compiled>>>,
 }
 
 /// The WGSL text for `dtype`.

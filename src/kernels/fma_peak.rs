@@ -40,7 +40,7 @@ pub fn fma_chains(
     if seeds.dtype != DType::F32 || seeds.shape.len() != 1 {
         return Err(Error::shape(OP, format!("seeds must be 1-D f32, got {:?} {:?}", seeds.shape, seeds.dtype)));
     }
-    if !(a.abs() < 1.0) {
+    if a.is_nan() || a.abs() >= 1.0 {
         return Err(Error::invalid(OP, format!("|a| must be < 1 for bounded chains, got {a}")));
     }
     let n = seeds.numel();
