@@ -111,7 +111,7 @@ fn lora_linear_rejects_bad_shapes() {
     short_data[1].up.data.pop();
     for (what, ads) in [("K", wrong_k), ("rank", wrong_r), ("data length", short_data)] {
         let e = LoraStack::new(ctx, &ads, DType::F32).err().expect(what);
-        assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("LoraStack"), "{what}: {e}");
+        assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("lora_stack"), "{what}: {e}");
     }
     assert!(LoraStack::new(ctx, &nan_scale, DType::F32).is_err());
     let stack = LoraStack::new(ctx, &good, DType::F32).unwrap();
