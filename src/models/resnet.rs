@@ -25,9 +25,9 @@ pub struct ResnetOptions {
     /// Width of the time embedding that `time_emb_proj` projects (UNet); `None` for no time
     /// embedding (VAE).
     pub temb_dim: Option<usize>,
-    /// Also load a `conv_shortcut` when the widths agree but the checkpoint has one (VAE). diffusers
-    /// creates it exactly when the widths differ; a checkpoint that lacks a needed one is caught by
-    /// the key lookup either way.
+    /// Also load a `conv_shortcut` when the widths agree but the checkpoint has one (VAE).
+    /// diffusers creates it exactly when the widths differ; a checkpoint that lacks a needed one
+    /// is caught by the key lookup either way.
     pub shortcut_if_stored: bool,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The structure and widths follow diffusers' `UNet2DConditionModel.__init__`, read from a
 //! [`UNetConfig`] that [`crate::weights::detect`] derives from the weight shapes; module names
-//! mirror diffusers' through the [`Loader`]'s weight reader, so single-file (LDM) checkpoints and diffusers
-//! folders load the same way.
+//! mirror diffusers' through the [`Loader`]'s weight reader, so single-file (LDM) checkpoints and
+//! diffusers folders load the same way.
 //!
 //! The time embedding is a separate call ([`UNet::time_embedding`]) so a sampler can record
 //! [`UNet::forward_with_temb`] once per resolution and replay it, rewriting only the small `temb`
