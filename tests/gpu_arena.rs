@@ -8,6 +8,7 @@ use common::*;
 use lorafuse::kernels::binary::add;
 use lorafuse::kernels::unary::{unary, unary_into, UnaryOp};
 use lorafuse::models::unet::UNet;
+use lorafuse::nn::{Loader, WeightRegistry};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -128,7 +129,8 @@ fn unet_graph_bytes(in_arena: bool) -> (u64, u64) {
     ctx.set_poison(true);
     let files = ModelFiles::open(fixture("model-fp16.safetensors")).expect("open model");
     let cfg = detect(&files).expect("detect").unet;
-    let unet = UNet::load(&ctx, &files.unet(), &cfg, DType::F32).expect("load UNet");
+    let l = Loader::new(&ctx, files.unet(), &WeightRegistry::default(), DType::F32);
+    let unet = UNet::load(&l, &cfg).expect("load UNet");
     let g = SafeTensorsFile::open(fixture("golden.safetensors")).expect("golden.safetensors");
     let read = |n: &str| g.read_f32(n).unwrap_or_else(|e| panic!("{n}: {e}"));
     let x = GpuTensor::from_slice(&ctx, &[2, 4, 8, 8], &read("unet_x"), DType::F32).unwrap();

@@ -1,17 +1,18 @@
 //! CLIP text model against the sd15-tiny goldens (diffusers/transformers, float32), loaded from the
 //! single-file checkpoint and from the diffusers folder; clip skip, batching, f16, A1111 emphasis,
-//! multi-chunk prompts and cond/uncond padding.
+//! multi-chunk prompts.
 
 mod common;
 
 use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::clip::prompt::{parse_prompt, ParsedPrompt};
-use lorafuse::models::clip::text_model::{apply_emphasis_original, pad_to_same_length, ClipTextModel, CondPadding};
+use lorafuse::models::clip::text_model::{apply_emphasis_original, ClipTextModel};
 use lorafuse::models::clip::tokenizer::Tokenizer;
+use lorafuse::nn::{Loader, WeightRegistry};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
-use lorafuse::{DType, GpuTensor, Recorder};
+use lorafuse::{DType, Recorder};
 
 const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sd15-tiny");
 /// Fixture README: a correct float32 text encoder is within 1e-4 relative L2.
@@ -27,7 +28,8 @@ fn sources() -> [String; 2] {
 fn load(path: &str, dtype: DType) -> ClipTextModel {
     let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     let cfg = detect(&files).unwrap_or_else(|e| panic!("detect {path}: {e}")).clip;
-    ClipTextModel::load(ctx(), &files.text_encoder(), &cfg, dtype).unwrap_or_else(|e| panic!("load {path}: {e}"))
+    let l = Loader::new(ctx(), files.text_encoder(), &WeightRegistry::default(), dtype);
+    ClipTextModel::load(&l, &cfg).unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
 fn golden() -> SafeTensorsFile {
@@ -110,8 +112,8 @@ fn f16_matches_goldens_within_bound() {
         // The adapter cannot hold f16 tensors: loading must say so instead of producing garbage.
         let files = ModelFiles::open(&sources()[0]).unwrap();
         let cfg = detect(&files).unwrap().clip;
-        let err =
-            ClipTextModel::load(ctx(), &files.text_encoder(), &cfg, DType::F16).err().expect("f16 load must fail");
+        let l = Loader::new(ctx(), files.text_encoder(), &WeightRegistry::default(), DType::F16);
+        let err = ClipTextModel::load(&l, &cfg).err().expect("f16 load must fail");
         eprintln!("no SHADER_F16 on this adapter; f16 load fails as expected: {err}");
         return;
     }
@@ -198,7 +200,7 @@ fn long_prompt(tok: &Tokenizer) -> ParsedPrompt {
 }
 
 #[test]
-fn long_prompt_concatenates_chunks_and_pads() {
+fn long_prompt_concatenates_chunks() {
     let tok = Tokenizer::embedded().unwrap();
     let m = load(&sources()[1], DType::F32);
     let c = m.cfg.hidden_size;
@@ -210,35 +212,6 @@ fn long_prompt_concatenates_chunks_and_pads() {
         let (_, z) = run(&m, &chunk.ids, 1);
         assert_eq!(&cond[k * 77 * c..(k + 1) * 77 * c], &z[..], "chunk {k}");
     }
-
-    // Negative prompt of one chunk: padded with the empty prompt's encoding (pad_cond_uncond).
-    let empty_t = m.encode_prompt(ctx(), &parse_prompt(tok, "").unwrap(), 1).unwrap();
-    let empty = empty_t.to_vec(ctx()).unwrap();
-    let neg = m.encode_prompt(ctx(), &parse_prompt(tok, "lowres, bad anatomy").unwrap(), 1).unwrap();
-    let neg_v = neg.to_vec(ctx()).unwrap();
-    for (cnd, unc) in [(&cond_t, &neg), (&neg, &cond_t)] {
-        let (a, b) = pad_to_same_length(ctx(), cnd, unc, &empty_t, CondPadding::EmptyPrompt).unwrap();
-        assert_eq!(a.shape, vec![1, 154, c]);
-        assert_eq!(b.shape, vec![1, 154, c]);
-        let (long, short) = if cnd.shape[1] == 154 { (a, b) } else { (b, a) };
-        assert_eq!(long.to_vec(ctx()).unwrap(), cond);
-        let short = short.to_vec(ctx()).unwrap();
-        assert_eq!(&short[..77 * c], &neg_v[..]);
-        assert_eq!(&short[77 * c..], &empty[..]);
-    }
-    // v0: uncond gets its last vector repeated, or is truncated.
-    let (_, u) = pad_to_same_length(ctx(), &cond_t, &neg, &empty_t, CondPadding::LastVectorV0).unwrap();
-    let u = u.to_vec(ctx()).unwrap();
-    assert_eq!(&u[..77 * c], &neg_v[..]);
-    for t in 77..154 {
-        assert_eq!(&u[t * c..(t + 1) * c], &neg_v[76 * c..]);
-    }
-    let (_, u) = pad_to_same_length(ctx(), &neg, &cond_t, &empty_t, CondPadding::LastVectorV0).unwrap();
-    assert_eq!(u.shape, vec![1, 77, c]);
-    assert_eq!(u.to_vec(ctx()).unwrap(), &cond[..77 * c]);
-    // Equal lengths: unchanged.
-    let (a, b) = pad_to_same_length(ctx(), &neg, &empty_t, &empty_t, CondPadding::EmptyPrompt).unwrap();
-    assert!(a.same_buffer(&neg) && b.same_buffer(&empty_t));
 }
 
 #[test]
@@ -262,7 +235,4 @@ fn bad_arguments_are_errors() {
     let tok = Tokenizer::embedded().unwrap();
     let p = parse_prompt(tok, "cat").unwrap();
     assert!(m.encode_prompt(ctx(), &p, 0).is_err());
-    let empty = GpuTensor::zeros(ctx(), &[1, 77, m.cfg.hidden_size], DType::F32).unwrap();
-    let odd = GpuTensor::zeros(ctx(), &[1, 77, m.cfg.hidden_size + 1], DType::F32).unwrap();
-    assert!(pad_to_same_length(ctx(), &empty, &odd, &empty, CondPadding::EmptyPrompt).is_err());
 }

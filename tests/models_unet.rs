@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::unet::UNet;
+use lorafuse::nn::{Loader, WeightRegistry};
 use lorafuse::weights::detect::{detect, UNetConfig};
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -61,7 +62,8 @@ fn golden() -> &'static Golden {
 fn load(path: &str, dtype: DType) -> (UNet, UNetConfig) {
     let files = ModelFiles::open(path).expect("open model");
     let cfg = detect(&files).expect("detect").unet;
-    let unet = UNet::load(ctx(), &files.unet(), &cfg, dtype).expect("load UNet");
+    let l = Loader::new(ctx(), files.unet(), &WeightRegistry::default(), dtype);
+    let unet = UNet::load(&l, &cfg).expect("load UNet");
     let unused: Vec<String> = files
         .unused_keys()
         .into_iter()

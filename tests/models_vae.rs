@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::vae::{postprocess, to_image, Vae};
+use lorafuse::nn::{Loader, WeightRegistry};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -30,7 +31,8 @@ fn sources() -> [String; 2] {
 fn load(path: &str, dtype: DType) -> Vae {
     let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     let cfg = detect(&files).unwrap_or_else(|e| panic!("detect {path}: {e}")).vae;
-    Vae::load(ctx(), &files.vae(), &cfg, dtype).unwrap_or_else(|e| panic!("load {path}: {e}"))
+    let l = Loader::new(ctx(), files.vae(), &WeightRegistry::default(), dtype);
+    Vae::load(&l, &cfg).unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
 fn golden() -> SafeTensorsFile {
@@ -243,7 +245,8 @@ fn bad_inputs_are_errors() {
     // Decoder-only loading has no encoder.
     let files = ModelFiles::open(&sources()[1]).unwrap();
     let cfg = detect(&files).unwrap().vae;
-    let dec = Vae::load_decoder(ctx(), &files.vae(), &cfg, DType::F32).unwrap();
+    let l = Loader::new(ctx(), files.vae(), &WeightRegistry::default(), DType::F32);
+    let dec = Vae::load_decoder(&l, &cfg).unwrap();
     assert!(!dec.has_encoder());
     let x = upload(&[1, 3, 64, 64], &vec![0.0; 3 * 4096], DType::F32);
     assert!(matches!(dec.encode_mean(ctx(), &mut rec, &x), Err(Error::Invalid { .. })));

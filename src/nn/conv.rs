@@ -1,8 +1,8 @@
 //! `nn.Conv2d` (NCHW, square kernels).
 
+use super::Loader;
 use crate::kernels::conv2d::{conv2d, Conv2dParams};
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, GpuTensor, Recorder, Result};
+use crate::{Context, GpuTensor, Recorder, Result};
 
 pub struct Conv2d {
     pub weight: GpuTensor,
@@ -12,31 +12,15 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Load `weight` [cout, cin, k, k] and `bias` [cout]; padding k/2 ("same" at stride 1).
-    pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        dtype: DType,
-    ) -> Result<Conv2d> {
-        Self::load_padded(ctx, vb, cin, cout, k, Conv2dParams::same(k, stride), dtype)
+    pub fn load(l: &Loader, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Conv2d> {
+        Self::load_padded(l, cin, cout, k, Conv2dParams::same(k, stride))
     }
 
-    pub fn load_padded(
-        ctx: &Context,
-        vb: &VarBuilder,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        params: Conv2dParams,
-        dtype: DType,
-    ) -> Result<Conv2d> {
-        let weight = super::load(ctx, vb, "weight", &[cout, cin, k, k], dtype)?;
-        let bias = if vb.contains("bias") { Some(super::load(ctx, vb, "bias", &[cout], dtype)?) } else { None };
+    pub fn load_padded(l: &Loader, cin: usize, cout: usize, k: usize, params: Conv2dParams) -> Result<Conv2d> {
+        let weight = l.tensor("weight", &[cout, cin, k, k])?;
+        let bias = if l.contains("bias") { Some(l.tensor("bias", &[cout])?) } else { None };
         // Convolutions have no runtime LoRA path: their adapters are always merged.
-        vb.register("weight", &weight, None);
+        l.register("weight", &weight, None);
         Ok(Conv2d { weight, bias, params })
     }
 

@@ -3,8 +3,8 @@
 use crate::kernels::lora_linear::lora_linear;
 use crate::kernels::matmul::linear;
 use crate::nn::registry::{slot_get, LoraSlot};
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, GpuTensor, Recorder, Result};
+use crate::nn::Loader;
+use crate::{Context, GpuTensor, Recorder, Result};
 
 pub struct Linear {
     pub weight: GpuTensor,
@@ -17,18 +17,18 @@ pub struct Linear {
 
 impl Linear {
     /// Load `weight` [out, in] and, when `bias`, `bias` [out].
-    pub fn load(ctx: &Context, vb: &VarBuilder, inp: usize, out: usize, bias: bool, dtype: DType) -> Result<Linear> {
-        let weight = super::load(ctx, vb, "weight", &[out, inp], dtype)?;
-        let bias = if bias { Some(super::load(ctx, vb, "bias", &[out], dtype)?) } else { None };
-        Ok(Self::registered(vb, weight, bias))
+    pub fn load(l: &Loader, inp: usize, out: usize, bias: bool) -> Result<Linear> {
+        let weight = l.tensor("weight", &[out, inp])?;
+        let bias = if bias { Some(l.tensor("bias", &[out])?) } else { None };
+        Ok(Self::registered(l, weight, bias))
     }
 
     /// A linear over an already uploaded `weight` [out, in] (e.g. a view of a stacked tensor),
-    /// registered under `vb`'s `weight` with a fresh slot.
-    pub fn registered(vb: &VarBuilder, weight: GpuTensor, bias: Option<GpuTensor>) -> Linear {
+    /// registered under `l`'s `weight` with a fresh slot.
+    pub fn registered(l: &Loader, weight: GpuTensor, bias: Option<GpuTensor>) -> Linear {
         let (out_features, in_features) = (weight.shape[0], weight.shape[1]);
         let lora = LoraSlot::default();
-        vb.register("weight", &weight, Some(lora.clone()));
+        l.register("weight", &weight, Some(lora.clone()));
         Linear { weight, bias, in_features, out_features, lora }
     }
 

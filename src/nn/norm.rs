@@ -1,9 +1,9 @@
 //! `nn.GroupNorm` (optionally fused with SiLU) and `nn.LayerNorm`.
 
+use super::Loader;
 use crate::kernels::group_norm::group_norm;
 use crate::kernels::layer_norm::layer_norm;
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, GpuTensor, Recorder, Result};
+use crate::{Context, GpuTensor, Recorder, Result};
 
 pub struct GroupNorm {
     pub weight: GpuTensor,
@@ -13,13 +13,8 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn load(ctx: &Context, vb: &VarBuilder, groups: usize, c: usize, eps: f32, dtype: DType) -> Result<GroupNorm> {
-        Ok(GroupNorm {
-            weight: super::load(ctx, vb, "weight", &[c], dtype)?,
-            bias: super::load(ctx, vb, "bias", &[c], dtype)?,
-            groups,
-            eps,
-        })
+    pub fn load(l: &Loader, groups: usize, c: usize, eps: f32) -> Result<GroupNorm> {
+        Ok(GroupNorm { weight: l.tensor("weight", &[c])?, bias: l.tensor("bias", &[c])?, groups, eps })
     }
 
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor, silu: bool) -> Result<GpuTensor> {
@@ -34,12 +29,8 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(ctx: &Context, vb: &VarBuilder, c: usize, eps: f32, dtype: DType) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: super::load(ctx, vb, "weight", &[c], dtype)?,
-            bias: super::load(ctx, vb, "bias", &[c], dtype)?,
-            eps,
-        })
+    pub fn load(l: &Loader, c: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm { weight: l.tensor("weight", &[c])?, bias: l.tensor("bias", &[c])?, eps })
     }
 
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {

@@ -3,8 +3,8 @@
 //! stacked several weights into one buffer), the fused mode hands a [`LoraStack`] to the layer
 //! through its slot.
 //!
-//! Layers register themselves while loading through the [`VarBuilder`](crate::weights::VarBuilder)
-//! they are built from. A weight whose layer does not run through [`Linear::forward`](super::Linear)
+//! Layers register themselves while loading through the [`Loader`](super::Loader) they are built
+//! from. A weight whose layer does not run through [`Linear::forward`](super::Linear)
 //! (stacked time projections, the transposed `proj_out`) is registered without a slot, so a fused
 //! request for it is merged instead.
 

@@ -247,13 +247,16 @@ impl Pipeline {
         synthetic: Option<u64>,
     ) -> Result<Pipeline> {
         let registry = WeightRegistry::default();
-        let vb = |b: crate::weights::var_builder::VarBuilder| match synthetic {
-            Some(seed) => b.synthetic(seed).with_registry(&registry),
-            None => b.with_registry(&registry),
+        let load = |b: crate::weights::VarBuilder| {
+            let reader = match synthetic {
+                Some(seed) => b.synthetic(seed),
+                None => b,
+            };
+            crate::nn::Loader::new(ctx, reader, &registry, dtype)
         };
-        let clip = ClipTextModel::load(ctx, &vb(files.text_encoder()), &config.clip, dtype)?;
-        let unet = UNet::load(ctx, &vb(files.unet()), &config.unet, dtype)?;
-        let vae = Vae::load_decoder(ctx, &vb(files.vae()), &config.vae, dtype)?;
+        let clip = ClipTextModel::load(&load(files.text_encoder()), &config.clip)?;
+        let unet = UNet::load(&load(files.unet()), &config.unet)?;
+        let vae = Vae::load_decoder(&load(files.vae()), &config.vae)?;
         // Adapter keys resolve against the file's names (LDM aliases included) or, for synthetic
         // weights, against what the model registered.
         let index = match synthetic {

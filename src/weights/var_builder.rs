@@ -8,6 +8,9 @@
 //!
 //! Every successful read is recorded, so after loading [`super::ModelFiles::unused_keys`] can
 //! report what the model never asked for.
+//!
+//! The builder only reads: uploading to the GPU and recording where each weight went (for LoRAs)
+//! is the job of the layer loader one layer up (`Loader` in the `nn` module).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,8 +19,7 @@ use half::f16;
 
 use super::names::{self, Component, LdmLayout};
 use super::safetensors::{quoted, SafeTensorsFile, TensorInfo};
-use crate::nn::registry::{LoraSlot, WeightRegistry};
-use crate::{Error, GpuTensor, HostTensor, Result};
+use crate::{Error, HostTensor, Result};
 
 const OP: &str = "weights";
 
@@ -98,8 +100,6 @@ pub struct VarBuilder {
     /// asks for, while the structure (which optional weights exist) still comes from the store.
     /// Lets a small file with the real key set stand in for a full-size checkpoint.
     synthetic: Option<u64>,
-    /// Where the layers built from this builder put their adaptable weights (for LoRAs).
-    registry: WeightRegistry,
 }
 
 /// Deterministic values for synthetic weights: uniform in ±`scale`, from a hash of the name so
@@ -130,14 +130,7 @@ fn compatible(stored: &[usize], expected: &[usize]) -> bool {
 
 impl VarBuilder {
     pub(crate) fn new(store: Arc<Store>, component: Component, naming: Naming) -> VarBuilder {
-        VarBuilder {
-            store,
-            component,
-            naming,
-            prefix: String::new(),
-            synthetic: None,
-            registry: WeightRegistry::default(),
-        }
+        VarBuilder { store, component, naming, prefix: String::new(), synthetic: None }
     }
 
     /// The same builder in synthetic mode (see the `synthetic` field): for benchmarks at full
@@ -157,20 +150,6 @@ impl VarBuilder {
             v.iter_mut().for_each(|x| *x += 1.0);
         }
         HostTensor::new(expected, v)
-    }
-
-    /// The same builder, registering the weights of the layers built from it in `registry`.
-    pub fn with_registry(&self, registry: &WeightRegistry) -> VarBuilder {
-        VarBuilder { registry: registry.clone(), ..self.clone() }
-    }
-
-    pub fn registry(&self) -> &WeightRegistry {
-        &self.registry
-    }
-
-    /// Record that `name` under this builder's path now lives in `tensor` (see [`WeightRegistry`]).
-    pub fn register(&self, name: &str, tensor: &GpuTensor, slot: Option<LoraSlot>) {
-        self.registry.insert(self.component, self.path(name), tensor.clone(), slot);
     }
 
     /// A builder for the sub-module `segment` (any `Display`, so `.pp(0)` works).

@@ -1,5 +1,5 @@
-//! The CLIP text transformer (transformers `CLIPTextModel`) on the GPU, with A1111's clip skip,
-//! its "Original" emphasis and its cond/uncond padding.
+//! The CLIP text transformer (transformers `CLIPTextModel`) on the GPU, with A1111's clip skip
+//! and its "Original" emphasis.
 //!
 //! Module names mirror the checkpoint keys under `text_model.`: `embeddings.{token,position}_
 //! embedding`, `encoder.layers.N.{layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2,
@@ -16,9 +16,8 @@ use crate::kernels::binary::add;
 use crate::kernels::embedding::embedding;
 use crate::kernels::unary::{unary, UnaryOp};
 use crate::models::clip::prompt::ParsedPrompt;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::{LayerNorm, Linear, Loader};
 use crate::weights::detect::ClipConfig;
-use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "clip_text";
@@ -62,17 +61,11 @@ pub struct ClipTextEmbeddings {
 }
 
 impl ClipTextEmbeddings {
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<ClipTextEmbeddings> {
+    pub fn load(l: &Loader, cfg: &ClipConfig) -> Result<ClipTextEmbeddings> {
         let c = cfg.hidden_size;
         Ok(ClipTextEmbeddings {
-            token_embedding: crate::nn::load(ctx, &vb.pp("token_embedding"), "weight", &[cfg.vocab_size, c], dtype)?,
-            position_embedding: crate::nn::load(
-                ctx,
-                &vb.pp("position_embedding"),
-                "weight",
-                &[cfg.max_position_embeddings, c],
-                dtype,
-            )?,
+            token_embedding: l.pp("token_embedding").tensor("weight", &[cfg.vocab_size, c])?,
+            position_embedding: l.pp("position_embedding").tensor("weight", &[cfg.max_position_embeddings, c])?,
         })
     }
 
@@ -96,13 +89,13 @@ pub struct ClipAttention {
 }
 
 impl ClipAttention {
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<ClipAttention> {
+    pub fn load(l: &Loader, cfg: &ClipConfig) -> Result<ClipAttention> {
         let c = cfg.hidden_size;
         Ok(ClipAttention {
-            q_proj: Linear::load(ctx, &vb.pp("q_proj"), c, c, true, dtype)?,
-            k_proj: Linear::load(ctx, &vb.pp("k_proj"), c, c, true, dtype)?,
-            v_proj: Linear::load(ctx, &vb.pp("v_proj"), c, c, true, dtype)?,
-            out_proj: Linear::load(ctx, &vb.pp("out_proj"), c, c, true, dtype)?,
+            q_proj: Linear::load(&l.pp("q_proj"), c, c, true)?,
+            k_proj: Linear::load(&l.pp("k_proj"), c, c, true)?,
+            v_proj: Linear::load(&l.pp("v_proj"), c, c, true)?,
+            out_proj: Linear::load(&l.pp("out_proj"), c, c, true)?,
             heads: cfg.num_attention_heads,
         })
     }
@@ -125,11 +118,11 @@ pub struct ClipMlp {
 }
 
 impl ClipMlp {
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<ClipMlp> {
+    pub fn load(l: &Loader, cfg: &ClipConfig) -> Result<ClipMlp> {
         let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(ClipMlp {
-            fc1: Linear::load(ctx, &vb.pp("fc1"), c, i, true, dtype)?,
-            fc2: Linear::load(ctx, &vb.pp("fc2"), i, c, true, dtype)?,
+            fc1: Linear::load(&l.pp("fc1"), c, i, true)?,
+            fc2: Linear::load(&l.pp("fc2"), i, c, true)?,
             act: Activation::from_name(&cfg.hidden_act)?,
         })
     }
@@ -150,13 +143,13 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<ClipEncoderLayer> {
+    pub fn load(l: &Loader, cfg: &ClipConfig) -> Result<ClipEncoderLayer> {
         let c = cfg.hidden_size;
         Ok(ClipEncoderLayer {
-            layer_norm1: LayerNorm::load(ctx, &vb.pp("layer_norm1"), c, LN_EPS, dtype)?,
-            self_attn: ClipAttention::load(ctx, &vb.pp("self_attn"), cfg, dtype)?,
-            layer_norm2: LayerNorm::load(ctx, &vb.pp("layer_norm2"), c, LN_EPS, dtype)?,
-            mlp: ClipMlp::load(ctx, &vb.pp("mlp"), cfg, dtype)?,
+            layer_norm1: LayerNorm::load(&l.pp("layer_norm1"), c, LN_EPS)?,
+            self_attn: ClipAttention::load(&l.pp("self_attn"), cfg)?,
+            layer_norm2: LayerNorm::load(&l.pp("layer_norm2"), c, LN_EPS)?,
+            mlp: ClipMlp::load(&l.pp("mlp"), cfg)?,
         })
     }
 
@@ -180,9 +173,10 @@ pub struct ClipTextModel {
 }
 
 impl ClipTextModel {
-    /// Load from the text-encoder component's builder (`files.text_encoder()`, whose names start
-    /// with `text_model.`); a builder already scoped to `text_model` works too.
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<ClipTextModel> {
+    /// Load as the loader's dtype from the text-encoder component (a reader from
+    /// `files.text_encoder()`, whose names start with `text_model.`); a loader already scoped to
+    /// `text_model` works too.
+    pub fn load(l: &Loader, cfg: &ClipConfig) -> Result<ClipTextModel> {
         if cfg.hidden_size == 0
             || cfg.num_attention_heads == 0
             || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
@@ -199,18 +193,17 @@ impl ClipTextModel {
             ));
         }
         Activation::from_name(&cfg.hidden_act)?;
-        let root = vb.pp("text_model");
-        let vb = if root.contains("embeddings.token_embedding.weight") { root } else { vb.clone() };
-        let enc = vb.pp("encoder").pp("layers");
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| ClipEncoderLayer::load(ctx, &enc.pp(i), cfg, dtype))
-            .collect::<Result<Vec<_>>>()?;
+        let root = l.pp("text_model");
+        let l = if root.contains("embeddings.token_embedding.weight") { root } else { l.clone() };
+        let enc = l.pp("encoder").pp("layers");
+        let layers =
+            (0..cfg.num_hidden_layers).map(|i| ClipEncoderLayer::load(&enc.pp(i), cfg)).collect::<Result<Vec<_>>>()?;
         Ok(ClipTextModel {
-            embeddings: ClipTextEmbeddings::load(ctx, &vb.pp("embeddings"), cfg, dtype)?,
+            embeddings: ClipTextEmbeddings::load(&l.pp("embeddings"), cfg)?,
             layers,
-            final_layer_norm: LayerNorm::load(ctx, &vb.pp("final_layer_norm"), cfg.hidden_size, LN_EPS, dtype)?,
+            final_layer_norm: LayerNorm::load(&l.pp("final_layer_norm"), cfg.hidden_size, LN_EPS)?,
             cfg: cfg.clone(),
-            dtype,
+            dtype: l.dtype(),
         })
     }
 
@@ -319,88 +312,4 @@ pub fn apply_emphasis_original(z: &mut [f32], weights: &[f32], width: usize) -> 
         row.iter_mut().for_each(|v| *v = (*v as f64 * f) as f32);
     }
     Ok(())
-}
-
-/// How cond and uncond of different lengths (different chunk counts) are reconciled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CondPadding {
-    /// A1111 "Pad prompt/negative prompt" (`pad_cond_uncond`): the shorter one gets copies of
-    /// the empty prompt's encoding appended, one per missing chunk.
-    EmptyPrompt,
-    /// A1111 "Pad prompt/negative prompt (v0)" (`pad_cond_uncond_v0`, DDIM's behaviour before
-    /// 1.6): only uncond changes, padded with copies of its last token vector, or truncated.
-    LastVectorV0,
-}
-
-/// Make cond `[B, Tc, C]` and uncond `[B, Tu, C]` the same length so they batch into one UNet
-/// call (with neither option set, A1111 runs two UNet calls instead, which needs no padding).
-/// `empty` is the empty prompt's encoding `[1, 77, C]` (`encode_prompt` of `""`), used by
-/// [`CondPadding::EmptyPrompt`]. Equal lengths come back unchanged (same buffers).
-///
-/// Runs on the host through a readback (inputs must be submitted); it happens once per
-/// generation. The outputs have the inputs' dtype.
-pub fn pad_to_same_length(
-    ctx: &Context,
-    cond: &GpuTensor,
-    uncond: &GpuTensor,
-    empty: &GpuTensor,
-    mode: CondPadding,
-) -> Result<(GpuTensor, GpuTensor)> {
-    const OP: &str = "pad_cond_uncond";
-    let desc = || format!("cond {:?}, uncond {:?}, empty {:?}", cond.shape, uncond.shape, empty.shape);
-    let (&[b, tc, c], &[bu, tu, cu]) = (cond.shape.as_slice(), uncond.shape.as_slice()) else {
-        return Err(Error::shape(OP, format!("want [B, T, C] conds: {}", desc())));
-    };
-    if b != bu || c != cu || cond.dtype != uncond.dtype {
-        return Err(Error::shape(OP, format!("batch, width or dtype differ: {}", desc())));
-    }
-    if tc == 0 || tu == 0 {
-        return Err(Error::shape(OP, format!("a cond without tokens: {}", desc())));
-    }
-    if tc == tu {
-        return Ok((cond.clone(), uncond.clone()));
-    }
-    match mode {
-        CondPadding::EmptyPrompt => {
-            let &[1, te, ce] = empty.shape.as_slice() else {
-                return Err(Error::shape(OP, format!("empty must be [1, T, C]: {}", desc())));
-            };
-            if ce != c || te == 0 {
-                return Err(Error::shape(OP, format!("empty's width differs or it is empty: {}", desc())));
-            }
-            // A1111 repeats `(Tc − Tu) // Te` times; the lengths are whole chunks, so exact.
-            let (short, long) = if tc < tu { (cond, tu) } else { (uncond, tc) };
-            let missing = long - short.shape[1];
-            if !missing.is_multiple_of(te) {
-                return Err(Error::shape(
-                    OP,
-                    format!("length difference {missing} is not a multiple of {te}: {}", desc()),
-                ));
-            }
-            let s = short.to_vec(ctx)?;
-            let e = empty.to_vec(ctx)?;
-            let t_short = short.shape[1];
-            let mut out = Vec::with_capacity(b * long * c);
-            for bi in 0..b {
-                out.extend_from_slice(&s[bi * t_short * c..(bi + 1) * t_short * c]);
-                for _ in 0..missing / te {
-                    out.extend_from_slice(&e);
-                }
-            }
-            let padded = GpuTensor::from_slice(ctx, &[b, long, c], &out, short.dtype)?;
-            Ok(if tc < tu { (padded, uncond.clone()) } else { (cond.clone(), padded) })
-        }
-        CondPadding::LastVectorV0 => {
-            let u = uncond.to_vec(ctx)?;
-            let mut out = Vec::with_capacity(b * tc * c);
-            for bi in 0..b {
-                let rows = &u[bi * tu * c..(bi + 1) * tu * c];
-                out.extend_from_slice(&rows[..tu.min(tc) * c]);
-                for _ in tu..tc {
-                    out.extend_from_slice(&rows[(tu - 1) * c..]);
-                }
-            }
-            Ok((cond.clone(), GpuTensor::from_slice(ctx, &[b, tc, c], &out, uncond.dtype)?))
-        }
-    }
 }

@@ -2,39 +2,60 @@
 //! attentions optional), `UNetMidBlock2DCrossAttn`, `CrossAttnUpBlock2D` / `UpBlock2D`, and the
 //! `Downsample2D` / `Upsample2D` between levels.
 
-use super::resnet::{ResnetBlock2D, TembIter};
+use super::embeddings::TembIter;
 use super::transformer::Transformer2DModel;
+use super::RESNET_EPS;
 use crate::kernels::concat::concat_channels;
 use crate::kernels::upsample::upsample_nearest;
-use crate::nn::Conv2d;
+use crate::models::resnet::{ResnetBlock2D, ResnetOptions};
+use crate::nn::{Conv2d, Loader};
 use crate::weights::detect::UNetConfig;
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+use crate::{Context, Error, GpuTensor, Recorder, Result};
 
 /// What every block's loader needs besides its own widths.
 pub struct BlockCtx<'a> {
     pub cfg: &'a UNetConfig,
-    pub dtype: DType,
+    pub resnet: ResnetOptions,
 }
 
 impl BlockCtx<'_> {
-    fn resnet(&self, ctx: &Context, vb: &VarBuilder, cin: usize, cout: usize) -> Result<ResnetBlock2D> {
-        ResnetBlock2D::load(ctx, vb, cin, cout, self.cfg.time_embed_dim, self.cfg.norm_num_groups, self.dtype)
+    pub fn new(cfg: &UNetConfig) -> BlockCtx<'_> {
+        let resnet = ResnetOptions {
+            groups: cfg.norm_num_groups,
+            eps: RESNET_EPS,
+            temb_dim: Some(cfg.time_embed_dim),
+            shortcut_if_stored: false,
+        };
+        BlockCtx { cfg, resnet }
     }
 
-    fn transformer(&self, ctx: &Context, vb: &VarBuilder, c: usize) -> Result<Transformer2DModel> {
+    fn resnet(&self, l: &Loader, cin: usize, cout: usize) -> Result<ResnetBlock2D> {
+        ResnetBlock2D::load(l, cin, cout, &self.resnet)
+    }
+
+    fn transformer(&self, l: &Loader, c: usize) -> Result<Transformer2DModel> {
         let cfg = self.cfg;
         Transformer2DModel::load(
-            ctx,
-            vb,
+            l,
             c,
             cfg.cross_attention_dim,
             cfg.num_heads,
             cfg.transformer_layers_per_block,
             cfg.norm_num_groups,
-            self.dtype,
         )
     }
+}
+
+/// Runs `r` with the next projection from the forward pass's list.
+fn resnet_next(
+    r: &ResnetBlock2D,
+    ctx: &Context,
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    temb: &mut TembIter,
+) -> Result<GpuTensor> {
+    let t = temb.next().ok_or_else(|| Error::invalid("unet.resnet", "time projections ran out"))?;
+    r.forward(ctx, rec, x, Some(&t))
 }
 
 /// diffusers `Downsample2D` with a conv: 3×3, stride 2, padding 1 (so `h → ⌈h/2⌉`).
@@ -72,8 +93,7 @@ pub struct DownBlock {
 
 impl DownBlock {
     pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
+        l: &Loader,
         bc: &BlockCtx,
         cin: usize,
         cout: usize,
@@ -84,14 +104,14 @@ impl DownBlock {
         let mut attentions = Vec::new();
         for j in 0..bc.cfg.layers_per_block {
             let rin = if j == 0 { cin } else { cout };
-            resnets.push(bc.resnet(ctx, &vb.pp("resnets").pp(j), rin, cout)?);
+            resnets.push(bc.resnet(&l.pp("resnets").pp(j), rin, cout)?);
             if cross_attention {
-                attentions.push(bc.transformer(ctx, &vb.pp("attentions").pp(j), cout)?);
+                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout)?);
             }
         }
         let downsampler = if downsample {
-            let vb = vb.pp("downsamplers").pp(0).pp("conv");
-            Some(Downsample2D { conv: Conv2d::load(ctx, &vb, cout, cout, 3, 2, bc.dtype)? })
+            let l = l.pp("downsamplers").pp(0).pp("conv");
+            Some(Downsample2D { conv: Conv2d::load(&l, cout, cout, 3, 2)? })
         } else {
             None
         };
@@ -111,7 +131,7 @@ impl DownBlock {
     ) -> Result<GpuTensor> {
         let mut h = x.clone();
         for (j, r) in self.resnets.iter().enumerate() {
-            h = r.forward_next(ctx, rec, &h, temb)?;
+            h = resnet_next(r, ctx, rec, &h, temb)?;
             if let Some(a) = self.attentions.get(j) {
                 h = a.forward(ctx, rec, &h, context)?;
             }
@@ -133,14 +153,11 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn load(ctx: &Context, vb: &VarBuilder, bc: &BlockCtx, c: usize) -> Result<MidBlock> {
+    pub fn load(l: &Loader, bc: &BlockCtx, c: usize) -> Result<MidBlock> {
         let attention =
-            if bc.cfg.mid_cross_attention { Some(bc.transformer(ctx, &vb.pp("attentions").pp(0), c)?) } else { None };
+            if bc.cfg.mid_cross_attention { Some(bc.transformer(&l.pp("attentions").pp(0), c)?) } else { None };
         Ok(MidBlock {
-            resnets: vec![
-                bc.resnet(ctx, &vb.pp("resnets").pp(0), c, c)?,
-                bc.resnet(ctx, &vb.pp("resnets").pp(1), c, c)?,
-            ],
+            resnets: vec![bc.resnet(&l.pp("resnets").pp(0), c, c)?, bc.resnet(&l.pp("resnets").pp(1), c, c)?],
             attention,
         })
     }
@@ -153,11 +170,11 @@ impl MidBlock {
         temb: &mut TembIter,
         context: &GpuTensor,
     ) -> Result<GpuTensor> {
-        let mut h = self.resnets[0].forward_next(ctx, rec, x, temb)?;
+        let mut h = resnet_next(&self.resnets[0], ctx, rec, x, temb)?;
         if let Some(a) = &self.attention {
             h = a.forward(ctx, rec, &h, context)?;
         }
-        self.resnets[1].forward_next(ctx, rec, &h, temb)
+        resnet_next(&self.resnets[1], ctx, rec, &h, temb)
     }
 }
 
@@ -172,10 +189,8 @@ impl UpBlock {
     /// Widths as diffusers computes them: resnet `j` takes `prev` (the level below) or `cout`
     /// channels, concatenated with a skip of `cout` channels, except the last one whose skip
     /// comes from the level above (`skip_last`).
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
+        l: &Loader,
         bc: &BlockCtx,
         prev: usize,
         cout: usize,
@@ -189,14 +204,14 @@ impl UpBlock {
         for j in 0..n {
             let rin = if j == 0 { prev } else { cout };
             let skip = if j == n - 1 { skip_last } else { cout };
-            resnets.push(bc.resnet(ctx, &vb.pp("resnets").pp(j), rin + skip, cout)?);
+            resnets.push(bc.resnet(&l.pp("resnets").pp(j), rin + skip, cout)?);
             if cross_attention {
-                attentions.push(bc.transformer(ctx, &vb.pp("attentions").pp(j), cout)?);
+                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout)?);
             }
         }
         let upsampler = if upsample {
-            let vb = vb.pp("upsamplers").pp(0).pp("conv");
-            Some(Upsample2D { conv: Conv2d::load(ctx, &vb, cout, cout, 3, 1, bc.dtype)? })
+            let l = l.pp("upsamplers").pp(0).pp("conv");
+            Some(Upsample2D { conv: Conv2d::load(&l, cout, cout, 3, 1)? })
         } else {
             None
         };
@@ -219,7 +234,7 @@ impl UpBlock {
         for (j, r) in self.resnets.iter().enumerate() {
             let s = skips.pop().ok_or_else(|| Error::invalid(OP, "skip connections ran out"))?;
             h = concat_channels(ctx, rec, &h, &s)?;
-            h = r.forward_next(ctx, rec, &h, temb)?;
+            h = resnet_next(r, ctx, rec, &h, temb)?;
             if let Some(a) = self.attentions.get(j) {
                 h = a.forward(ctx, rec, &h, context)?;
             }

@@ -9,12 +9,13 @@
 //! of one width share one GEMM launch over their stacked weights (SD1: 3 launches instead of 22).
 
 use super::fused::{linear_into, multi_linear, slice, stack_copies};
-use super::resnet::ResnetBlock2D;
 use crate::kernels::timestep_embedding::timestep_embedding;
 use crate::kernels::unary::{unary, UnaryOp};
-use crate::nn::{Linear, WeightRegistry};
-use crate::weights::var_builder::VarBuilder;
+use crate::nn::{Linear, Loader, WeightRegistry};
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+
+/// The per-resnet time projections `[B, Cout]` of one forward pass, in forward order.
+pub type TembIter = std::vec::IntoIter<GpuTensor>;
 
 /// diffusers `TimestepEmbedding` with the sinusoidal projection in front of it.
 pub struct TimestepEmbedding {
@@ -26,24 +27,18 @@ pub struct TimestepEmbedding {
 }
 
 impl TimestepEmbedding {
-    /// `vb` is the UNet's `time_embedding` scope.
-    pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
-        proj_dim: usize,
-        embed_dim: usize,
-        dtype: DType,
-    ) -> Result<TimestepEmbedding> {
+    /// `l` is the UNet's `time_embedding` scope.
+    pub fn load(l: &Loader, proj_dim: usize, embed_dim: usize) -> Result<TimestepEmbedding> {
         Ok(TimestepEmbedding {
-            linear_1: Linear::load(ctx, &vb.pp("linear_1"), proj_dim, embed_dim, true, dtype)?,
+            linear_1: Linear::load(&l.pp("linear_1"), proj_dim, embed_dim, true)?,
             linear_2: {
                 // Runs through `linear_into`, not `forward`: its LoRAs are merged.
-                let l = Linear::load(ctx, &vb.pp("linear_2"), embed_dim, embed_dim, true, dtype)?;
-                vb.registry().rebind(&l.lora, &l.weight);
-                l
+                let lin = Linear::load(&l.pp("linear_2"), embed_dim, embed_dim, true)?;
+                l.registry().rebind(&lin.lora, &lin.weight);
+                lin
             },
             proj_dim,
-            dtype,
+            dtype: l.dtype(),
         })
     }
 
@@ -96,36 +91,32 @@ pub struct TembProjections {
 }
 
 impl TembProjections {
-    /// Stacks the weights of `resnets` (in forward order) by output width and points each
-    /// resnet's `time_emb_proj.weight` at its slice, so no copy stays behind.
-    pub fn build(
-        ctx: &Context,
-        resnets: &mut [&mut ResnetBlock2D],
-        registry: &WeightRegistry,
-    ) -> Result<TembProjections> {
-        let mut widths: Vec<usize> = resnets.iter().map(|r| r.out_channels).collect();
+    /// Stacks the resnets' `time_emb_proj` linears `projections` (in forward order) by output
+    /// width and points each one's weight at its slice, so no copy stays behind.
+    pub fn build(ctx: &Context, projections: &mut [&mut Linear], registry: &WeightRegistry) -> Result<TembProjections> {
+        let mut widths: Vec<usize> = projections.iter().map(|p| p.out_features).collect();
         widths.sort_unstable();
         widths.dedup();
         let mut groups = Vec::new();
         for w in widths {
-            let members: Vec<usize> = (0..resnets.len()).filter(|&i| resnets[i].out_channels == w).collect();
-            let parts: Vec<&GpuTensor> = members.iter().map(|&i| &resnets[i].time_emb_proj.weight).collect();
+            let members: Vec<usize> = (0..projections.len()).filter(|&i| projections[i].out_features == w).collect();
+            let parts: Vec<&GpuTensor> = members.iter().map(|&i| &projections[i].weight).collect();
             match stack_copies(ctx, &parts)? {
                 Some(stacked) => {
                     let per = parts[0].numel();
                     let shape = parts[0].shape.clone();
                     for (slot, &i) in members.iter().enumerate() {
                         let view = stacked.view(slot * per, &shape)?;
-                        registry.rebind(&resnets[i].time_emb_proj.lora, &view);
-                        resnets[i].time_emb_proj.weight = view;
+                        registry.rebind(&projections[i].lora, &view);
+                        projections[i].weight = view;
                     }
                     groups.push(TembGroup { stacked, members });
                 }
                 // Unaligned weights (odd f16 sizes): one launch per resnet.
                 None => {
                     for i in members {
-                        let wt = &resnets[i].time_emb_proj.weight;
-                        registry.rebind(&resnets[i].time_emb_proj.lora, wt);
+                        let wt = &projections[i].weight;
+                        registry.rebind(&projections[i].lora, wt);
                         let mut shape = vec![1];
                         shape.extend_from_slice(&wt.shape);
                         groups.push(TembGroup { stacked: wt.reshape(&shape)?, members: vec![i] });
@@ -133,7 +124,7 @@ impl TembProjections {
                 }
             }
         }
-        Ok(TembProjections { groups, count: resnets.len() })
+        Ok(TembProjections { groups, count: projections.len() })
     }
 
     /// `silu_temb [B, T]` → each resnet's projection `[B, Cout]` (no bias), in forward order.

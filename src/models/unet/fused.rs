@@ -13,42 +13,38 @@
 //! The stacked weights stay addressable per module: each `Linear` holds a view of its slice.
 
 use crate::kernels::matmul::{default_kernel, record_gemm, Gemm};
-use crate::nn::Linear;
-use crate::weights::var_builder::VarBuilder;
+use crate::nn::{Linear, Loader};
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "unet.fused_gemm";
 
-/// The `weight` `[rows, cols]` of each builder in `vbs`, stacked into one `[n, rows, cols]`
-/// tensor, and a bias-free `Linear` viewing each slice.
-pub fn load_stacked(
-    ctx: &Context,
-    vbs: &[VarBuilder],
-    cols: usize,
-    rows: usize,
-    dtype: DType,
-) -> Result<(GpuTensor, Vec<Linear>)> {
-    let shape = [vbs.len(), rows, cols];
-    let stacked = match dtype {
+/// The `weight` `[rows, cols]` of each loader scope in `ls` (at least one), stacked into one
+/// `[n, rows, cols]` tensor in their dtype, and a bias-free `Linear` viewing each slice.
+pub fn load_stacked(ls: &[Loader], cols: usize, rows: usize) -> Result<(GpuTensor, Vec<Linear>)> {
+    let Some(first) = ls.first() else {
+        return Err(Error::invalid(OP, "load_stacked: no weights to stack"));
+    };
+    let (ctx, shape) = (first.ctx(), [ls.len(), rows, cols]);
+    let stacked = match first.dtype() {
         DType::F32 => {
-            let mut data = Vec::with_capacity(rows * cols * vbs.len());
-            for vb in vbs {
-                data.extend_from_slice(&vb.get("weight", &[rows, cols])?.data);
+            let mut data = Vec::with_capacity(rows * cols * ls.len());
+            for l in ls {
+                data.extend_from_slice(&l.get("weight", &[rows, cols])?.data);
             }
             GpuTensor::from_slice(ctx, &shape, &data, DType::F32)?
         }
         DType::F16 => {
-            let mut data = Vec::with_capacity(rows * cols * vbs.len());
-            for vb in vbs {
-                data.extend_from_slice(&vb.get_f16("weight", &[rows, cols])?);
+            let mut data = Vec::with_capacity(rows * cols * ls.len());
+            for l in ls {
+                data.extend_from_slice(&l.get_f16("weight", &[rows, cols])?);
             }
             GpuTensor::from_f16(ctx, &shape, &data)?
         }
     };
-    let linears = vbs
+    let linears = ls
         .iter()
         .enumerate()
-        .map(|(i, vb)| Ok(Linear::registered(vb, stacked.view(i * rows * cols, &[rows, cols])?, None)))
+        .map(|(i, l)| Ok(Linear::registered(l, stacked.view(i * rows * cols, &[rows, cols])?, None)))
         .collect::<Result<Vec<_>>>()?;
     Ok((stacked, linears))
 }

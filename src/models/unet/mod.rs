@@ -3,8 +3,8 @@
 //!
 //! The structure and widths follow diffusers' `UNet2DConditionModel.__init__`, read from a
 //! [`UNetConfig`] that [`crate::weights::detect`] derives from the weight shapes; module names
-//! mirror diffusers' through the [`VarBuilder`], so single-file (LDM) checkpoints and diffusers
-//! folders load the same way.
+//! mirror diffusers' through the [`Loader`]'s weight reader, so single-file (LDM) checkpoints and
+//! diffusers folders load the same way.
 //!
 //! The time embedding is a separate call ([`UNet::time_embedding`]) so a sampler can record
 //! [`UNet::forward_with_temb`] once per resolution and replay it, rewriting only the small `temb`
@@ -15,28 +15,23 @@ pub mod blocks;
 pub mod embeddings;
 pub mod fused;
 pub mod layout;
-pub mod resnet;
 pub mod transformer;
 
 use blocks::{BlockCtx, DownBlock, MidBlock, UpBlock};
 use embeddings::{TembProjections, TimestepEmbedding};
-use resnet::ResnetBlock2D;
 
 use crate::kernels::unary::{unary, UnaryOp};
-use crate::nn::{Conv2d, GroupNorm};
+pub(crate) use crate::models::dims4;
+use crate::models::resnet::ResnetBlock2D;
+use crate::nn::{Conv2d, GroupNorm, Linear, Loader};
 use crate::weights::detect::UNetConfig;
-use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "unet";
 
-/// `[B, C, H, W]` of an image tensor, or a shape error naming `op`.
-pub(crate) fn dims4(op: &'static str, x: &GpuTensor) -> Result<[usize; 4]> {
-    match x.shape.as_slice() {
-        &[b, c, h, w] => Ok([b, c, h, w]),
-        s => Err(Error::shape(op, format!("expected an image [B, C, H, W], got {s:?}"))),
-    }
-}
+/// diffusers' `resnet_eps` default for SD1 (`norm_eps` in the UNet config): every resnet's and
+/// `conv_norm_out`'s GroupNorm.
+pub const RESNET_EPS: f32 = 1e-5;
 
 pub struct UNet {
     pub conv_in: Conv2d,
@@ -53,8 +48,8 @@ pub struct UNet {
 }
 
 impl UNet {
-    /// Loads every weight under `vb` (the UNet component's builder) as `dtype`.
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &UNetConfig, dtype: DType) -> Result<UNet> {
+    /// Loads every weight under `l` (scoped to the UNet component) as the loader's dtype.
+    pub fn load(l: &Loader, cfg: &UNetConfig) -> Result<UNet> {
         let ch = &cfg.block_out_channels;
         let levels = ch.len();
         if levels == 0 || cfg.down_cross_attention.len() != levels || cfg.up_cross_attention.len() != levels {
@@ -71,46 +66,42 @@ impl UNet {
         if cfg.layers_per_block == 0 {
             return Err(Error::invalid(OP, "config has layers_per_block = 0"));
         }
-        let bc = BlockCtx { cfg, dtype };
+        let bc = BlockCtx::new(cfg);
         let mut down_blocks = Vec::with_capacity(levels);
         for i in 0..levels {
             let cin = if i == 0 { ch[0] } else { ch[i - 1] };
-            let vbi = vb.pp("down_blocks").pp(i);
-            down_blocks.push(DownBlock::load(ctx, &vbi, &bc, cin, ch[i], cfg.down_cross_attention[i], i + 1 < levels)?);
+            let li = l.pp("down_blocks").pp(i);
+            down_blocks.push(DownBlock::load(&li, &bc, cin, ch[i], cfg.down_cross_attention[i], i + 1 < levels)?);
         }
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(levels);
         for i in 0..levels {
             let prev = rev[i.saturating_sub(1)];
             let skip_last = rev[(i + 1).min(levels - 1)];
-            let vbi = vb.pp("up_blocks").pp(i);
+            let li = l.pp("up_blocks").pp(i);
             let cross = cfg.up_cross_attention[i];
-            up_blocks.push(UpBlock::load(ctx, &vbi, &bc, prev, rev[i], skip_last, cross, i + 1 < levels)?);
+            up_blocks.push(UpBlock::load(&li, &bc, prev, rev[i], skip_last, cross, i + 1 < levels)?);
         }
-        let mut mid_block = MidBlock::load(ctx, &vb.pp("mid_block"), &bc, rev[0])?;
+        let mut mid_block = MidBlock::load(&l.pp("mid_block"), &bc, rev[0])?;
         let mut resnets: Vec<&mut ResnetBlock2D> = Vec::new();
         resnets.extend(down_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
         resnets.extend(mid_block.resnets.iter_mut());
         resnets.extend(up_blocks.iter_mut().flat_map(|b| b.resnets.iter_mut()));
-        let temb_projections = TembProjections::build(ctx, &mut resnets, vb.registry())?;
+        // Every resnet was loaded with a time embedding (`BlockCtx`), so none is skipped here.
+        let mut projections: Vec<&mut Linear> =
+            resnets.into_iter().filter_map(|r| r.time.as_mut().map(|t| &mut t.time_emb_proj)).collect();
+        let temb_projections = TembProjections::build(l.ctx(), &mut projections, l.registry())?;
         Ok(UNet {
-            conv_in: Conv2d::load(ctx, &vb.pp("conv_in"), cfg.in_channels, ch[0], 3, 1, dtype)?,
-            time_embedding: TimestepEmbedding::load(ctx, &vb.pp("time_embedding"), ch[0], cfg.time_embed_dim, dtype)?,
+            conv_in: Conv2d::load(&l.pp("conv_in"), cfg.in_channels, ch[0], 3, 1)?,
+            time_embedding: TimestepEmbedding::load(&l.pp("time_embedding"), ch[0], cfg.time_embed_dim)?,
             down_blocks,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(
-                ctx,
-                &vb.pp("conv_norm_out"),
-                cfg.norm_num_groups,
-                ch[0],
-                resnet::RESNET_EPS,
-                dtype,
-            )?,
-            conv_out: Conv2d::load(ctx, &vb.pp("conv_out"), ch[0], cfg.out_channels, 3, 1, dtype)?,
+            conv_norm_out: GroupNorm::load(&l.pp("conv_norm_out"), cfg.norm_num_groups, ch[0], RESNET_EPS)?,
+            conv_out: Conv2d::load(&l.pp("conv_out"), ch[0], cfg.out_channels, 3, 1)?,
             temb_projections,
             cfg: cfg.clone(),
-            dtype,
+            dtype: l.dtype(),
         })
     }
 

@@ -4,7 +4,7 @@
 //! `proj_out` → residual with the block's input.
 //!
 //! `proj_in`/`proj_out` are 1×1 convs in SD1 checkpoints and linears in SD2-style ones; the same
-//! numbers either way (the VarBuilder serves a `[O, I, 1, 1]` conv as an `[O, I]` linear), so both
+//! numbers either way (the weight reader serves a `[O, I, 1, 1]` conv as an `[O, I]` linear), so both
 //! run as linears on tokens, next to the layout change that the attention needs anyway.
 
 use super::fused::{linear_transposed, load_stacked, multi_linear, slice};
@@ -14,9 +14,8 @@ use crate::kernels::binary::add;
 use crate::kernels::geglu::geglu;
 use crate::kernels::lora_linear::LoraStack;
 use crate::kernels::matmul::linear;
-use crate::nn::{GroupNorm, LayerNorm, Linear};
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
+use crate::nn::{GroupNorm, LayerNorm, Linear, Loader};
+use crate::{Context, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "unet.transformer";
 
@@ -45,25 +44,18 @@ pub struct Attention {
 impl Attention {
     /// Self-attention when `context_dim` is `None`, else cross-attention on a context of that
     /// width.
-    pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
-        dim: usize,
-        context_dim: Option<usize>,
-        heads: usize,
-        dtype: DType,
-    ) -> Result<Attention> {
-        let to_out = Linear::load(ctx, &vb.pp("to_out").pp(0), dim, dim, true, dtype)?;
+    pub fn load(l: &Loader, dim: usize, context_dim: Option<usize>, heads: usize) -> Result<Attention> {
+        let to_out = Linear::load(&l.pp("to_out").pp(0), dim, dim, true)?;
         let (to_q, to_k, to_v, stacked) = match context_dim {
             None => {
-                let (w, l) = load_stacked(ctx, &[vb.pp("to_q"), vb.pp("to_k"), vb.pp("to_v")], dim, dim, dtype)?;
-                let [q, k, v] = <[Linear; 3]>::try_from(l).map_err(|_| Error::invalid(OP, "stacking q/k/v"))?;
+                let (w, lin) = load_stacked(&[l.pp("to_q"), l.pp("to_k"), l.pp("to_v")], dim, dim)?;
+                let [q, k, v] = <[Linear; 3]>::try_from(lin).map_err(|_| Error::invalid(OP, "stacking q/k/v"))?;
                 (q, k, v, w)
             }
             Some(cd) => {
-                let q = Linear::load(ctx, &vb.pp("to_q"), dim, dim, false, dtype)?;
-                let (w, l) = load_stacked(ctx, &[vb.pp("to_k"), vb.pp("to_v")], cd, dim, dtype)?;
-                let [k, v] = <[Linear; 2]>::try_from(l).map_err(|_| Error::invalid(OP, "stacking k/v"))?;
+                let q = Linear::load(&l.pp("to_q"), dim, dim, false)?;
+                let (w, lin) = load_stacked(&[l.pp("to_k"), l.pp("to_v")], cd, dim)?;
+                let [k, v] = <[Linear; 2]>::try_from(lin).map_err(|_| Error::invalid(OP, "stacking k/v"))?;
                 (q, k, v, w)
             }
         };
@@ -113,11 +105,11 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    pub fn load(ctx: &Context, vb: &VarBuilder, dim: usize, dtype: DType) -> Result<FeedForward> {
+    pub fn load(l: &Loader, dim: usize) -> Result<FeedForward> {
         let inner = dim * FF_MULT;
         Ok(FeedForward {
-            proj: Linear::load(ctx, &vb.pp("net").pp(0).pp("proj"), dim, 2 * inner, true, dtype)?,
-            out: Linear::load(ctx, &vb.pp("net").pp(2), inner, dim, true, dtype)?,
+            proj: Linear::load(&l.pp("net").pp(0).pp("proj"), dim, 2 * inner, true)?,
+            out: Linear::load(&l.pp("net").pp(2), inner, dim, true)?,
         })
     }
 
@@ -138,21 +130,14 @@ pub struct BasicTransformerBlock {
 }
 
 impl BasicTransformerBlock {
-    pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
-        dim: usize,
-        context_dim: usize,
-        heads: usize,
-        dtype: DType,
-    ) -> Result<BasicTransformerBlock> {
+    pub fn load(l: &Loader, dim: usize, context_dim: usize, heads: usize) -> Result<BasicTransformerBlock> {
         Ok(BasicTransformerBlock {
-            norm1: LayerNorm::load(ctx, &vb.pp("norm1"), dim, LN_EPS, dtype)?,
-            attn1: Attention::load(ctx, &vb.pp("attn1"), dim, None, heads, dtype)?,
-            norm2: LayerNorm::load(ctx, &vb.pp("norm2"), dim, LN_EPS, dtype)?,
-            attn2: Attention::load(ctx, &vb.pp("attn2"), dim, Some(context_dim), heads, dtype)?,
-            norm3: LayerNorm::load(ctx, &vb.pp("norm3"), dim, LN_EPS, dtype)?,
-            ff: FeedForward::load(ctx, &vb.pp("ff"), dim, dtype)?,
+            norm1: LayerNorm::load(&l.pp("norm1"), dim, LN_EPS)?,
+            attn1: Attention::load(&l.pp("attn1"), dim, None, heads)?,
+            norm2: LayerNorm::load(&l.pp("norm2"), dim, LN_EPS)?,
+            attn2: Attention::load(&l.pp("attn2"), dim, Some(context_dim), heads)?,
+            norm3: LayerNorm::load(&l.pp("norm3"), dim, LN_EPS)?,
+            ff: FeedForward::load(&l.pp("ff"), dim)?,
         })
     }
 
@@ -179,34 +164,22 @@ pub struct Transformer2DModel {
 }
 
 impl Transformer2DModel {
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
+        l: &Loader,
         channels: usize,
         context_dim: usize,
         heads: usize,
         depth: usize,
         groups: usize,
-        dtype: DType,
     ) -> Result<Transformer2DModel> {
         let blocks = (0..depth)
-            .map(|i| {
-                BasicTransformerBlock::load(
-                    ctx,
-                    &vb.pp("transformer_blocks").pp(i),
-                    channels,
-                    context_dim,
-                    heads,
-                    dtype,
-                )
-            })
+            .map(|i| BasicTransformerBlock::load(&l.pp("transformer_blocks").pp(i), channels, context_dim, heads))
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer2DModel {
-            norm: GroupNorm::load(ctx, &vb.pp("norm"), groups, channels, GN_EPS, dtype)?,
-            proj_in: Linear::load(ctx, &vb.pp("proj_in"), channels, channels, true, dtype)?,
+            norm: GroupNorm::load(&l.pp("norm"), groups, channels, GN_EPS)?,
+            proj_in: Linear::load(&l.pp("proj_in"), channels, channels, true)?,
             transformer_blocks: blocks,
-            proj_out: Linear::load(ctx, &vb.pp("proj_out"), channels, channels, true, dtype)?,
+            proj_out: Linear::load(&l.pp("proj_out"), channels, channels, true)?,
         })
     }
 

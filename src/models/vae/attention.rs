@@ -18,10 +18,9 @@ use crate::kernels::embedding::embedding;
 use crate::kernels::matmul::matmul;
 use crate::kernels::softmax::softmax;
 use crate::kernels::unary::{unary_into, UnaryOp};
-use crate::models::vae::resnet::{check_input, EPS};
-use crate::nn::{Conv2d, GroupNorm, Linear};
+use crate::models::vae::{check_input, EPS};
+use crate::nn::{Conv2d, GroupNorm, Linear, Loader};
 use crate::tensor::max_window_elems;
-use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "vae.attention";
@@ -53,10 +52,10 @@ pub fn transpose(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<Gpu
 }
 
 /// Reads a `[C, C]` projection (and its bias, zeros when absent) as f32, scaled by `scale`.
-fn projection(vb: &VarBuilder, c: usize, scale: f32) -> Result<(Vec<f32>, Vec<f32>)> {
-    let w = vb.get("weight", &[c, c])?.data.iter().map(|v| v * scale).collect();
+fn projection(l: &Loader, c: usize, scale: f32) -> Result<(Vec<f32>, Vec<f32>)> {
+    let w = l.get("weight", &[c, c])?.data.iter().map(|v| v * scale).collect();
     let b =
-        if vb.contains("bias") { vb.get("bias", &[c])?.data.iter().map(|v| v * scale).collect() } else { vec![0.0; c] };
+        if l.contains("bias") { l.get("bias", &[c])?.data.iter().map(|v| v * scale).collect() } else { vec![0.0; c] };
     Ok((w, b))
 }
 
@@ -75,31 +74,31 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn load(ctx: &Context, vb: &VarBuilder, c: usize, groups: usize, dtype: DType) -> Result<Attention> {
+    pub fn load(l: &Loader, c: usize, groups: usize) -> Result<Attention> {
         let scale = 1.0 / (c as f32).sqrt();
-        let (wq, bq) = projection(&vb.pp("to_q"), c, scale)?;
+        let (wq, bq) = projection(&l.pp("to_q"), c, scale)?;
         let to_q = Linear {
-            weight: GpuTensor::from_slice(ctx, &[c, c], &wq, dtype)?,
-            bias: Some(GpuTensor::from_slice(ctx, &[c], &bq, dtype)?),
+            weight: l.upload(&[c, c], &wq)?,
+            bias: Some(l.upload(&[c], &bq)?),
             in_features: c,
             out_features: c,
             lora: Default::default(),
         };
-        let (wk, bk) = projection(&vb.pp("to_k"), c, 1.0)?;
+        let (wk, bk) = projection(&l.pp("to_k"), c, 1.0)?;
         let to_k = Conv2d {
-            weight: GpuTensor::from_slice(ctx, &[c, c, 1, 1], &wk, dtype)?,
-            bias: Some(GpuTensor::from_slice(ctx, &[c], &bk, dtype)?),
+            weight: l.upload(&[c, c, 1, 1], &wk)?,
+            bias: Some(l.upload(&[c], &bk)?),
             params: Conv2dParams::same(1, 1),
         };
-        let has_bias = |name: &str| vb.pp(name).contains("bias");
+        let has_bias = |name: &str| l.pp(name).contains("bias");
         Ok(Attention {
-            group_norm: GroupNorm::load(ctx, &vb.pp("group_norm"), groups, c, EPS, dtype)?,
+            group_norm: GroupNorm::load(&l.pp("group_norm"), groups, c, EPS)?,
             to_q,
             to_k,
-            to_v: Linear::load(ctx, &vb.pp("to_v"), c, c, has_bias("to_v"), dtype)?,
-            to_out: Linear::load(ctx, &vb.pp("to_out").pp(0), c, c, has_bias("to_out.0"), dtype)?,
+            to_v: Linear::load(&l.pp("to_v"), c, c, has_bias("to_v"))?,
+            to_out: Linear::load(&l.pp("to_out").pp(0), c, c, has_bias("to_out.0"))?,
             channels: c,
-            dtype,
+            dtype: l.dtype(),
         })
     }
 

@@ -2,11 +2,12 @@
 //! (`layers_per_block` resnets each; a stride-2 downsampler after every block but the last), the
 //! mid block, `conv_norm_out` + SiLU and `conv_out` (3×3 → 2·latent: mean and log-variance).
 
+use super::{check_input, resnet_options, EPS};
+use crate::models::resnet::ResnetBlock2D;
 use crate::models::vae::mid_block::MidBlock;
-use crate::models::vae::resnet::{check_input, Downsample2D, ResnetBlock2D, EPS};
-use crate::nn::{Conv2d, GroupNorm};
+use crate::models::vae::sampling::Downsample2D;
+use crate::nn::{Conv2d, GroupNorm, Loader};
 use crate::weights::detect::VaeConfig;
-use crate::weights::var_builder::VarBuilder;
 use crate::{Context, DType, GpuTensor, Recorder, Result};
 
 const OP: &str = "vae.encoder";
@@ -21,7 +22,7 @@ impl DownBlock {
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
         let mut h = x.clone();
         for r in &self.resnets {
-            h = r.forward(ctx, rec, &h)?;
+            h = r.forward(ctx, rec, &h, None)?;
         }
         match &self.downsampler {
             Some(d) => d.forward(ctx, rec, &h),
@@ -41,38 +42,36 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// `vb` is the VAE builder scoped to `encoder`.
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<Encoder> {
+    /// `l` is the VAE loader scoped to `encoder`.
+    pub fn load(l: &Loader, cfg: &VaeConfig) -> Result<Encoder> {
         super::check_config(cfg)?;
         let g = cfg.norm_num_groups;
+        let resnet = resnet_options(cfg);
         let chans = &cfg.block_out_channels;
         let mut down_blocks = Vec::with_capacity(chans.len());
         let mut prev = chans[0];
         for (i, &ch) in chans.iter().enumerate() {
-            let bvb = vb.pp("down_blocks").pp(i);
+            let bl = l.pp("down_blocks").pp(i);
             let resnets = (0..cfg.layers_per_block)
                 .map(|j| {
                     let cin = if j == 0 { prev } else { ch };
-                    ResnetBlock2D::load(ctx, &bvb.pp("resnets").pp(j), cin, ch, g, dtype)
+                    ResnetBlock2D::load(&bl.pp("resnets").pp(j), cin, ch, &resnet)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let downsampler = if i + 1 < chans.len() {
-                Some(Downsample2D::load(ctx, &bvb.pp("downsamplers").pp(0), ch, dtype)?)
-            } else {
-                None
-            };
+            let downsampler =
+                if i + 1 < chans.len() { Some(Downsample2D::load(&bl.pp("downsamplers").pp(0), ch)?) } else { None };
             down_blocks.push(DownBlock { resnets, downsampler });
             prev = ch;
         }
         let top = *chans.last().unwrap_or(&prev);
         Ok(Encoder {
-            conv_in: Conv2d::load(ctx, &vb.pp("conv_in"), cfg.in_channels, chans[0], 3, 1, dtype)?,
+            conv_in: Conv2d::load(&l.pp("conv_in"), cfg.in_channels, chans[0], 3, 1)?,
             down_blocks,
-            mid_block: MidBlock::load(ctx, &vb.pp("mid_block"), top, g, cfg.mid_attention, dtype)?,
-            conv_norm_out: GroupNorm::load(ctx, &vb.pp("conv_norm_out"), g, top, EPS, dtype)?,
-            conv_out: Conv2d::load(ctx, &vb.pp("conv_out"), top, 2 * cfg.latent_channels, 3, 1, dtype)?,
+            mid_block: MidBlock::load(&l.pp("mid_block"), top, &resnet, cfg.mid_attention)?,
+            conv_norm_out: GroupNorm::load(&l.pp("conv_norm_out"), g, top, EPS)?,
+            conv_out: Conv2d::load(&l.pp("conv_out"), top, 2 * cfg.latent_channels, 3, 1)?,
             in_channels: cfg.in_channels,
-            dtype,
+            dtype: l.dtype(),
         })
     }
 

@@ -1,10 +1,10 @@
 //! diffusers `UNetMidBlock2D` as the VAE uses it (no time embedding): resnet, single-head
 //! attention, resnet, all at the lowest resolution and the widest channel count.
 
+use crate::models::resnet::{ResnetBlock2D, ResnetOptions};
 use crate::models::vae::attention::Attention;
-use crate::models::vae::resnet::ResnetBlock2D;
-use crate::weights::var_builder::VarBuilder;
-use crate::{Context, DType, GpuTensor, Recorder, Result};
+use crate::nn::Loader;
+use crate::{Context, GpuTensor, Recorder, Result};
 
 pub struct MidBlock {
     pub resnet0: ResnetBlock2D,
@@ -14,32 +14,22 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
-    pub fn load(
-        ctx: &Context,
-        vb: &VarBuilder,
-        c: usize,
-        groups: usize,
-        with_attention: bool,
-        dtype: DType,
-    ) -> Result<MidBlock> {
-        let resnets = vb.pp("resnets");
-        let attention = if with_attention {
-            Some(Attention::load(ctx, &vb.pp("attentions").pp(0), c, groups, dtype)?)
-        } else {
-            None
-        };
+    pub fn load(l: &Loader, c: usize, resnet: &ResnetOptions, with_attention: bool) -> Result<MidBlock> {
+        let resnets = l.pp("resnets");
+        let attention =
+            if with_attention { Some(Attention::load(&l.pp("attentions").pp(0), c, resnet.groups)?) } else { None };
         Ok(MidBlock {
-            resnet0: ResnetBlock2D::load(ctx, &resnets.pp(0), c, c, groups, dtype)?,
+            resnet0: ResnetBlock2D::load(&resnets.pp(0), c, c, resnet)?,
             attention,
-            resnet1: ResnetBlock2D::load(ctx, &resnets.pp(1), c, c, groups, dtype)?,
+            resnet1: ResnetBlock2D::load(&resnets.pp(1), c, c, resnet)?,
         })
     }
 
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
-        let mut h = self.resnet0.forward(ctx, rec, x)?;
+        let mut h = self.resnet0.forward(ctx, rec, x, None)?;
         if let Some(a) = &self.attention {
             h = a.forward(ctx, rec, &h)?;
         }
-        self.resnet1.forward(ctx, rec, &h)
+        self.resnet1.forward(ctx, rec, &h, None)
     }
 }

@@ -1,14 +1,14 @@
 //! SD1.x `AutoencoderKL` on the GPU: decoder (latents → image) and encoder (image → latent mean).
 //!
 //! Module names mirror diffusers (`encoder.*`, `decoder.*`, `quant_conv`, `post_quant_conv`)
-//! through the [`VarBuilder`], so single-file checkpoints and diffusers folders load the same way.
+//! through the [`Loader`]'s weight reader, so single-file checkpoints and diffusers folders load the same way.
 //! Sizes come from [`VaeConfig`]; GroupNorm uses the config's groups and eps 1e-6.
 //!
 //! - [`Vae::decode`]: `z` already divided by the scaling factor → raw image, roughly [-1, 1].
 //! - [`Vae::encode_mean`]: image in [-1, 1] → mean of the latent distribution (before scaling).
 //! - [`Vae::decode_checked`]: the fp16 VAE is known to overflow on some latents (SD1.5's VAE has
 //!   activations past 65504); this reads the image back and, on any NaN/Inf, decodes again with
-//!   an f32 copy of the decoder that is loaded from the kept builder on first need.
+//!   an f32 copy of the decoder that is loaded from the kept weight reader on first need.
 //! - [`to_image`] / [`postprocess`]: `clamp(x/2 + 0.5, 0, 1)`, the affine part on the GPU or
 //!   everything on the host (there is no clamp kernel; the VAE runs once per image).
 
@@ -16,7 +16,7 @@ pub mod attention;
 pub mod decoder;
 pub mod encoder;
 pub mod mid_block;
-pub mod resnet;
+pub mod sampling;
 
 use std::sync::{Arc, Mutex};
 
@@ -24,16 +24,41 @@ pub use attention::Attention;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use mid_block::MidBlock;
-pub use resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+pub use sampling::{Downsample2D, Upsample2D};
 
 use crate::kernels::binary::add_scaled;
 use crate::kernels::embedding::embedding;
-use crate::nn::Conv2d;
+use crate::models::resnet::ResnetOptions;
+use crate::nn::{Conv2d, Loader, WeightRegistry};
 use crate::weights::detect::VaeConfig;
-use crate::weights::var_builder::VarBuilder;
+use crate::weights::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 const OP: &str = "vae";
+
+/// GroupNorm epsilon of every VAE norm (diffusers `AutoencoderKL` passes `resnet_eps=1e-6`).
+pub const EPS: f32 = 1e-6;
+
+/// The VAE's resnets: no time embedding, and a stored `conv_shortcut` is loaded even between
+/// equal widths.
+pub(crate) fn resnet_options(cfg: &VaeConfig) -> ResnetOptions {
+    ResnetOptions { groups: cfg.norm_num_groups, eps: EPS, temb_dim: None, shortcut_if_stored: true }
+}
+
+/// Checks that `x` is `[N, channels, H, W]` in `dtype` before a block runs on it, so a wrong input
+/// fails with the module's name instead of deep inside a kernel.
+pub(crate) fn check_input(op: &'static str, x: &GpuTensor, channels: usize, dtype: DType) -> Result<()> {
+    if x.shape.len() != 4 || x.shape[1] != channels {
+        return Err(Error::shape(op, format!("expected [N, {channels}, H, W], got {:?}", x.shape)));
+    }
+    if x.dtype != dtype {
+        return Err(Error::dtype(
+            op,
+            format!("input is {} but the weights were loaded as {}", x.dtype.name(), dtype.name()),
+        ));
+    }
+    Ok(())
+}
 
 /// Rejects configurations the blocks cannot be built from (before any weight is read).
 pub(crate) fn check_config(cfg: &VaeConfig) -> Result<()> {
@@ -60,21 +85,22 @@ pub struct LatentDecoder {
 }
 
 impl LatentDecoder {
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<LatentDecoder> {
-        let l = cfg.latent_channels;
+    /// `l` is scoped to the VAE component.
+    pub fn load(l: &Loader, cfg: &VaeConfig) -> Result<LatentDecoder> {
+        let lc = cfg.latent_channels;
         // diffusers' `use_post_quant_conv`: SD1.x always has it; newer VAEs may not.
-        let post_quant_conv = if vb.contains("post_quant_conv.weight") {
-            Some(Conv2d::load(ctx, &vb.pp("post_quant_conv"), l, l, 1, 1, dtype)?)
+        let post_quant_conv = if l.contains("post_quant_conv.weight") {
+            Some(Conv2d::load(&l.pp("post_quant_conv"), lc, lc, 1, 1)?)
         } else {
             None
         };
-        Ok(LatentDecoder { post_quant_conv, decoder: Decoder::load(ctx, &vb.pp("decoder"), cfg, dtype)? })
+        Ok(LatentDecoder { post_quant_conv, decoder: Decoder::load(&l.pp("decoder"), cfg)? })
     }
 
     /// Records only, in an arena (`Context::arena`): intermediates share buffers by liveness,
     /// so submit `rec` as a whole.
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
-        resnet::check_input("vae.decode", z, self.decoder.latent_channels, self.decoder.dtype)?;
+        check_input("vae.decode", z, self.decoder.latent_channels, self.decoder.dtype)?;
         let _arena = ctx.arena();
         match &self.post_quant_conv {
             Some(p) => {
@@ -95,49 +121,51 @@ pub struct Vae {
     /// The mean half of `quant_conv`: its first `latent` output rows are a contiguous view of the
     /// weight and bias, so the log-variance half is never computed.
     pub quant_conv_mean: Option<Conv2d>,
-    /// Kept to load the f32 fallback decoder lazily.
-    vb: VarBuilder,
+    /// The weight reader and registry of `load`, kept to load the f32 fallback decoder lazily.
+    reader: VarBuilder,
+    registry: WeightRegistry,
     fallback: Mutex<Option<Arc<LatentDecoder>>>,
 }
 
 impl Vae {
-    /// Loads the encoder and the decoder. `vb` is the VAE component's builder
-    /// (`ModelFiles::vae()`).
-    pub fn load(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<Vae> {
-        Self::load_parts(ctx, vb, cfg, dtype, true)
+    /// Loads the encoder and the decoder as the loader's dtype. `l` is scoped to the VAE
+    /// component (a reader from `ModelFiles::vae()`).
+    pub fn load(l: &Loader, cfg: &VaeConfig) -> Result<Vae> {
+        Self::load_parts(l, cfg, true)
     }
 
     /// Loads only the decoder (and `post_quant_conv`); [`Vae::encode_mean`] then errors.
-    pub fn load_decoder(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType) -> Result<Vae> {
-        Self::load_parts(ctx, vb, cfg, dtype, false)
+    pub fn load_decoder(l: &Loader, cfg: &VaeConfig) -> Result<Vae> {
+        Self::load_parts(l, cfg, false)
     }
 
-    fn load_parts(ctx: &Context, vb: &VarBuilder, cfg: &VaeConfig, dtype: DType, with_encoder: bool) -> Result<Vae> {
+    fn load_parts(l: &Loader, cfg: &VaeConfig, with_encoder: bool) -> Result<Vae> {
         check_config(cfg)?;
-        let decoder = LatentDecoder::load(ctx, vb, cfg, dtype)?;
+        let decoder = LatentDecoder::load(l, cfg)?;
         let (encoder, quant_conv_mean) = if with_encoder {
-            let l = cfg.latent_channels;
-            let quant = if vb.contains("quant_conv.weight") {
-                let full = Conv2d::load(ctx, &vb.pp("quant_conv"), 2 * l, 2 * l, 1, 1, dtype)?;
+            let lc = cfg.latent_channels;
+            let quant = if l.contains("quant_conv.weight") {
+                let full = Conv2d::load(&l.pp("quant_conv"), 2 * lc, 2 * lc, 1, 1)?;
                 Some(Conv2d {
-                    weight: full.weight.view(0, &[l, 2 * l, 1, 1])?,
-                    bias: full.bias.as_ref().map(|b| b.view(0, &[l])).transpose()?,
+                    weight: full.weight.view(0, &[lc, 2 * lc, 1, 1])?,
+                    bias: full.bias.as_ref().map(|b| b.view(0, &[lc])).transpose()?,
                     params: full.params,
                 })
             } else {
                 None
             };
-            (Some(Encoder::load(ctx, &vb.pp("encoder"), cfg, dtype)?), quant)
+            (Some(Encoder::load(&l.pp("encoder"), cfg)?), quant)
         } else {
             (None, None)
         };
         Ok(Vae {
             config: cfg.clone(),
-            dtype,
+            dtype: l.dtype(),
             decoder,
             encoder,
             quant_conv_mean,
-            vb: vb.clone(),
+            reader: l.reader().clone(),
+            registry: l.registry().clone(),
             fallback: Mutex::new(None),
         })
     }
@@ -175,14 +203,15 @@ impl Vae {
         }
     }
 
-    /// An f32 copy of the decoder, loaded from the kept builder on first use and then cached
+    /// An f32 copy of the decoder, loaded from the kept weight reader on first use and then cached
     /// (the fp16 fallback; also usable to always decode in f32, as diffusers' `force_upcast`).
     pub fn f32_decoder(&self, ctx: &Context) -> Result<Arc<LatentDecoder>> {
         let mut slot = self.fallback.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(LatentDecoder::load(ctx, &self.vb, &self.config, DType::F32)?);
+        let l = Loader::new(ctx, self.reader.clone(), &self.registry, DType::F32);
+        let d = Arc::new(LatentDecoder::load(&l, &self.config)?);
         *slot = Some(d.clone());
         Ok(d)
     }
