@@ -8,7 +8,8 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use lorafuse::Context;
 
-use crate::generate::{self, GenerateArgs};
+use crate::args::GenerateArgs;
+use crate::generate;
 use crate::grid::{self, GridArgs};
 
 /// The sd15-tiny single-file checkpoint (fp16, LDM layout), 16 MB.

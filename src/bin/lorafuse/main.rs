@@ -1,5 +1,6 @@
 //! The `lorafuse` command line.
 
+mod args;
 mod demo;
 mod from_png;
 mod generate;
@@ -8,9 +9,11 @@ mod inspect;
 mod write_sd15;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::bench::kernels::{run, BenchOptions};
+use lorafuse::lora::extract_extra_networks;
 use lorafuse::models::clip::prompt::parse_prompt;
 use lorafuse::models::clip::tokenizer::Tokenizer;
 use lorafuse::{Context, ContextOptions};
@@ -36,7 +39,7 @@ enum Cmd {
     /// Run the whole pipeline on the bundled tiny model (random weights) and write demo.png.
     Demo(demo::DemoArgs),
     /// Generate images from a prompt with your own checkpoint.
-    Generate(generate::GenerateArgs),
+    Generate(args::GenerateArgs),
     /// A comparison grid (A1111's X/Y/Z plot) over LoRA weights, LoRA sets, seeds, CFG, steps,
     /// samplers or prompt search/replace, with the model and LoRA files loaded once.
     Grid(grid::GridArgs),
@@ -118,7 +121,7 @@ fn context(cli: &Cli) -> Result<Context> {
 
 fn tokenize(prompt: &str, json: bool) -> Result<()> {
     let tok = Tokenizer::embedded()?;
-    let parsed = parse_prompt(tok, prompt)?;
+    let parsed = parse_prompt(tok, &extract_extra_networks(prompt)?.text)?;
     // The ids of the text as the encoder sees it (emphasis syntax and LoRA tags removed, chunks
     // joined), framed by BOS … EOS; the count is A1111's token counter.
     let mut ids = vec![lorafuse::models::clip::tokenizer::BOS];
@@ -137,11 +140,27 @@ fn tokenize(prompt: &str, json: bool) -> Result<()> {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    if let Err(e) = run_cli(&cli) {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = apply_from_png(&mut cli, &matches).and_then(|()| run_cli(&cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `--from-png`: the image's recorded settings fill every option of `generate`/`grid` that was
+/// not given on the command line (clap records where each value came from).
+fn apply_from_png(cli: &mut Cli, matches: &ArgMatches) -> Result<()> {
+    let gen = match &mut cli.cmd {
+        Cmd::Generate(a) => a,
+        Cmd::Grid(g) => &mut g.gen,
+        _ => return Ok(()),
+    };
+    let (Some(png), Some((_, sub))) = (gen.from_png.clone(), matches.subcommand()) else {
+        return Ok(());
+    };
+    let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+    from_png::apply(gen, &png, &given)
 }
 
 fn run_cli(cli: &Cli) -> Result<()> {
