@@ -37,19 +37,27 @@ pub enum LoraMode {
     Fused,
 }
 
+impl clap::ValueEnum for LoraMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &LoraMode::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 impl std::str::FromStr for LoraMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<LoraMode> {
-        match s {
-            "auto" => Ok(LoraMode::Auto),
-            "merged" => Ok(LoraMode::Merged),
-            "fused" => Ok(LoraMode::Fused),
-            _ => Err(Error::invalid("lora mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)"))),
-        }
+        <LoraMode as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| Error::invalid("lora mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)")))
     }
 }
 
 impl LoraMode {
+    pub const ALL: [LoraMode; 3] = [LoraMode::Auto, LoraMode::Merged, LoraMode::Fused];
+
     pub fn name(self) -> &'static str {
         match self {
             LoraMode::Auto => "auto",

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lorafuse::lora::LoraSpec;
+use lorafuse::lora::{LoraMode, LoraSpec};
 use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
+use lorafuse::pipeline::rng::RngKind;
+use lorafuse::schedulers::{SamplerKind, Spacing};
 use lorafuse::weights::hash::model_hash;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::HostTensor;
@@ -25,17 +27,17 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 7.0)]
     pub cfg: f32,
     /// euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, lcm
-    #[arg(long, default_value = "dpmpp_2m_karras")]
-    pub sampler: String,
+    #[arg(long, default_value = "dpmpp_2m_karras", value_parser = named::<SamplerKind>)]
+    pub sampler: SamplerKind,
     /// leading (SD1.5's) or trailing
-    #[arg(long, default_value = "leading")]
-    pub spacing: String,
+    #[arg(long, default_value = "leading", value_parser = named::<Spacing>)]
+    pub spacing: Spacing,
     /// Seed (default: random, printed and saved in the PNG).
     #[arg(long)]
     pub seed: Option<u64>,
     /// philox (A1111 "GPU" / sd.cpp --rng cuda) or torch-cpu (diffusers' CPU generator)
-    #[arg(long, default_value = "philox")]
-    pub rng: String,
+    #[arg(long, default_value = "philox", value_parser = named::<RngKind>)]
+    pub rng: RngKind,
     #[arg(short = 'W', long, default_value_t = 512)]
     pub width: usize,
     #[arg(short = 'H', long, default_value_t = 512)]
@@ -47,8 +49,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     pub clip_skip: usize,
     /// f32, f16 or auto
-    #[arg(long, default_value = "auto")]
-    pub precision: String,
+    #[arg(long, default_value = "auto", value_parser = named::<Precision>)]
+    pub precision: Precision,
     #[arg(short = 'o', long, default_value = "out.png")]
     pub output: PathBuf,
     /// safetensors with `noise` [B,4,H/8,W/8] (and optional `step_noise` [S,B,4,H/8,W/8]).
@@ -67,8 +69,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub max_loras: Option<usize>,
     /// auto, merged (added into the weights) or fused (applied at run time)
-    #[arg(long, default_value = "auto")]
-    pub lora_mode: String,
+    #[arg(long, default_value = "auto", value_parser = named::<LoraMode>)]
+    pub lora_mode: LoraMode,
     /// Regenerate the image whose `parameters` chunk (lorafuse's or A1111's) this PNG holds;
     /// options given on the command line override its settings.
     #[arg(long, value_name = "IMAGE.png")]
@@ -76,8 +78,8 @@ pub struct GenerateArgs {
 }
 
 impl GenerateArgs {
-    /// The request these options describe. Checks what needs no model: names of samplers,
-    /// spacings, RNGs and LoRA modes, `--lora` specs and that their files exist, the noise file.
+    /// The request these options describe. Checks what needs no model:
+    /// `--lora` specs and that their files exist, the noise file.
     /// Without `--seed`, a time-based seed (A1111's range, below 2^32).
     pub fn request(&self) -> Result<Request> {
         let loras = self.loras.iter().map(|s| s.parse::<LoraSpec>()).collect::<lorafuse::Result<Vec<_>>>()?;
@@ -100,10 +102,10 @@ impl GenerateArgs {
             negative_prompt: self.negative_prompt.clone(),
             steps: self.steps,
             cfg: self.cfg,
-            sampler: self.sampler.parse()?,
-            spacing: self.spacing.parse()?,
+            sampler: self.sampler,
+            spacing: self.spacing,
             seed,
-            rng: self.rng.parse()?,
+            rng: self.rng,
             width: self.width,
             height: self.height,
             batch: self.batch,
@@ -111,14 +113,10 @@ impl GenerateArgs {
             noise,
             loras,
             lora_dir: self.lora_dir.clone(),
-            lora_mode: self.lora_mode.parse()?,
+            lora_mode: self.lora_mode,
             max_loras: self.max_loras,
             lora_weights_vary: false,
         })
-    }
-
-    pub fn precision(&self) -> Result<Precision> {
-        Ok(self.precision.parse()?)
     }
 
     /// The output folder and the model exist (checked before anything loads).
@@ -140,6 +138,12 @@ impl GenerateArgs {
         let hash = if self.model.is_file() { model_hash(&self.model)? } else { String::new() };
         Ok((name, hash))
     }
+}
+
+/// An option whose values are one of the library's [`clap::ValueEnum`] names, read through the
+/// library's `FromStr` so that a bad value gets the library's one-line message (see `main`).
+pub fn named<T: std::str::FromStr<Err = lorafuse::Error>>(s: &str) -> lorafuse::Result<T> {
+    s.parse()
 }
 
 fn read_noise(path: &Path) -> Result<NoiseOverride> {

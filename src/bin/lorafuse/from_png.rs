@@ -37,9 +37,9 @@ pub fn apply(a: &mut GenerateArgs, png: &Path, given: &dyn Fn(&str) -> bool) -> 
     }
     take!("steps", steps, s.steps);
     take!("cfg", cfg, s.cfg);
-    take!("sampler", sampler, s.sampler.map(|k| k.name().to_string()));
-    take!("spacing", spacing, s.spacing.map(|k| k.name().to_string()));
-    take!("rng", rng, s.rng.map(|k| k.name().to_string()));
+    take!("sampler", sampler, s.sampler);
+    take!("spacing", spacing, s.spacing);
+    take!("rng", rng, s.rng);
     take!("clip_skip", clip_skip, s.clip_skip);
     take!("width", width, s.size.map(|(w, _)| w));
     take!("height", height, s.size.map(|(_, h)| h));

@@ -35,7 +35,7 @@ fn save_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
 }
 
 pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
-    let precision = a.precision()?;
+    let precision = a.precision;
     let req = a.request()?;
     // Cheap checks before the model loads (prompt tags resolve and the LoRA count is checked
     // here too, so a missing LoRA fails in a second, not after the load).

@@ -53,7 +53,7 @@ fn base_request(a: &GenerateArgs) -> Result<Request> {
 pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let t_start = Instant::now();
     let a = &g.gen;
-    let precision = a.precision()?;
+    let precision = a.precision;
     let base = base_request(a)?;
     let lookup = LoraLookup { loras: &base.loras, lora_dir: &base.lora_dir };
     let parse = |flag: &str, s: &Option<String>| -> Result<Option<Axis>> {

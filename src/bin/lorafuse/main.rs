@@ -16,6 +16,7 @@ use lorafuse::bench::kernels::{run, BenchOptions};
 use lorafuse::lora::extract_extra_networks;
 use lorafuse::models::clip::prompt::parse_prompt;
 use lorafuse::models::clip::tokenizer::Tokenizer;
+use lorafuse::pipeline::request::Precision;
 use lorafuse::{Context, ContextOptions};
 
 #[derive(Parser)]
@@ -89,8 +90,8 @@ enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "0,1,3,6,12")]
         counts: Vec<usize>,
         /// f32, f16 or auto
-        #[arg(long, default_value = "auto")]
-        precision: String,
+        #[arg(long, default_value = "auto", value_parser = args::named::<Precision>)]
+        precision: Precision,
         /// Time budget per measurement, in milliseconds.
         #[arg(long, default_value_t = 2000.0)]
         budget_ms: f64,
@@ -107,8 +108,8 @@ enum BenchWhat {
         #[arg(long, default_value_t = 2)]
         steps: usize,
         /// f32, f16 or auto
-        #[arg(long, default_value = "auto")]
-        precision: String,
+        #[arg(long, default_value = "auto", value_parser = args::named::<Precision>)]
+        precision: Precision,
         #[arg(long)]
         json: bool,
     },
@@ -140,12 +141,23 @@ fn tokenize(prompt: &str, json: bool) -> Result<()> {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let matches = Cli::command().get_matches();
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| exit_on_clap_error(e));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = apply_from_png(&mut cli, &matches).and_then(|()| run_cli(&cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A value the library rejected (an unknown sampler, precision, …) gets the library's one-line
+/// message and status 1, as every other error does; clap's own usage errors keep clap's format.
+fn exit_on_clap_error(e: clap::Error) -> ! {
+    use std::error::Error as _;
+    if let Some(lib) = e.source().and_then(|s| s.downcast_ref::<lorafuse::Error>()) {
+        eprintln!("error: {lib}");
+        std::process::exit(1);
+    }
+    e.exit()
 }
 
 /// `--from-png`: the image's recorded settings fill every option of `generate`/`grid` that was
@@ -190,7 +202,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
             let structure = dir.join("sd15-structure.safetensors");
             std::fs::write(&structure, demo::TINY_MODEL)?;
             let quiet = cli.quiet || *json;
-            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, precision.parse()?, |m| {
+            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, *precision, |m| {
                 if !quiet {
                     eprintln!("{m}");
                 }
@@ -210,7 +222,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
-            bench_lora(cli, *size, *rank, counts, precision, *budget_ms, *json)
+            bench_lora(cli, *size, *rank, counts, *precision, *budget_ms, *json)
         }
         Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_sd15::run(args, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
@@ -248,7 +260,7 @@ fn bench_lora(
     size: usize,
     rank: usize,
     counts: &[usize],
-    precision: &str,
+    precision: Precision,
     budget_ms: f64,
     json: bool,
 ) -> Result<()> {
@@ -261,13 +273,7 @@ fn bench_lora(
     let structure = dir.join("sd15-structure.safetensors");
     std::fs::write(&structure, demo::TINY_MODEL)?;
     let quiet = cli.quiet || json;
-    let opts = lorafuse::bench::lora::LoraBenchOptions {
-        size,
-        rank,
-        counts: counts.to_vec(),
-        precision: precision.parse()?,
-        budget_ms,
-    };
+    let opts = lorafuse::bench::lora::LoraBenchOptions { size, rank, counts: counts.to_vec(), precision, budget_ms };
     let r = lorafuse::bench::lora::run(&ctx, &structure, &dir, &opts, |m| {
         if !quiet {
             eprintln!("{m}");
