@@ -51,7 +51,7 @@ fn pixels(path: &str) -> Vec<u8> {
     buf
 }
 
-fn base_args<'a>(out: &'a str) -> Vec<&'a str> {
+fn base_args(out: &str) -> Vec<&str> {
     vec!["-q", "generate", "-m", "M", "-p", "1girl", "--steps", "2", "-W", "64", "-H", "64", "--seed", "3", "-o", out]
 }
 

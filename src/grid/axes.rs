@@ -14,7 +14,7 @@ use crate::pipeline::request::Request;
 use crate::schedulers::SamplerKind;
 use crate::{Error, Result};
 
-const OP: &str = "grid axis";
+const OP: &str = "grid_axis";
 
 /// What an axis varies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

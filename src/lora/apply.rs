@@ -24,7 +24,7 @@ use crate::nn::registry::{slot_set, LoraSlot, WeightEntry, WeightRegistry};
 use crate::weights::Component;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
-const OP: &str = "lora apply";
+const OP: &str = "lora_apply";
 
 /// How adapters reach the weights (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -51,7 +51,7 @@ impl std::str::FromStr for LoraMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<LoraMode> {
         <LoraMode as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("lora mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)")))
+            .map_err(|_| Error::invalid("lora_mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)")))
     }
 }
 

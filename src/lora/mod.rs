@@ -23,7 +23,7 @@ pub use runtime::LoraRuntime;
 pub use source::{lora_name, resolve_in_dir, LoraCache, LoraSpec};
 pub use tags::{extract_extra_networks, ExtraNetworks, LoraTag};
 
-const OP: &str = "lora file";
+const OP: &str = "lora_file";
 
 /// Tensor suffixes and the role they play; longest first so `.lora_A.weight` wins over `.weight`.
 const SUFFIXES: &[(&str, &str)] = &[

@@ -353,30 +353,13 @@ impl Settings {
     pub fn apply(&self, req: &mut Request) {
         req.prompt = self.prompt.clone();
         req.negative_prompt = self.negative_prompt.clone();
-        if let Some(v) = self.steps {
-            req.steps = v;
-        }
-        if let Some(v) = self.sampler {
-            req.sampler = v;
-        }
-        if let Some(v) = self.cfg {
-            req.cfg = v;
-        }
-        if let Some(v) = self.seed {
-            req.seed = v;
-        }
-        if let Some((w, h)) = self.size {
-            req.width = w;
-            req.height = h;
-        }
-        if let Some(v) = self.clip_skip {
-            req.clip_skip = v;
-        }
-        if let Some(v) = self.rng {
-            req.rng = v;
-        }
-        if let Some(v) = self.spacing {
-            req.spacing = v;
-        }
+        req.steps = self.steps.unwrap_or(req.steps);
+        req.sampler = self.sampler.unwrap_or(req.sampler);
+        req.cfg = self.cfg.unwrap_or(req.cfg);
+        req.seed = self.seed.unwrap_or(req.seed);
+        (req.width, req.height) = self.size.unwrap_or((req.width, req.height));
+        req.clip_skip = self.clip_skip.unwrap_or(req.clip_skip);
+        req.rng = self.rng.unwrap_or(req.rng);
+        req.spacing = self.spacing.unwrap_or(req.spacing);
     }
 }

@@ -120,7 +120,7 @@ impl Request {
 
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "request";
-        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
+        if self.width == 0 || self.height == 0 || !self.width.is_multiple_of(8) || !self.height.is_multiple_of(8) {
             return Err(Error::invalid(
                 OP,
                 format!("size {}x{} must be positive multiples of 8", self.width, self.height),

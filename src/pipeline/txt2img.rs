@@ -303,7 +303,7 @@ impl Pipeline {
                             let s = (drawn * req.batch + b) * per;
                             sn.data.get(s..s + per).map(|v| v.to_vec()).ok_or_else(|| {
                                 Error::shape(
-                                    "noise-file",
+                                    "noise_file",
                                     format!("step_noise {:?} has no entry for step {}", sn.shape, drawn + 1),
                                 )
                             })?
@@ -345,7 +345,7 @@ fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Res
     if let Some(t) = &n.noise {
         if t.numel() != batch * per {
             return Err(Error::shape(
-                "noise-file",
+                "noise_file",
                 format!("noise {:?} does not match batch {batch} × {per} latent values", t.shape),
             ));
         }
@@ -353,7 +353,7 @@ fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Res
     if let Some(t) = &n.step_noise {
         if t.numel() % (batch * per) != 0 || t.numel() / (batch * per) > steps + 1 {
             return Err(Error::shape(
-                "noise-file",
+                "noise_file",
                 format!("step_noise {:?} is not [S, {batch}, latent] with S ≤ {steps}", t.shape),
             ));
         }

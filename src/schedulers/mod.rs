@@ -137,7 +137,7 @@ impl FromStr for Spacing {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         <Spacing as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("timestep spacing", format!("unknown spacing {s:?}; valid: leading, trailing")))
+            .map_err(|_| Error::invalid("timestep_spacing", format!("unknown spacing {s:?}; valid: leading, trailing")))
     }
 }
 

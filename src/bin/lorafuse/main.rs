@@ -226,7 +226,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         }
         Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_sd15::run(args, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
-            if !(*budget_ms > 0.0) {
+            if *budget_ms <= 0.0 || budget_ms.is_nan() {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
             }
             let ctx = context(cli)?;
@@ -264,7 +264,7 @@ fn bench_lora(
     budget_ms: f64,
     json: bool,
 ) -> Result<()> {
-    if size == 0 || size % 8 != 0 || rank == 0 {
+    if size == 0 || !size.is_multiple_of(8) || rank == 0 {
         anyhow::bail!("--size must be a positive multiple of 8 and --rank positive");
     }
     let ctx = context(cli)?;
