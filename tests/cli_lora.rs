@@ -51,7 +51,7 @@ fn pixels(path: &str) -> Vec<u8> {
     buf
 }
 
-fn base_args<'a>(out: &'a str) -> Vec<&'a str> {
+fn base_args(out: &str) -> Vec<&str> {
     vec!["-q", "generate", "-m", "M", "-p", "1girl", "--steps", "2", "-W", "64", "-H", "64", "--seed", "3", "-o", out]
 }
 
@@ -150,6 +150,7 @@ fn bad_lora_input_is_one_line_and_writes_nothing() {
         (vec!["--lora".into(), truncated.display().to_string()], "truncated.safetensors"),
         (vec!["--lora".into(), sdxl.display().to_string()], "lora_te2_"),
         (vec!["--lora".into(), format!("{}:abc=1", lora("kohya_lora"))], "abc"),
+        (vec!["--lora".into(), format!("{}:abc", lora("kohya_lora"))], "weight \"abc\" is not a finite number"),
         (tag("../outside"), "inside the LoRA folder"),
         (tag("/etc/passwd"), "inside the LoRA folder"),
         (tag("nothere"), "nothere"),

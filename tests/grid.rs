@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lorafuse::grid::{apply_values, compose, parse_infotext, plan, Axis, AxisKind, GridLabels, LoraLookup, Settings};
+use lorafuse::grid::{apply_values, compose, plan, Axis, AxisKind, GridLabels, LoraLookup};
 use lorafuse::lora::{lora_name, LoraSpec};
 use lorafuse::pipeline::image::read_parameters;
+use lorafuse::pipeline::infotext::{parse_infotext, Settings};
+use lorafuse::pipeline::request::Request;
 use lorafuse::pipeline::rng::RngKind;
-use lorafuse::pipeline::txt2img::Request;
 use lorafuse::schedulers::SamplerKind;
 
 fn lorafuse(args: &[&str]) -> std::process::Output {
@@ -424,7 +425,7 @@ fn infotext_reads_a1111_and_lorafuse_layouts() {
     assert_eq!((req.width, req.height, req.steps, req.seed), (512, 768, 28, 3141592653));
 
     // What lorafuse writes parses back to the same fields, quotes and escapes included.
-    let info = lorafuse::pipeline::image::Infotext::new("a \"quoted\" prompt", "")
+    let info = lorafuse::pipeline::infotext::Infotext::new("a \"quoted\" prompt", "")
         .field("Steps", 4)
         .field("Sampler", "Euler a")
         .field("Seed", 7)

@@ -500,3 +500,28 @@ fn cp_forms_loha_and_lokr() {
     assert!(e <= TOL, "LoKr t2 rel L2 {e:e}");
     let _ = std::fs::remove_file(p);
 }
+
+#[test]
+fn lora_spec_weight_after_the_last_colon() {
+    use lorafuse::lora::LoraSpec;
+    let d = std::env::temp_dir().join(format!("lorafuse-spec-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let file = d.join("style.safetensors");
+    std::fs::write(&file, b"x").unwrap();
+    let f = file.display().to_string();
+    let spec: LoraSpec = format!("{f}:0.5").parse().unwrap();
+    assert_eq!((spec.path.clone(), spec.unet_weight, spec.te_weight), (file.clone(), 0.5, 0.5));
+    // The text after the colon is no weight but the part before names the file: a bad weight.
+    for bad in [format!("{f}:abc"), "missing.safetensors:abc".to_string()] {
+        let err = bad.parse::<LoraSpec>().unwrap_err().to_string();
+        assert!(err.contains("weight \"abc\" is not a finite number"), "{bad}: {err}");
+    }
+    // A path that really contains a colon is still a path.
+    let colon = d.join("a:b");
+    std::fs::write(&colon, b"x").unwrap();
+    let spec: LoraSpec = colon.display().to_string().parse().unwrap();
+    assert_eq!(spec.path, colon);
+    let spec: LoraSpec = "dir:with/colon".parse().unwrap();
+    assert_eq!(spec.path, std::path::PathBuf::from("dir:with/colon"));
+    std::fs::remove_dir_all(&d).unwrap();
+}

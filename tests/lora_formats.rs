@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use lorafuse::lora::{LoraFile, LoraMode, LoraSpec};
-use lorafuse::pipeline::txt2img::{Pipeline, Precision};
+use lorafuse::pipeline::request::Precision;
+use lorafuse::pipeline::txt2img::Pipeline;
 use lorafuse::weights::{Component, ModelFiles, SafeTensorsFile};
 
 fn fixtures() -> PathBuf {

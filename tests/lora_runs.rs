@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::txt2img::{Pipeline, Precision, Request};
+use lorafuse::pipeline::request::{Precision, Request};
+use lorafuse::pipeline::txt2img::Pipeline;
 use lorafuse::Context;
 
 fn lora_runs() -> Vec<(String, serde_json::Value)> {

@@ -1,7 +1,9 @@
 //! PNG output: pixels, the A1111 `parameters` chunk (Latin-1 and UTF-8), hashes, atomic writes.
 
 use lorafuse::pipeline::image::*;
+use lorafuse::pipeline::infotext::*;
 use lorafuse::schedulers::SamplerKind;
+use lorafuse::weights::hash::{model_hash, sha256_hex};
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("lorafuse-test-{name}-{}", std::process::id()));

@@ -5,8 +5,9 @@
 
 mod common;
 use common::*;
+use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
 use lorafuse::pipeline::rng::RngKind;
-use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Request};
+use lorafuse::pipeline::txt2img::Pipeline;
 use lorafuse::HostTensor;
 
 fn runs() -> Vec<(String, serde_json::Value)> {

@@ -1,14 +1,19 @@
 //! A1111 prompt syntax: attention parsing (A1111's own doctest outputs), BREAK, 75-token chunks
 //! with comma back-tracking, per-token weights, escapes, LoRA tags, and a no-panic fuzz.
 
-use lorafuse::models::clip::prompt::{
-    extract_extra_networks, parse_attention, parse_attention_f64, parse_prompt, LoraTag, ParsedPrompt, CHUNK_TOKENS,
-};
+use lorafuse::lora::tags::{extract_extra_networks, ExtraNetworks, LoraTag};
+use lorafuse::models::clip::prompt::{parse_attention, parse_attention_f64, parse_prompt, ParsedPrompt, CHUNK_TOKENS};
 use lorafuse::models::clip::tokenizer::{Tokenizer, BOS, EOS};
 use rand::{Rng, SeedableRng};
 
 fn tok() -> &'static Tokenizer {
     Tokenizer::embedded().expect("embedded tokenizer")
+}
+
+/// What the pipeline does with a prompt: tags out (`lora::tags`), then the syntax parsed.
+fn parse_tagged(prompt: &str) -> lorafuse::Result<(ParsedPrompt, ExtraNetworks)> {
+    let tags = extract_extra_networks(prompt)?;
+    Ok((parse_prompt(tok(), &tags.text)?, tags))
 }
 
 fn attn(text: &str) -> Vec<(String, f64)> {
@@ -79,14 +84,14 @@ fn attention_edge_cases_match_a1111() {
 
 #[test]
 fn empty_prompt_is_one_padded_chunk() {
-    let p = parse_prompt(tok(), "").expect("parse");
+    let (p, tags) = parse_tagged("").expect("parse");
     assert_eq!(p.chunks.len(), 1);
     assert_eq!(p.token_count, 0);
     let mut ids = [EOS; 77];
     ids[0] = BOS;
     assert_eq!(p.chunks[0].ids, ids);
     assert_eq!(p.chunks[0].weights, [1.0f32; 77]);
-    assert!(p.loras.is_empty() && p.warnings.is_empty());
+    assert!(tags.loras.is_empty() && tags.warnings.is_empty());
 }
 
 #[test]
@@ -200,25 +205,26 @@ fn chunk_break_backtracks_to_a_recent_comma() {
 
 #[test]
 fn lora_tags_are_extracted() {
-    let p = parse_prompt(tok(), "<lora:foo:0.8> a cat, <lora:bar_v2:0.5:0.3> <lora:baz> <hypernet:h:1> <lyco:ly:-0.5>")
-        .expect("parse");
+    let (p, tags) =
+        parse_tagged("<lora:foo:0.8> a cat, <lora:bar_v2:0.5:0.3> <lora:baz> <hypernet:h:1> <lyco:ly:-0.5>")
+            .expect("parse");
     let lora = |name: &str, te: f32, unet: f32| LoraTag { name: name.into(), te_weight: te, unet_weight: unet };
     assert_eq!(
-        p.loras,
+        tags.loras,
         vec![lora("foo", 0.8, 0.8), lora("bar_v2", 0.5, 0.3), lora("baz", 1.0, 1.0), lora("ly", -0.5, -0.5)]
     );
-    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-    assert!(p.warnings[0].contains("<hypernet:h:1>"), "{:?}", p.warnings);
+    assert_eq!(tags.warnings.len(), 1, "{:?}", tags.warnings);
+    assert!(tags.warnings[0].contains("<hypernet:h:1>"), "{:?}", tags.warnings);
     assert_eq!(content(&p, 0).0, tok().encode("a cat,"));
 
-    let (text, loras, warnings) =
+    let ExtraNetworks { text, loras, warnings } =
         extract_extra_networks("x <lora:n:te=0.2:unet=0.7> y <lora:m:1:dyn=8> <notatag> <a:>").expect("extract");
     assert_eq!(text, "x  y  <notatag> <a:>");
     assert_eq!(loras, vec![lora("n", 0.2, 0.7), lora("m", 1.0, 1.0)]);
     assert!(warnings.len() == 1 && warnings[0].contains("dyn"), "{warnings:?}");
 
     // names may contain spaces and dots; tags inside emphasis leave the brackets behind
-    let (text, loras, _) = extract_extra_networks("(<lora:My LoRA v1.5:0.6>cat)").expect("extract");
+    let ExtraNetworks { text, loras, .. } = extract_extra_networks("(<lora:My LoRA v1.5:0.6>cat)").expect("extract");
     assert_eq!(text, "(cat)");
     assert_eq!(loras, vec![lora("My LoRA v1.5", 0.6, 0.6)]);
 }
@@ -232,7 +238,7 @@ fn malformed_lora_weights_are_errors_naming_the_tag() {
         ("<lora:foo:inf>", "<lora:foo:inf>"),
         ("<lora::1>", "<lora::1>"),
     ] {
-        let err = parse_prompt(tok(), prompt).expect_err(prompt).to_string();
+        let err = parse_tagged(prompt).expect_err(prompt).to_string();
         assert!(err.contains(tag), "error for {prompt:?} should name {tag}: {err}");
     }
 }
@@ -293,7 +299,7 @@ fn fuzz_bracket_soup_never_panics() {
             }
         }
         let _ = parse_attention(&s);
-        if let Ok(p) = parse_prompt(tok(), &s) {
+        if let Ok((p, _)) = parse_tagged(&s) {
             assert!(!p.chunks.is_empty(), "{s:?}");
             for i in 0..p.chunks.len() {
                 content(&p, i);

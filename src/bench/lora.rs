@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::pipeline::sd15_config;
 use crate::lora::{LoraMode, LoraSpec};
-use crate::pipeline::txt2img::{Pipeline, Precision};
+use crate::pipeline::request::Precision;
+use crate::pipeline::txt2img::Pipeline;
 use crate::weights::detect::detect;
 use crate::weights::{Component, ModelFiles};
 use crate::{Context, Error, GpuTensor, Recorder, Result};

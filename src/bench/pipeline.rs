@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::pipeline::txt2img::{Pipeline, Precision, Progress, Request};
+use crate::pipeline::request::{Precision, Request};
+use crate::pipeline::txt2img::{Pipeline, Progress};
 use crate::schedulers::SamplerKind;
 use crate::weights::detect::{detect, ModelConfig};
 use crate::weights::ModelFiles;

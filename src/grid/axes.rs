@@ -9,14 +9,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::lora::{lora_name, resolve_in_dir, LoraSpec};
-use crate::pipeline::image::{a1111_sampler_name, fmt_num};
-use crate::pipeline::txt2img::Request;
+use crate::pipeline::infotext::{a1111_sampler_name, fmt_num, sampler_from_a1111};
+use crate::pipeline::request::Request;
 use crate::schedulers::SamplerKind;
 use crate::{Error, Result};
 
-use super::infotext::sampler_from_a1111;
-
-const OP: &str = "grid axis";
+const OP: &str = "grid_axis";
 
 /// What an axis varies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

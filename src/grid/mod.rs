@@ -4,23 +4,17 @@
 //!
 //! - [`axes`]: `KIND:VALUES` parsing and applying a value to a request.
 //! - [`font`], [`compose`]: the grid picture.
-//! - [`infotext`]: reading A1111 infotext back into settings (`generate --from-png`).
 
 pub mod axes;
 pub mod compose;
 pub mod font;
-pub mod infotext;
 
 pub use axes::{apply_values, Axis, AxisKind, AxisValue, LoraLookup};
 pub use compose::{compose, GridGeometry, GridLabels, RgbImage};
-pub use infotext::{parse_infotext, Settings};
 
 use std::path::{Path, PathBuf};
 
-use crate::lora::lora_name;
-use crate::pipeline::image::{fmt_num, request_infotext, Infotext};
-use crate::pipeline::loras::UsedLora;
-use crate::pipeline::txt2img::Request;
+use crate::pipeline::request::Request;
 use crate::{Error, Result};
 
 /// Default cap on the number of cells (`--max-cells`).
@@ -111,26 +105,4 @@ pub fn cell_path(grid: &Path, cell: &Cell, with_z: bool) -> PathBuf {
         format!("{stem}-{}-{}.{ext}", cell.row, cell.col)
     };
     grid.with_file_name(name)
-}
-
-/// The `<lora:NAME:W>` (or `<lora:NAME:TE:UNET>`) tag A1111 writes into the prompt.
-pub fn lora_tag(name: &str, unet_weight: f32, te_weight: f32) -> String {
-    if unet_weight == te_weight {
-        format!("<lora:{name}:{}>", fmt_num(te_weight as f64))
-    } else {
-        format!("<lora:{name}:{}:{}>", fmt_num(te_weight as f64), fmt_num(unet_weight as f64))
-    }
-}
-
-/// A cell's infotext: [`request_infotext`], with the request's `--lora` list written into the
-/// prompt as `<lora:NAME:W>` tags the way A1111 records LoRAs, so the weights survive and
-/// `generate --from-png` (with `--lora-dir` holding the files) makes the same image. The tags
-/// are appended with no separator: removing them gives back exactly the prompt that was encoded.
-pub fn cell_infotext(req: &Request, seed: u64, model_name: &str, model_hash: &str, used: &[UsedLora]) -> Infotext {
-    let mut shown = req.clone();
-    for s in &req.loras {
-        shown.prompt.push_str(&lora_tag(&lora_name(&s.path), s.unet_weight, s.te_weight));
-    }
-    shown.loras.clear();
-    request_infotext(&shown, seed, model_name, model_hash, used)
 }

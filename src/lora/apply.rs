@@ -24,7 +24,7 @@ use crate::nn::registry::{slot_set, LoraSlot, WeightEntry, WeightRegistry};
 use crate::weights::Component;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
-const OP: &str = "lora apply";
+const OP: &str = "lora_apply";
 
 /// How adapters reach the weights (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -37,19 +37,27 @@ pub enum LoraMode {
     Fused,
 }
 
+impl clap::ValueEnum for LoraMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &LoraMode::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 impl std::str::FromStr for LoraMode {
     type Err = Error;
     fn from_str(s: &str) -> Result<LoraMode> {
-        match s {
-            "auto" => Ok(LoraMode::Auto),
-            "merged" => Ok(LoraMode::Merged),
-            "fused" => Ok(LoraMode::Fused),
-            _ => Err(Error::invalid("lora mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)"))),
-        }
+        <LoraMode as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| Error::invalid("lora_mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)")))
     }
 }
 
 impl LoraMode {
+    pub const ALL: [LoraMode; 3] = [LoraMode::Auto, LoraMode::Merged, LoraMode::Fused];
+
     pub fn name(self) -> &'static str {
         match self {
             LoraMode::Auto => "auto",

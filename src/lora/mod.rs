@@ -6,7 +6,9 @@ mod delta;
 pub mod inspect;
 pub mod keys;
 mod module;
+pub mod runtime;
 pub mod source;
+pub mod tags;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +19,11 @@ pub use apply::{ActiveLora, ApplyReport, LoraApplied, LoraMode, LoraState};
 use delta::Mat;
 pub use keys::{ModuleIndex, Target};
 pub use module::{LoraKind, LoraModule};
-pub use source::{lora_hash, lora_name, resolve_in_dir, LoraCache, LoraSpec};
+pub use runtime::LoraRuntime;
+pub use source::{lora_name, resolve_in_dir, LoraCache, LoraSpec};
+pub use tags::{extract_extra_networks, ExtraNetworks, LoraTag};
 
-const OP: &str = "lora file";
+const OP: &str = "lora_file";
 
 /// Tensor suffixes and the role they play; longest first so `.lora_A.weight` wins over `.weight`.
 const SUFFIXES: &[(&str, &str)] = &[

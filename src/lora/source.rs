@@ -3,13 +3,13 @@
 //! files keyed by path and content hash, so a grid or a batch parses each file once.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Component as PathPart, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::keys::ModuleIndex;
 use super::LoraFile;
+use crate::weights::hash::lora_hash;
 use crate::weights::SafeTensorsFile;
 use crate::{Error, Result};
 
@@ -39,10 +39,14 @@ pub fn lora_name(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
+fn bad_weight(s: &str, whole: &str) -> Error {
+    Error::invalid(OP, format!("--lora {whole:?}: weight {s:?} is not a finite number"))
+}
+
 fn weight(s: &str, whole: &str) -> Result<f32> {
     match s.trim().parse::<f32>() {
         Ok(w) if w.is_finite() => Ok(w),
-        _ => Err(Error::invalid(OP, format!("--lora {whole:?}: weight {s:?} is not a finite number"))),
+        _ => Err(bad_weight(s, whole)),
     }
 }
 
@@ -50,8 +54,9 @@ impl std::str::FromStr for LoraSpec {
     type Err = Error;
 
     /// `PATH`, `PATH:W` or `PATH:unet=W1,te=W2` (either part may be left out; it defaults to 1).
-    /// Only the text after the last `:` is read as weights, and only when it looks like weights,
-    /// so paths with colons still work.
+    /// Only the text after the last `:` is read as weights, and only when it looks like weights
+    /// or the text before it names the file (an existing file or a `.safetensors` name), so paths
+    /// with colons still work and `FILE:abc` says the weight is not a number.
     fn from_str(s: &str) -> Result<LoraSpec> {
         if s.is_empty() {
             return Err(Error::invalid(OP, "--lora needs a file path"));
@@ -61,7 +66,15 @@ impl std::str::FromStr for LoraSpec {
         };
         let looks_numeric = tail.trim().parse::<f32>().is_ok() || tail.trim().starts_with(['-', '+', '.']);
         let named = tail.contains('=');
-        if path.is_empty() || (!looks_numeric && !named) {
+        if path.is_empty() {
+            return Ok(LoraSpec::new(s, 1.0));
+        }
+        if !looks_numeric && !named {
+            // `FILE:abc` where FILE is the LoRA: a bad weight, not a path with a colon.
+            let names_file = Path::new(path).is_file() || path.ends_with(".safetensors");
+            if names_file && !Path::new(s).exists() {
+                return Err(bad_weight(tail, s));
+            }
             return Ok(LoraSpec::new(s, 1.0));
         }
         if !named {
@@ -116,17 +129,6 @@ pub fn resolve_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
         return Ok(candidate);
     }
     Err(Error::invalid(OP, format!("<lora:{name}>: no {name}.safetensors in {}", dir.display())))
-}
-
-/// The hash civitai indexes a LoRA by (A1111's `Lora hashes`, sd-webui-additional-networks'
-/// `sshs_model_hash`): SHA-256 of everything after the safetensors header, full hex.
-pub fn lora_hash(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::invalid(OP, format!("{}: {e}", path.display())))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .map_err(|_| Error::invalid(OP, format!("{}: too short for a safetensors file", path.display())))?;
-    let header = u64::from_le_bytes(len);
-    crate::pipeline::image::sha256_hex(path, 8u64.saturating_add(header))
 }
 
 struct Cached {

@@ -1,6 +1,12 @@
 //! Text-to-image orchestration.
+//!
+//! - [`request`]: what a generation is asked for, resolved once per request.
+//! - [`txt2img`]: the loaded [`txt2img::Pipeline`] and its sampling loop.
+//! - [`rng`]: the seeded noise streams A1111 and diffusers use.
+//! - [`infotext`], [`image`]: the A1111 `parameters` text and the PNG that carries it.
 
 pub mod image;
-pub mod loras;
+pub mod infotext;
+pub mod request;
 pub mod rng;
 pub mod txt2img;

@@ -30,6 +30,8 @@ pub enum RngKind {
 }
 
 impl RngKind {
+    pub const ALL: [RngKind; 2] = [RngKind::Philox, RngKind::TorchCpu];
+
     pub fn name(self) -> &'static str {
         match self {
             RngKind::Philox => "philox",
@@ -44,14 +46,21 @@ impl fmt::Display for RngKind {
     }
 }
 
+impl clap::ValueEnum for RngKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &RngKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 impl FromStr for RngKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "philox" => Ok(RngKind::Philox),
-            "torch-cpu" => Ok(RngKind::TorchCpu),
-            _ => Err(Error::invalid("rng", format!("unknown rng {s:?}; valid: philox, torch-cpu"))),
-        }
+        <RngKind as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| Error::invalid("rng", format!("unknown rng {s:?}; valid: philox, torch-cpu")))
     }
 }
 

@@ -10,53 +10,21 @@ use std::path::{Path, PathBuf};
 use crate::kernels::binary::add_scaled;
 use crate::kernels::concat::concat_channels;
 use crate::kernels::unary::{unary, unary_into, UnaryOp};
-use crate::lora::{ApplyReport, LoraMode, LoraSpec, ModuleIndex};
-use crate::models::clip::prompt::{parse_prompt, ParsedPrompt};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::lora::{ApplyReport, LoraFile, LoraMode, LoraRuntime, LoraSpec, ModuleIndex};
+use crate::models::clip::prompt::{chunk_fragments, parse_prompt, ParsedPrompt};
 use crate::models::clip::text_model::ClipTextModel;
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::unet::UNet;
 use crate::models::vae::Vae;
 use crate::nn::WeightRegistry;
-use crate::pipeline::loras::{LoraRuntime, UsedLora};
+use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
-use crate::schedulers::{SamplerKind, Schedule, SchedulerConfig, Spacing};
+use crate::schedulers::{Schedule, SchedulerConfig};
 use crate::weights::detect::{detect, ModelConfig};
 use crate::weights::ModelFiles;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
-
-/// Which precision the models run in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    F16,
-    /// f16 where the adapter has SHADER_F16, else f32.
-    Auto,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            "auto" => Ok(Precision::Auto),
-            _ => Err(Error::invalid("precision", format!("unknown precision {s:?} (expected f32, f16 or auto)"))),
-        }
-    }
-}
-
-impl Precision {
-    pub fn resolve(self, ctx: &Context) -> Result<DType> {
-        match self {
-            Precision::F32 => Ok(DType::F32),
-            Precision::F16 if !ctx.caps.shader_f16 => {
-                Err(Error::dtype("precision", "f16 needs SHADER_F16, which this adapter lacks (use --precision f32)"))
-            }
-            Precision::F16 => Ok(DType::F16),
-            Precision::Auto => Ok(if ctx.caps.shader_f16 { DType::F16 } else { DType::F32 }),
-        }
-    }
-}
 
 enum Tok {
     Embedded(&'static Tokenizer),
@@ -75,97 +43,7 @@ pub struct Pipeline {
     pub vae: Vae,
     /// Where the UNet's and text encoder's adaptable weights live (for LoRAs).
     pub registry: WeightRegistry,
-    pub(crate) loras: std::sync::Mutex<LoraRuntime>,
-}
-
-/// Caller-supplied noise (the `--noise-file` contract): `noise` [B,4,h,w] replaces the seeded
-/// initial noise; `step_noise` [S,B,4,h,w] is consumed in order by the samplers that draw noise.
-#[derive(Clone, Debug, Default)]
-pub struct NoiseOverride {
-    pub noise: Option<HostTensor>,
-    pub step_noise: Option<HostTensor>,
-}
-
-/// One text-to-image request (already validated by [`Request::validate`]).
-#[derive(Clone, Debug)]
-pub struct Request {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub steps: usize,
-    pub cfg: f32,
-    pub sampler: SamplerKind,
-    pub spacing: Spacing,
-    pub seed: u64,
-    pub rng: RngKind,
-    pub width: usize,
-    pub height: usize,
-    pub batch: usize,
-    pub clip_skip: usize,
-    pub noise: NoiseOverride,
-    /// LoRAs to apply besides the prompt's `<lora:NAME:…>` tags.
-    pub loras: Vec<LoraSpec>,
-    /// Folder that `<lora:NAME:…>` names are looked up in.
-    pub lora_dir: PathBuf,
-    pub lora_mode: LoraMode,
-    /// A platform policy: refuse more LoRAs than this. No limit when `None`.
-    pub max_loras: Option<usize>,
-    /// The caller changes LoRA weights between images (a grid): `Auto` mode picks fused.
-    pub lora_weights_vary: bool,
-}
-
-impl Request {
-    pub fn new(prompt: &str) -> Request {
-        Request {
-            prompt: prompt.to_string(),
-            negative_prompt: String::new(),
-            steps: 20,
-            cfg: 7.0,
-            sampler: SamplerKind::DpmPP2MKarras,
-            spacing: Spacing::Leading,
-            seed: 0,
-            rng: RngKind::Philox,
-            width: 512,
-            height: 512,
-            batch: 1,
-            clip_skip: 1,
-            noise: NoiseOverride::default(),
-            loras: Vec::new(),
-            lora_dir: PathBuf::from("loras"),
-            lora_mode: LoraMode::Auto,
-            max_loras: None,
-            lora_weights_vary: false,
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        const OP: &str = "request";
-        if self.width == 0 || self.height == 0 || self.width % 8 != 0 || self.height % 8 != 0 {
-            return Err(Error::invalid(
-                OP,
-                format!("size {}x{} must be positive multiples of 8", self.width, self.height),
-            ));
-        }
-        if self.width > 8192 || self.height > 8192 {
-            return Err(Error::limit(OP, "image side", self.width.max(self.height) as u64, 8192));
-        }
-        if self.steps == 0 {
-            return Err(Error::invalid(OP, "steps must be at least 1"));
-        }
-        if self.batch == 0 || self.batch > 64 {
-            return Err(Error::invalid(OP, format!("batch must be 1..=64, got {}", self.batch)));
-        }
-        if !self.cfg.is_finite() {
-            return Err(Error::invalid(OP, format!("CFG scale must be finite, got {}", self.cfg)));
-        }
-        if self.clip_skip == 0 {
-            return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
-        }
-        Ok(())
-    }
-
-    fn latent_shape(&self) -> [usize; 3] {
-        [4, self.height / 8, self.width / 8]
-    }
+    loras: Mutex<LoraRuntime>,
 }
 
 /// Progress of a generation, reported to the caller's callback.
@@ -265,7 +143,7 @@ impl Pipeline {
                 registry.entries().into_iter().map(|((c, p), e)| (c, p, e.tensor.shape.clone())),
             ),
         };
-        let loras = std::sync::Mutex::new(LoraRuntime::new(index));
+        let loras = Mutex::new(LoraRuntime::new(index));
         Ok(Pipeline {
             model_path: path.to_path_buf(),
             config,
@@ -289,17 +167,20 @@ impl Pipeline {
 
     /// Encode the prompt pair into one CFG context [2, 77·k, C] (negative first), padding the
     /// shorter prompt with empty chunks as A1111 does.
-    fn encode_pair(&self, ctx: &Context, req: &Request, guided: bool) -> Result<GpuTensor> {
-        let mut cond = parse_prompt(self.tokenizer(), &req.prompt)?;
+    fn encode_pair(&self, ctx: &Context, req: &Request, prompts: &Resolved, guided: bool) -> Result<GpuTensor> {
+        let mut cond = parse_prompt(self.tokenizer(), &prompts.prompt)?;
         if !guided {
             return self.clip.encode_prompt(ctx, &cond, req.clip_skip);
         }
-        let mut uncond = parse_prompt(self.tokenizer(), &req.negative_prompt)?;
-        let empty = parse_prompt(self.tokenizer(), "")?.chunks[0].clone();
-        let pad = |p: &mut ParsedPrompt, n: usize| p.chunks.resize(n, empty.clone());
+        let mut uncond = parse_prompt(self.tokenizer(), &prompts.negative_prompt)?;
         let n = cond.chunks.len().max(uncond.chunks.len());
-        pad(&mut cond, n);
-        pad(&mut uncond, n);
+        if cond.chunks.len() != uncond.chunks.len() {
+            // The chunk of an empty prompt: BOS, then EOS padding.
+            let empty = chunk_fragments(self.tokenizer(), &[]).0.remove(0);
+            let pad = |p: &mut ParsedPrompt| p.chunks.resize(n, empty.clone());
+            pad(&mut cond);
+            pad(&mut uncond);
+        }
         let u = self.clip.encode_prompt(ctx, &uncond, req.clip_skip)?;
         let c = self.clip.encode_prompt(ctx, &cond, req.clip_skip)?;
         // [1, S, C] + [1, S, C] stacked along the batch: the same bytes as a channel concat of
@@ -313,6 +194,37 @@ impl Pipeline {
         both.reshape(&shape)
     }
 
+    fn lora_runtime(&self) -> MutexGuard<'_, LoraRuntime> {
+        self.loras.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parse (or take from the cache) one LoRA file for this model.
+    pub fn lora_file(&self, spec: &LoraSpec) -> Result<(Arc<LoraFile>, String)> {
+        self.lora_runtime().file(spec)
+    }
+
+    /// Put exactly `specs` on the model (an empty list restores it) in `mode`.
+    pub fn set_loras(
+        &self,
+        ctx: &Context,
+        specs: &[LoraSpec],
+        mode: LoraMode,
+        weights_vary: bool,
+    ) -> Result<(Vec<UsedLora>, ApplyReport)> {
+        let (hashes, report) = self.lora_runtime().set(ctx, &self.registry, self.dtype, specs, mode, weights_vary)?;
+        let used = specs
+            .iter()
+            .zip(hashes)
+            .map(|(s, hash)| UsedLora { name: s.name(), hash, unet_weight: s.unet_weight, te_weight: s.te_weight })
+            .collect();
+        Ok((used, report))
+    }
+
+    /// The model as loaded, without any LoRA.
+    pub fn clear_loras(&self, ctx: &Context) -> Result<()> {
+        self.lora_runtime().clear(ctx, &self.registry)
+    }
+
     /// Generate `req.batch` images; image i uses seed `req.seed + i`.
     pub fn generate(&self, ctx: &Context, req: &Request, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
         req.validate()?;
@@ -320,9 +232,10 @@ impl Pipeline {
         let [lc, lh, lw] = req.latent_shape();
         let per = lc * lh * lw;
         check_noise(&req.noise, req.batch, per, schedule.len())?;
-        let (loras, lora_report) = self.apply_request_loras(ctx, req)?;
+        let resolved = req.resolve()?;
+        let (loras, lora_report) = self.set_loras(ctx, &resolved.loras, req.lora_mode, req.lora_weights_vary)?;
         let guided = req.cfg != 1.0;
-        let context = self.encode_pair(ctx, req, guided)?;
+        let context = self.encode_pair(ctx, req, &resolved, guided)?;
         let rows = if guided { 2 } else { 1 };
 
         // The recorded UNet graph and its fixed inputs.
@@ -393,7 +306,7 @@ impl Pipeline {
                             let s = (drawn * req.batch + b) * per;
                             sn.data.get(s..s + per).map(|v| v.to_vec()).ok_or_else(|| {
                                 Error::shape(
-                                    "noise-file",
+                                    "noise_file",
                                     format!("step_noise {:?} has no entry for step {}", sn.shape, drawn + 1),
                                 )
                             })?
@@ -435,7 +348,7 @@ fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Res
     if let Some(t) = &n.noise {
         if t.numel() != batch * per {
             return Err(Error::shape(
-                "noise-file",
+                "noise_file",
                 format!("noise {:?} does not match batch {batch} × {per} latent values", t.shape),
             ));
         }
@@ -443,7 +356,7 @@ fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Res
     if let Some(t) = &n.step_noise {
         if t.numel() % (batch * per) != 0 || t.numel() / (batch * per) > steps + 1 {
             return Err(Error::shape(
-                "noise-file",
+                "noise_file",
                 format!("step_noise {:?} is not [S, {batch}, latent] with S ≤ {steps}", t.shape),
             ));
         }

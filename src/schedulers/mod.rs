@@ -77,10 +77,20 @@ impl fmt::Display for SamplerKind {
     }
 }
 
+impl clap::ValueEnum for SamplerKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &SamplerKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 impl FromStr for SamplerKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        SamplerKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+        <SamplerKind as clap::ValueEnum>::from_str(s, false).map_err(|_| {
             let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
             Error::invalid("sampler", format!("unknown sampler {s:?}; valid: {}", names.join(", ")))
         })
@@ -97,6 +107,8 @@ pub enum Spacing {
 }
 
 impl Spacing {
+    pub const ALL: [Spacing; 2] = [Spacing::Leading, Spacing::Trailing];
+
     pub fn name(self) -> &'static str {
         match self {
             Spacing::Leading => "leading",
@@ -111,14 +123,21 @@ impl fmt::Display for Spacing {
     }
 }
 
+impl clap::ValueEnum for Spacing {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Spacing::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
 impl FromStr for Spacing {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "leading" => Ok(Spacing::Leading),
-            "trailing" => Ok(Spacing::Trailing),
-            _ => Err(Error::invalid("timestep spacing", format!("unknown spacing {s:?}; valid: leading, trailing"))),
-        }
+        <Spacing as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| Error::invalid("timestep_spacing", format!("unknown spacing {s:?}; valid: leading, trailing")))
     }
 }
 

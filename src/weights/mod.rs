@@ -19,6 +19,7 @@
 
 pub mod detect;
 pub mod dtype;
+pub mod hash;
 pub mod names;
 pub mod safetensors;
 pub mod var_builder;

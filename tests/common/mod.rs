@@ -105,8 +105,8 @@ pub fn golden(name: &str) -> Option<lorafuse::HostTensor> {
 }
 
 /// The request of runs.json entry `name` at 64×64 with the fixture's noise (initial and per-step).
-pub fn run_request(run: &serde_json::Value, name: &str) -> lorafuse::pipeline::txt2img::Request {
-    use lorafuse::pipeline::txt2img::{NoiseOverride, Request};
+pub fn run_request(run: &serde_json::Value, name: &str) -> lorafuse::pipeline::request::Request {
+    use lorafuse::pipeline::request::{NoiseOverride, Request};
     let mut r = Request::new(run["prompt"].as_str().unwrap());
     r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
     r.steps = run["steps"].as_u64().unwrap() as usize;

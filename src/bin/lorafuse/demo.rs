@@ -6,9 +6,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use lorafuse::lora::LoraMode;
+use lorafuse::pipeline::request::Precision;
+use lorafuse::pipeline::rng::RngKind;
+use lorafuse::schedulers::{SamplerKind, Spacing};
 use lorafuse::Context;
 
-use crate::generate::{self, GenerateArgs};
+use crate::args::GenerateArgs;
+use crate::generate;
 use crate::grid::{self, GridArgs};
 
 /// The sd15-tiny single-file checkpoint (fp16, LDM layout), 16 MB.
@@ -48,22 +53,22 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         negative_prompt: "lowres, bad anatomy, worst quality".into(),
         steps: a.steps,
         cfg: 7.0,
-        sampler: "dpmpp_2m_karras".into(),
-        spacing: "leading".into(),
+        sampler: SamplerKind::DpmPP2MKarras,
+        spacing: Spacing::Leading,
         seed: Some(a.seed),
-        rng: "philox".into(),
+        rng: RngKind::Philox,
         width: a.size,
         height: a.size,
         batch: 1,
         clip_skip: 1,
-        precision: "auto".into(),
+        precision: Precision::Auto,
         output: a.output.clone(),
         noise_file: None,
         save_tensors: None,
         loras: Vec::new(),
         lora_dir: "loras".into(),
         max_loras: None,
-        lora_mode: "auto".into(),
+        lora_mode: LoraMode::Auto,
         from_png: None,
     };
     let lora = dir.join("demo_lora.safetensors");

@@ -1,45 +1,25 @@
 //! `generate --from-png IMAGE.png`: the settings of an image's `parameters` chunk (ours or
 //! A1111's) as `generate` options, with the options given on the command line taking precedence.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use clap::parser::ValueSource;
-use clap::CommandFactory;
-use lorafuse::grid::Settings;
-use lorafuse::lora::{lora_hash, resolve_in_dir};
-use lorafuse::models::clip::prompt::extract_extra_networks;
-use lorafuse::pipeline::image::{model_hash, read_parameters};
+use lorafuse::lora::{extract_extra_networks, resolve_in_dir};
+use lorafuse::pipeline::image::read_parameters;
+use lorafuse::pipeline::infotext::Settings;
+use lorafuse::weights::hash::{lora_hash, model_hash};
 
-use crate::generate::GenerateArgs;
+use crate::args::GenerateArgs;
 
-/// The ids of the subcommand options given on this process's command line (not defaults), found
-/// by parsing it again: clap's derive keeps no record of where a value came from.
-pub fn explicit_args() -> HashSet<String> {
-    let mut set = HashSet::new();
-    let Ok(m) = crate::Cli::command().try_get_matches_from(std::env::args_os()) else {
-        return set;
-    };
-    if let Some((_, sub)) = m.subcommand() {
-        for id in sub.ids() {
-            if sub.value_source(id.as_str()) == Some(ValueSource::CommandLine) {
-                set.insert(id.as_str().to_string());
-            }
-        }
-    }
-    set
-}
-
-/// `a` with every setting recorded in `png` filled in, except the options in `explicit`.
+/// Fill `a` with every setting recorded in `png`, except the options `given` on the command line
+/// (by clap id).
 /// Warns (stderr) about recorded settings lorafuse does not do and about a different model;
 /// LoRAs recorded only by hash (no prompt tag) are looked up in `--lora-dir`.
-pub fn apply(a: &GenerateArgs, png: &Path, explicit: &HashSet<String>) -> Result<GenerateArgs> {
+pub fn apply(a: &mut GenerateArgs, png: &Path, given: &dyn Fn(&str) -> bool) -> Result<()> {
     let text = read_parameters(png)?
         .with_context(|| format!("{} has no `parameters` text chunk to regenerate from", png.display()))?;
     let s = Settings::parse(&text).with_context(|| format!("reading the parameters of {}", png.display()))?;
-    let given = |id: &str| explicit.contains(id);
-    let mut out = a.clone();
+    let out = a;
     if !given("prompt") {
         out.prompt = s.prompt.clone();
     }
@@ -57,9 +37,9 @@ pub fn apply(a: &GenerateArgs, png: &Path, explicit: &HashSet<String>) -> Result
     }
     take!("steps", steps, s.steps);
     take!("cfg", cfg, s.cfg);
-    take!("sampler", sampler, s.sampler.map(|k| k.name().to_string()));
-    take!("spacing", spacing, s.spacing.map(|k| k.name().to_string()));
-    take!("rng", rng, s.rng.map(|k| k.name().to_string()));
+    take!("sampler", sampler, s.sampler);
+    take!("spacing", spacing, s.spacing);
+    take!("rng", rng, s.rng);
     take!("clip_skip", clip_skip, s.clip_skip);
     take!("width", width, s.size.map(|(w, _)| w));
     take!("height", height, s.size.map(|(_, h)| h));
@@ -86,7 +66,7 @@ pub fn apply(a: &GenerateArgs, png: &Path, explicit: &HashSet<String>) -> Result
     }
     // LoRAs: prompt tags carry the weights (A1111's way); `Lora hashes` names the files.
     if !given("prompt") && !given("loras") {
-        let (_, tags, _) = extract_extra_networks(&out.prompt)?;
+        let tags = extract_extra_networks(&out.prompt)?.loras;
         for (name, want) in &s.lora_hashes {
             let found = resolve_in_dir(&out.lora_dir, name);
             if tags.iter().any(|t| &t.name == name) {
@@ -113,5 +93,5 @@ pub fn apply(a: &GenerateArgs, png: &Path, explicit: &HashSet<String>) -> Result
             out.loras.push(path.display().to_string());
         }
     }
-    Ok(out)
+    Ok(())
 }

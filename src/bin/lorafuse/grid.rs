@@ -7,15 +7,14 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lorafuse::grid::{cell_infotext, cell_path, compose, plan, Axis, AxisKind, LoraLookup, DEFAULT_MAX_CELLS};
-use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::image::{model_hash, to_rgb8, write_png};
-use lorafuse::pipeline::rng::RngKind;
-use lorafuse::pipeline::txt2img::{NoiseOverride, Pipeline, Precision, Progress, Request};
-use lorafuse::schedulers::{SamplerKind, Spacing};
+use lorafuse::grid::{cell_path, compose, plan, Axis, AxisKind, LoraLookup, DEFAULT_MAX_CELLS};
+use lorafuse::pipeline::image::{to_rgb8, write_png};
+use lorafuse::pipeline::infotext::request_infotext;
+use lorafuse::pipeline::request::Request;
+use lorafuse::pipeline::txt2img::{Pipeline, Progress};
 use lorafuse::Context;
 
-use crate::generate::GenerateArgs;
+use crate::args::GenerateArgs;
 
 #[derive(Args, Clone, Debug)]
 #[command(mut_arg("output", |a| a.default_value("grid.png")))]
@@ -48,55 +47,13 @@ fn base_request(a: &GenerateArgs) -> Result<Request> {
     if a.save_tensors.is_some() {
         bail!("--save-tensors is not supported by grid (use generate on a cell's settings)");
     }
-    let loras = a.loras.iter().map(|s| s.parse::<LoraSpec>()).collect::<lorafuse::Result<Vec<_>>>()?;
-    for l in &loras {
-        if !l.path.is_file() {
-            bail!("LoRA {} does not exist", l.path.display());
-        }
-    }
-    let noise = match &a.noise_file {
-        Some(p) => crate::generate::read_noise(p)?,
-        None => NoiseOverride::default(),
-    };
-    let seed = a.seed.unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        (t as u64 ^ (t >> 64) as u64) % 4_294_967_296
-    });
-    Ok(Request {
-        prompt: a.prompt.clone(),
-        negative_prompt: a.negative_prompt.clone(),
-        steps: a.steps,
-        cfg: a.cfg,
-        sampler: a.sampler.parse::<SamplerKind>()?,
-        spacing: a.spacing.parse::<Spacing>()?,
-        seed,
-        rng: a.rng.parse::<RngKind>()?,
-        width: a.width,
-        height: a.height,
-        batch: 1,
-        clip_skip: a.clip_skip,
-        noise,
-        loras,
-        lora_dir: a.lora_dir.clone(),
-        lora_mode: a.lora_mode.parse::<LoraMode>()?,
-        max_loras: a.max_loras,
-        lora_weights_vary: false,
-    })
+    a.request()
 }
 
-/// A cell's prompt tags resolve and its LoRA count is within `--max-loras` (before the load).
 pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let t_start = Instant::now();
-    // --from-png: the grid starts from that image's settings (command-line options win).
-    let from_png;
-    let a = match &g.gen.from_png {
-        Some(png) => {
-            from_png = crate::from_png::apply(&g.gen, png, &crate::from_png::explicit_args())?;
-            &from_png
-        }
-        None => &g.gen,
-    };
-    let precision: Precision = a.precision.parse()?;
+    let a = &g.gen;
+    let precision = a.precision;
     let base = base_request(a)?;
     let lookup = LoraLookup { loras: &base.loras, lora_dir: &base.lora_dir };
     let parse = |flag: &str, s: &Option<String>| -> Result<Option<Axis>> {
@@ -107,16 +64,16 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         bail!("a seed axis has no effect with --noise-file (every cell would use the file's noise)");
     }
     let grid = plan(&base, x.as_ref(), y.as_ref(), z.as_ref(), g.max_cells)?;
+    // Each cell's prompt tags resolve and its LoRA count is within `--max-loras` (before the load).
     for c in &grid.cells {
         c.req.lora_specs()?;
     }
-    crate::generate::check_paths(a)?;
+    a.check_paths()?;
 
     let t0 = Instant::now();
     let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
-    let model_name = a.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let hash = if a.model.is_file() { model_hash(&a.model)? } else { String::new() };
+    let (model_name, hash) = a.model_identity()?;
     if !quiet {
         eprintln!("seed: {}", base.seed);
     }
@@ -151,7 +108,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         done_steps += last.max(cell.req.steps as u64);
         bar.set_position(done_steps);
         let rgb = to_rgb8(&out.images[0].data, cell.req.height, cell.req.width)?;
-        let info = cell_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras).render();
+        let info = request_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras).render();
         let path = cell_path(&a.output, cell, with_z);
         write_png(&path, cell.req.width, cell.req.height, &rgb, &info)?;
         cell_s.push(tc.elapsed().as_secs_f64());

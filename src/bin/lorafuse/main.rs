@@ -1,5 +1,6 @@
 //! The `lorafuse` command line.
 
+mod args;
 mod demo;
 mod from_png;
 mod generate;
@@ -8,11 +9,14 @@ mod inspect;
 mod write_sd15;
 
 use anyhow::{Context as _, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::bench::kernels::{run, BenchOptions};
+use lorafuse::lora::extract_extra_networks;
 use lorafuse::models::clip::prompt::parse_prompt;
 use lorafuse::models::clip::tokenizer::Tokenizer;
+use lorafuse::pipeline::request::Precision;
 use lorafuse::{Context, ContextOptions};
 
 #[derive(Parser)]
@@ -36,7 +40,7 @@ enum Cmd {
     /// Run the whole pipeline on the bundled tiny model (random weights) and write demo.png.
     Demo(demo::DemoArgs),
     /// Generate images from a prompt with your own checkpoint.
-    Generate(generate::GenerateArgs),
+    Generate(args::GenerateArgs),
     /// A comparison grid (A1111's X/Y/Z plot) over LoRA weights, LoRA sets, seeds, CFG, steps,
     /// samplers or prompt search/replace, with the model and LoRA files loaded once.
     Grid(grid::GridArgs),
@@ -86,8 +90,8 @@ enum BenchWhat {
         #[arg(long, value_delimiter = ',', default_value = "0,1,3,6,12")]
         counts: Vec<usize>,
         /// f32, f16 or auto
-        #[arg(long, default_value = "auto")]
-        precision: String,
+        #[arg(long, default_value = "auto", value_parser = args::named::<Precision>)]
+        precision: Precision,
         /// Time budget per measurement, in milliseconds.
         #[arg(long, default_value_t = 2000.0)]
         budget_ms: f64,
@@ -104,8 +108,8 @@ enum BenchWhat {
         #[arg(long, default_value_t = 2)]
         steps: usize,
         /// f32, f16 or auto
-        #[arg(long, default_value = "auto")]
-        precision: String,
+        #[arg(long, default_value = "auto", value_parser = args::named::<Precision>)]
+        precision: Precision,
         #[arg(long)]
         json: bool,
     },
@@ -118,7 +122,7 @@ fn context(cli: &Cli) -> Result<Context> {
 
 fn tokenize(prompt: &str, json: bool) -> Result<()> {
     let tok = Tokenizer::embedded()?;
-    let parsed = parse_prompt(tok, prompt)?;
+    let parsed = parse_prompt(tok, &extract_extra_networks(prompt)?.text)?;
     // The ids of the text as the encoder sees it (emphasis syntax and LoRA tags removed, chunks
     // joined), framed by BOS … EOS; the count is A1111's token counter.
     let mut ids = vec![lorafuse::models::clip::tokenizer::BOS];
@@ -137,11 +141,38 @@ fn tokenize(prompt: &str, json: bool) -> Result<()> {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
-    if let Err(e) = run_cli(&cli) {
+    let matches = Cli::command().try_get_matches().unwrap_or_else(|e| exit_on_clap_error(e));
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = apply_from_png(&mut cli, &matches).and_then(|()| run_cli(&cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// A value the library rejected (an unknown sampler, precision, …) gets the library's one-line
+/// message and status 1, as every other error does; clap's own usage errors keep clap's format.
+fn exit_on_clap_error(e: clap::Error) -> ! {
+    use std::error::Error as _;
+    if let Some(lib) = e.source().and_then(|s| s.downcast_ref::<lorafuse::Error>()) {
+        eprintln!("error: {lib}");
+        std::process::exit(1);
+    }
+    e.exit()
+}
+
+/// `--from-png`: the image's recorded settings fill every option of `generate`/`grid` that was
+/// not given on the command line (clap records where each value came from).
+fn apply_from_png(cli: &mut Cli, matches: &ArgMatches) -> Result<()> {
+    let gen = match &mut cli.cmd {
+        Cmd::Generate(a) => a,
+        Cmd::Grid(g) => &mut g.gen,
+        _ => return Ok(()),
+    };
+    let (Some(png), Some((_, sub))) = (gen.from_png.clone(), matches.subcommand()) else {
+        return Ok(());
+    };
+    let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
+    from_png::apply(gen, &png, &given)
 }
 
 fn run_cli(cli: &Cli) -> Result<()> {
@@ -171,7 +202,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
             let structure = dir.join("sd15-structure.safetensors");
             std::fs::write(&structure, demo::TINY_MODEL)?;
             let quiet = cli.quiet || *json;
-            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, precision.parse()?, |m| {
+            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, *precision, |m| {
                 if !quiet {
                     eprintln!("{m}");
                 }
@@ -191,11 +222,11 @@ fn run_cli(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
-            bench_lora(cli, *size, *rank, counts, precision, *budget_ms, *json)
+            bench_lora(cli, *size, *rank, counts, *precision, *budget_ms, *json)
         }
         Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_sd15::run(args, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
-            if !(*budget_ms > 0.0) {
+            if *budget_ms <= 0.0 || budget_ms.is_nan() {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
             }
             let ctx = context(cli)?;
@@ -229,11 +260,11 @@ fn bench_lora(
     size: usize,
     rank: usize,
     counts: &[usize],
-    precision: &str,
+    precision: Precision,
     budget_ms: f64,
     json: bool,
 ) -> Result<()> {
-    if size == 0 || size % 8 != 0 || rank == 0 {
+    if size == 0 || !size.is_multiple_of(8) || rank == 0 {
         anyhow::bail!("--size must be a positive multiple of 8 and --rank positive");
     }
     let ctx = context(cli)?;
@@ -242,13 +273,7 @@ fn bench_lora(
     let structure = dir.join("sd15-structure.safetensors");
     std::fs::write(&structure, demo::TINY_MODEL)?;
     let quiet = cli.quiet || json;
-    let opts = lorafuse::bench::lora::LoraBenchOptions {
-        size,
-        rank,
-        counts: counts.to_vec(),
-        precision: precision.parse()?,
-        budget_ms,
-    };
+    let opts = lorafuse::bench::lora::LoraBenchOptions { size, rank, counts: counts.to_vec(), precision, budget_ms };
     let r = lorafuse::bench::lora::run(&ctx, &structure, &dir, &opts, |m| {
         if !quiet {
             eprintln!("{m}");

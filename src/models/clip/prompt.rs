@@ -1,14 +1,15 @@
-//! A1111 prompt syntax: extra-network tags (`<lora:NAME:TE:UNET>`), attention emphasis
-//! (`(x)`, `((x))`, `(x:1.3)`, `[x]`, escapes), `BREAK`, and the split into 75-token chunks with
-//! comma back-tracking, each wrapped as BOS + 75 + EOS = 77 ids with one weight per id.
+//! A1111 prompt syntax: attention emphasis (`(x)`, `((x))`, `(x:1.3)`, `[x]`, escapes), `BREAK`,
+//! and the split into 75-token chunks with comma back-tracking, each wrapped as BOS + 75 + EOS =
+//! 77 ids with one weight per id. Extra-network tags (`<lora:NAME:TE:UNET>`) are removed before,
+//! by `lora::tags`.
 //!
-//! Mirrors `modules/extra_networks.py: parse_prompt`, `modules/prompt_parser.py:
+//! Mirrors `modules/prompt_parser.py:
 //! parse_prompt_attention` and `modules/sd_hijack_clip.py: tokenize_line` (defaults: emphasis
 //! "Original", comma padding backtrack 20). The weights are applied later, to the encoder output.
 //! Not handled here: prompt editing `[a:b:when]`, alternation `[a|b]`, `AND`, textual inversion.
 
 use super::tokenizer::{Tokenizer, MAX_LEN};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Prompt tokens per chunk (77 minus BOS and EOS).
 pub const CHUNK_TOKENS: usize = MAX_LEN - 2;
@@ -16,7 +17,6 @@ pub const CHUNK_TOKENS: usize = MAX_LEN - 2;
 /// moves the text after the comma to the next chunk.
 pub const COMMA_BACKTRACK: usize = 20;
 
-const OP: &str = "prompt";
 const ROUND_MULT: f64 = 1.1;
 const SQUARE_MULT: f64 = 1.0 / 1.1;
 
@@ -27,123 +27,21 @@ pub struct PromptChunk {
     pub weights: [f32; MAX_LEN],
 }
 
-/// A `<lora:NAME:TE_W:UNET_W>` tag. A missing TE weight is 1.0; a missing UNet weight equals TE.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoraTag {
-    pub name: String,
-    pub te_weight: f32,
-    pub unet_weight: f32,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParsedPrompt {
     /// At least one chunk; the encodings of all chunks are concatenated along the token axis.
     pub chunks: Vec<PromptChunk>,
-    pub loras: Vec<LoraTag>,
     /// Prompt tokens as A1111's counter shows them: 75 per closed chunk plus the last chunk's.
     pub token_count: usize,
-    /// Tags and arguments that were removed from the text but are not acted on.
-    pub warnings: Vec<String>,
 }
 
-/// Full A1111 handling of one prompt: tags out, emphasis parsed, chunks built.
-pub fn parse_prompt(tok: &Tokenizer, prompt: &str) -> Result<ParsedPrompt> {
-    let (text, loras, warnings) = extract_extra_networks(prompt)?;
-    let fragments = parse_attention_f64(&text);
+/// A1111 handling of one prompt whose extra-network tags are already removed
+/// (`lora::tags`): emphasis parsed, chunks built. Never fails today; a `Result` so that syntax
+/// errors can be reported later without changing callers.
+pub fn parse_prompt(tok: &Tokenizer, text: &str) -> Result<ParsedPrompt> {
+    let fragments = parse_attention_f64(text);
     let (chunks, token_count) = chunk_fragments(tok, &fragments);
-    Ok(ParsedPrompt { chunks, loras, token_count, warnings })
-}
-
-/// Removes every `<name:args>` tag (A1111's `<(\w+):([^>]+)>`) from `prompt`. `lora` (and its
-/// alias `lyco`) tags are returned; other kinds only produce a warning. A weight that is not a
-/// finite number is an error naming the tag.
-pub fn extract_extra_networks(prompt: &str) -> Result<(String, Vec<LoraTag>, Vec<String>)> {
-    let mut text = String::with_capacity(prompt.len());
-    let mut loras = Vec::new();
-    let mut warnings = Vec::new();
-    let mut rest = prompt;
-    while let Some(lt) = rest.find('<') {
-        text.push_str(&rest[..lt]);
-        let tail = &rest[lt..];
-        match match_tag(tail) {
-            Some((kind, args, used)) => {
-                if kind == "lora" || kind == "lyco" {
-                    loras.push(parse_lora_args(kind, args, &mut warnings)?);
-                } else {
-                    warnings.push(format!("ignored <{kind}:{args}>: only lora tags are supported"));
-                }
-                rest = &tail[used..];
-            }
-            None => {
-                text.push('<');
-                rest = &tail[1..];
-            }
-        }
-    }
-    text.push_str(rest);
-    Ok((text, loras, warnings))
-}
-
-/// Matches `<\w+:[^>]+>` at the start of `s`: (kind, args, bytes used).
-fn match_tag(s: &str) -> Option<(&str, &str, usize)> {
-    let body = s.strip_prefix('<')?;
-    let name_len: usize = body.chars().take_while(|&c| is_word_char(c)).map(char::len_utf8).sum();
-    if name_len == 0 || !body[name_len..].starts_with(':') {
-        return None;
-    }
-    let args_start = name_len + 1;
-    let args_len = body[args_start..].find('>')?;
-    if args_len == 0 {
-        return None;
-    }
-    let args = &body[args_start..args_start + args_len];
-    Some((&body[..name_len], args, 1 + args_start + args_len + 1))
-}
-
-/// A1111's `ExtraNetworkParams` + `ExtraNetworkLora.activate`: items split on `:`; an item with
-/// exactly one `=` is named (`te=`, `unet=`, `dyn=`), the others positional (name, te, unet, dyn).
-fn parse_lora_args(kind: &str, args: &str, warnings: &mut Vec<String>) -> Result<LoraTag> {
-    let tag = format!("<{kind}:{args}>");
-    let mut positional = Vec::new();
-    let mut named = Vec::new();
-    for item in args.split(':') {
-        match item.split_once('=') {
-            Some((k, v)) if !v.contains('=') => named.push((k, v)),
-            _ => positional.push(item),
-        }
-    }
-    let name = match positional.first() {
-        Some(n) if !n.trim().is_empty() => n.to_string(),
-        _ => return Err(Error::invalid(OP, format!("LoRA tag {tag} has no name"))),
-    };
-    let weight = |what: &str, s: &str| -> Result<f32> {
-        match s.trim().parse::<f64>() {
-            Ok(w) if w.is_finite() => Ok(w as f32),
-            _ => Err(Error::invalid(OP, format!("LoRA tag {tag}: {what} weight {s:?} is not a finite number"))),
-        }
-    };
-    let named_value = |key: &str| named.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let mut te_weight = match positional.get(1) {
-        Some(s) => weight("text-encoder", s)?,
-        None => 1.0,
-    };
-    if let Some(s) = named_value("te") {
-        te_weight = weight("text-encoder", s)?;
-    }
-    let mut unet_weight = match positional.get(2) {
-        Some(s) => weight("UNet", s)?,
-        None => te_weight,
-    };
-    if let Some(s) = named_value("unet") {
-        unet_weight = weight("UNet", s)?;
-    }
-    if positional.len() > 3 || named_value("dyn").is_some() {
-        warnings.push(format!("{tag}: dynamic rank (dyn) is not supported and was ignored"));
-    }
-    for (k, _) in named.iter().filter(|(k, _)| !matches!(*k, "te" | "unet" | "dyn")) {
-        warnings.push(format!("{tag}: unknown argument {k:?} ignored"));
-    }
-    Ok(LoraTag { name, te_weight, unet_weight })
+    Ok(ParsedPrompt { chunks, token_count })
 }
 
 /// `parse_prompt_attention` with the weights rounded to f32.

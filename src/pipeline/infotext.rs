@@ -1,18 +1,143 @@
-//! Reading an A1111 infotext (the PNG `parameters` chunk, ours or A1111's) back into generation
-//! settings, for `generate --from-png`.
+//! A1111's infotext (the PNG `parameters` chunk), written and read in one place: what
+//! `generate` and `grid` record with each image, and what `generate --from-png` reads back.
 //!
 //! The layout, as A1111's `parse_generation_parameters` reads it: the last line is the settings
 //! line when it holds at least three `key: value` pairs; the lines before are the prompt, up to
 //! a line starting with `Negative prompt:`, after which they are the negative prompt. A value is
 //! either plain text up to the next comma or a JSON-style quoted string.
 
-use crate::pipeline::image::Infotext;
+use crate::lora::lora_name;
+use crate::pipeline::request::{Request, UsedLora};
 use crate::pipeline::rng::RngKind;
-use crate::pipeline::txt2img::Request;
 use crate::schedulers::{SamplerKind, Spacing};
 use crate::{Error, Result};
 
 const OP: &str = "infotext";
+
+/// The generation settings in A1111's infotext layout:
+///
+/// ```text
+/// <prompt>
+/// Negative prompt: <negative>
+/// Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512, Model hash: …, …
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Infotext {
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `key: value` pairs of the last line, in order.
+    pub fields: Vec<(String, String)>,
+}
+
+/// A1111's display names of the samplers (older versions; newer ones write `DPM++ 2M` with a
+/// separate `Schedule type: Karras`, read by [`sampler_from_a1111`]).
+const A1111_SAMPLERS: [(SamplerKind, &str); 6] = [
+    (SamplerKind::Euler, "Euler"),
+    (SamplerKind::EulerA, "Euler a"),
+    (SamplerKind::DpmPP2M, "DPM++ 2M"),
+    (SamplerKind::DpmPP2MKarras, "DPM++ 2M Karras"),
+    (SamplerKind::Ddim, "DDIM"),
+    (SamplerKind::Lcm, "LCM"),
+];
+
+/// A1111's display name of a sampler.
+pub fn a1111_sampler_name(kind: SamplerKind) -> &'static str {
+    A1111_SAMPLERS.iter().find(|(k, _)| *k == kind).map_or("", |(_, n)| n)
+}
+
+/// Format a float the way A1111 prints settings (no trailing `.0`).
+pub fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        let s = format!("{x:.6}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Quote a field value that contains a comma, colon or quote, as A1111 does.
+fn quote(v: &str) -> String {
+    if v.contains([',', ':', '"', '\n']) {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+    } else {
+        v.to_string()
+    }
+}
+
+impl Infotext {
+    pub fn new(prompt: &str, negative_prompt: &str) -> Infotext {
+        Infotext { prompt: prompt.to_string(), negative_prompt: negative_prompt.to_string(), fields: Vec::new() }
+    }
+
+    pub fn field(mut self, key: &str, value: impl ToString) -> Infotext {
+        self.fields.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = self.prompt.clone();
+        if !self.negative_prompt.is_empty() {
+            s.push_str("\nNegative prompt: ");
+            s.push_str(&self.negative_prompt);
+        }
+        let fields: Vec<String> = self.fields.iter().map(|(k, v)| format!("{k}: {}", quote(v))).collect();
+        s.push('\n');
+        s.push_str(&fields.join(", "));
+        s
+    }
+}
+
+/// A1111's `RNG` field: `GPU` for the Philox stream, `CPU` for torch's CPU generator.
+const RNG_NAMES: [(RngKind, &str); 2] = [(RngKind::Philox, "GPU"), (RngKind::TorchCpu, "CPU")];
+
+fn a1111_rng_name(rng: RngKind) -> &'static str {
+    RNG_NAMES.iter().find(|(k, _)| *k == rng).map_or("CPU", |(_, n)| n)
+}
+
+/// The `<lora:NAME:W>` (or `<lora:NAME:TE:UNET>`) tag A1111 writes into the prompt.
+pub fn lora_tag(name: &str, unet_weight: f32, te_weight: f32) -> String {
+    if unet_weight == te_weight {
+        format!("<lora:{name}:{}>", fmt_num(te_weight as f64))
+    } else {
+        format!("<lora:{name}:{}:{}>", fmt_num(te_weight as f64), fmt_num(unet_weight as f64))
+    }
+}
+
+/// The A1111 infotext of one image of a generation or grid cell (`seed` is that image's): prompt,
+/// negative prompt and the settings line (`Steps`, `Sampler`, `CFG scale`, `Seed`, `Size`,
+/// `Model hash`, `Model`, `Clip skip`, `RNG`, and `Lora hashes: "NAME: HASH, …"` when LoRAs were
+/// applied). The request's `--lora` list goes into the prompt as `<lora:NAME:W>` tags, the way
+/// A1111 records LoRAs, so the weights survive and `generate --from-png` (with `--lora-dir`
+/// holding the files) makes the same image. The tags are appended with no separator: removing
+/// them gives back exactly the prompt that was encoded.
+pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: &str, used: &[UsedLora]) -> Infotext {
+    let mut prompt = req.prompt.clone();
+    for s in &req.loras {
+        prompt.push_str(&lora_tag(&lora_name(&s.path), s.unet_weight, s.te_weight));
+    }
+    let mut info = Infotext::new(&prompt, &req.negative_prompt)
+        .field("Steps", req.steps)
+        .field("Sampler", a1111_sampler_name(req.sampler))
+        .field("CFG scale", fmt_num(req.cfg as f64))
+        .field("Seed", seed)
+        .field("Size", format!("{}x{}", req.width, req.height));
+    if !model_hash.is_empty() {
+        info = info.field("Model hash", model_hash);
+    }
+    info = info.field("Model", model_name).field("Clip skip", req.clip_skip).field("RNG", a1111_rng_name(req.rng));
+    if req.spacing != Spacing::Leading {
+        info = info.field("Timestep spacing", req.spacing.name());
+    }
+    if !used.is_empty() {
+        let list: Vec<String> = used.iter().map(|l| format!("{}: {}", l.name, l.short_hash())).collect();
+        info = info.field("Lora hashes", list.join(", "));
+    }
+    info
+}
 
 /// Split a settings line into `key: value` pairs. `None` when the line is not one (fewer than
 /// three pairs, or text that no pair explains), so it is read as part of the prompt instead.
@@ -126,22 +251,14 @@ pub fn sampler_from_a1111(name: &str, schedule: Option<&str>) -> Result<SamplerK
     if let Ok(k) = n.parse::<SamplerKind>() {
         return Ok(k);
     }
-    let k = match n {
-        "Euler" => SamplerKind::Euler,
-        "Euler a" => SamplerKind::EulerA,
-        "DPM++ 2M" if karras => SamplerKind::DpmPP2MKarras,
-        "DPM++ 2M" => SamplerKind::DpmPP2M,
-        "DPM++ 2M Karras" => SamplerKind::DpmPP2MKarras,
-        "DDIM" => SamplerKind::Ddim,
-        "LCM" => SamplerKind::Lcm,
-        _ => {
-            return Err(Error::invalid(
-                OP,
-                format!("sampler {n:?} is not supported (Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, LCM)"),
-            ))
-        }
-    };
-    Ok(k)
+    match A1111_SAMPLERS.iter().find(|(_, a)| *a == n).map(|(k, _)| *k) {
+        Some(SamplerKind::DpmPP2M) if karras => Ok(SamplerKind::DpmPP2MKarras),
+        Some(k) => Ok(k),
+        None => Err(Error::invalid(
+            OP,
+            format!("sampler {n:?} is not supported (Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, LCM)"),
+        )),
+    }
 }
 
 /// The generation settings an infotext records. Fields it lacks stay `None`.
@@ -204,13 +321,10 @@ impl Settings {
                 }
                 "Clip skip" => s.clip_skip = Some(num(k, v)?),
                 "RNG" => {
-                    s.rng = Some(match v.as_str() {
-                        "GPU" => RngKind::Philox,
-                        "CPU" => RngKind::TorchCpu,
-                        other => {
-                            return Err(Error::invalid(OP, format!("RNG {other:?} is not supported (GPU or CPU)")))
-                        }
-                    })
+                    let found = RNG_NAMES.iter().find(|(_, n)| n == v).map(|(k, _)| *k);
+                    s.rng = Some(
+                        found.ok_or_else(|| Error::invalid(OP, format!("RNG {v:?} is not supported (GPU or CPU)")))?,
+                    )
                 }
                 "Timestep spacing" => s.spacing = Some(v.parse()?),
                 "Model" => s.model = Some(v.clone()),
@@ -239,30 +353,13 @@ impl Settings {
     pub fn apply(&self, req: &mut Request) {
         req.prompt = self.prompt.clone();
         req.negative_prompt = self.negative_prompt.clone();
-        if let Some(v) = self.steps {
-            req.steps = v;
-        }
-        if let Some(v) = self.sampler {
-            req.sampler = v;
-        }
-        if let Some(v) = self.cfg {
-            req.cfg = v;
-        }
-        if let Some(v) = self.seed {
-            req.seed = v;
-        }
-        if let Some((w, h)) = self.size {
-            req.width = w;
-            req.height = h;
-        }
-        if let Some(v) = self.clip_skip {
-            req.clip_skip = v;
-        }
-        if let Some(v) = self.rng {
-            req.rng = v;
-        }
-        if let Some(v) = self.spacing {
-            req.spacing = v;
-        }
+        req.steps = self.steps.unwrap_or(req.steps);
+        req.sampler = self.sampler.unwrap_or(req.sampler);
+        req.cfg = self.cfg.unwrap_or(req.cfg);
+        req.seed = self.seed.unwrap_or(req.seed);
+        (req.width, req.height) = self.size.unwrap_or((req.width, req.height));
+        req.clip_skip = self.clip_skip.unwrap_or(req.clip_skip);
+        req.rng = self.rng.unwrap_or(req.rng);
+        req.spacing = self.spacing.unwrap_or(req.spacing);
     }
 }

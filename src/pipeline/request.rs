@@ -1,0 +1,203 @@
+//! One text-to-image request: what the caller asks for ([`Request`], checked by
+//! [`Request::validate`]), and its [`Resolved`] form, made once per request: the prompt texts
+//! without their `<lora:…>` tags and every LoRA to apply.
+
+use std::path::PathBuf;
+
+use crate::lora::{extract_extra_networks, resolve_in_dir, LoraMode, LoraSpec};
+use crate::pipeline::rng::RngKind;
+use crate::schedulers::{SamplerKind, Spacing};
+use crate::{Context, DType, Error, HostTensor, Result};
+
+/// Which precision the models run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+    /// f16 where the adapter has SHADER_F16, else f32.
+    Auto,
+}
+
+impl clap::ValueEnum for Precision {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Precision::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.name()))
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        <Precision as clap::ValueEnum>::from_str(s, false)
+            .map_err(|_| Error::invalid("precision", format!("unknown precision {s:?} (expected f32, f16 or auto)")))
+    }
+}
+
+impl Precision {
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::F16, Precision::Auto];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Auto => "auto",
+        }
+    }
+
+    pub fn resolve(self, ctx: &Context) -> Result<DType> {
+        match self {
+            Precision::F32 => Ok(DType::F32),
+            Precision::F16 if !ctx.caps.shader_f16 => {
+                Err(Error::dtype("precision", "f16 needs SHADER_F16, which this adapter lacks (use --precision f32)"))
+            }
+            Precision::F16 => Ok(DType::F16),
+            Precision::Auto => Ok(if ctx.caps.shader_f16 { DType::F16 } else { DType::F32 }),
+        }
+    }
+}
+
+/// Caller-supplied noise (the `--noise-file` contract): `noise` [B,4,h,w] replaces the seeded
+/// initial noise; `step_noise` [S,B,4,h,w] is consumed in order by the samplers that draw noise.
+#[derive(Clone, Debug, Default)]
+pub struct NoiseOverride {
+    pub noise: Option<HostTensor>,
+    pub step_noise: Option<HostTensor>,
+}
+
+/// One text-to-image request (already validated by [`Request::validate`]).
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    pub cfg: f32,
+    pub sampler: SamplerKind,
+    pub spacing: Spacing,
+    pub seed: u64,
+    pub rng: RngKind,
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    pub clip_skip: usize,
+    pub noise: NoiseOverride,
+    /// LoRAs to apply besides the prompt's `<lora:NAME:…>` tags.
+    pub loras: Vec<LoraSpec>,
+    /// Folder that `<lora:NAME:…>` names are looked up in.
+    pub lora_dir: PathBuf,
+    pub lora_mode: LoraMode,
+    /// A platform policy: refuse more LoRAs than this. No limit when `None`.
+    pub max_loras: Option<usize>,
+    /// The caller changes LoRA weights between images (a grid): `Auto` mode picks fused.
+    pub lora_weights_vary: bool,
+}
+
+impl Request {
+    pub fn new(prompt: &str) -> Request {
+        Request {
+            prompt: prompt.to_string(),
+            negative_prompt: String::new(),
+            steps: 20,
+            cfg: 7.0,
+            sampler: SamplerKind::DpmPP2MKarras,
+            spacing: Spacing::Leading,
+            seed: 0,
+            rng: RngKind::Philox,
+            width: 512,
+            height: 512,
+            batch: 1,
+            clip_skip: 1,
+            noise: NoiseOverride::default(),
+            loras: Vec::new(),
+            lora_dir: PathBuf::from("loras"),
+            lora_mode: LoraMode::Auto,
+            max_loras: None,
+            lora_weights_vary: false,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "request";
+        if self.width == 0 || self.height == 0 || !self.width.is_multiple_of(8) || !self.height.is_multiple_of(8) {
+            return Err(Error::invalid(
+                OP,
+                format!("size {}x{} must be positive multiples of 8", self.width, self.height),
+            ));
+        }
+        if self.width > 8192 || self.height > 8192 {
+            return Err(Error::limit(OP, "image side", self.width.max(self.height) as u64, 8192));
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid(OP, "steps must be at least 1"));
+        }
+        if self.batch == 0 || self.batch > 64 {
+            return Err(Error::invalid(OP, format!("batch must be 1..=64, got {}", self.batch)));
+        }
+        if !self.cfg.is_finite() {
+            return Err(Error::invalid(OP, format!("CFG scale must be finite, got {}", self.cfg)));
+        }
+        if self.clip_skip == 0 {
+            return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn latent_shape(&self) -> [usize; 3] {
+        [4, self.height / 8, self.width / 8]
+    }
+}
+
+/// A request with its tags resolved: what the text encoder and the LoRA runtime see.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The prompt without its extra-network tags.
+    pub prompt: String,
+    /// The negative prompt without its tags (A1111 drops them there too).
+    pub negative_prompt: String,
+    /// `loras`, then the prompt's tags resolved in `lora_dir`.
+    pub loras: Vec<LoraSpec>,
+}
+
+impl Request {
+    /// Take the tags out of both prompts, resolve the prompt's in `lora_dir` and check the count
+    /// against `max_loras`. Needs no model, so callers can check before loading one.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let cond = extract_extra_networks(&self.prompt)?;
+        let uncond = extract_extra_networks(&self.negative_prompt)?;
+        let mut loras = self.loras.clone();
+        for t in cond.loras {
+            let path = resolve_in_dir(&self.lora_dir, &t.name)?;
+            loras.push(LoraSpec { path, unet_weight: t.unet_weight, te_weight: t.te_weight });
+        }
+        if let Some(max) = self.max_loras {
+            if loras.len() > max {
+                return Err(Error::limit("lora", "LoRAs in one request (--max-loras)", loras.len() as u64, max as u64));
+            }
+        }
+        Ok(Resolved { prompt: cond.text, negative_prompt: uncond.text, loras })
+    }
+
+    /// Every LoRA the request asks for (see [`Request::resolve`]).
+    pub fn lora_specs(&self) -> Result<Vec<LoraSpec>> {
+        Ok(self.resolve()?.loras)
+    }
+}
+
+/// A LoRA an image was made with (for infotext: `Lora hashes: "NAME: HASH"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsedLora {
+    pub name: String,
+    /// SHA-256 (hex) of the file after its header; civitai shows the first 12 digits.
+    pub hash: String,
+    pub unet_weight: f32,
+    pub te_weight: f32,
+}
+
+impl UsedLora {
+    /// The 12-digit form A1111 writes and civitai looks up.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
