@@ -77,15 +77,20 @@ fn tokenize_prints_untruncated_ids_and_count() {
     assert!(!cases.is_empty());
     for case in cases {
         let prompt = case["prompt"].as_str().unwrap();
+        let want = &case["ids_untruncated"];
+        // --raw: transformers' CLIPTokenizer ids for every case, A1111 syntax characters included
+        let out = lorafuse(&["tokenize", "--prompt", prompt, "--raw", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(&v["ids"], want, "--raw {prompt:?}");
         let out = lorafuse(&["tokenize", "--prompt", prompt, "--json"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let want = &case["ids_untruncated"];
         // Prompts with A1111 syntax characters are parsed first; the fixture's plain prompts are not.
         if !prompt.contains(['(', ')', '[', ']', '\\', '<']) {
             assert_eq!(&v["ids"], want, "{prompt:?}");
         }
-        assert_eq!(v["tokens"].as_u64().unwrap() as usize + 2, v["ids"].as_array().unwrap().len(), "{prompt:?}");
+        assert_eq!(v["token_count"].as_u64().unwrap() as usize + 2, v["ids"].as_array().unwrap().len(), "{prompt:?}");
     }
 }
 
@@ -256,4 +261,83 @@ fn bench_pipeline_runs_full_size_sd15_with_synthetic_weights() {
     assert!(v["step_ms"][0].as_f64().unwrap() > 0.0 && v["vae_ms"].as_f64().unwrap() > 0.0);
     // SD1.5's weights alone are ~2 GB in f16; the pool holds them and the activations.
     assert!(v["pool_mib"].as_f64().unwrap() > 1500.0, "{v}");
+}
+
+fn tokenize_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["tokenize"];
+    all.extend(args);
+    let out = lorafuse(&all);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+/// `tokenize --json` prints what the encoder sees: each chunk of the library's parse as BOS,
+/// prompt tokens, EOS (the 77-id chunk is that plus EOS padding), one weight per id, token strings.
+#[test]
+fn tokenize_json_is_the_parsed_prompt() {
+    use lorafuse::models::clip::prompt::parse_prompt;
+    use lorafuse::models::clip::tokenizer::{Tokenizer, EOS};
+    let prompt = "(masterpiece:1.2), a [cat] on a ((mat)) BREAK dog \\(not emphasis\\) <lora:x:1>";
+    let tok = Tokenizer::embedded().unwrap();
+    let parsed = parse_prompt(tok, prompt).unwrap();
+    assert_eq!(parsed.chunks.len(), 2, "BREAK makes two chunks");
+    let v = tokenize_json(&[prompt, "--json"]);
+    let ids: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let weights: Vec<f32> = v["weights"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let tokens: Vec<&str> = v["tokens"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    let chunks: Vec<(usize, usize)> = v["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c[0].as_u64().unwrap() as usize, c[1].as_u64().unwrap() as usize))
+        .collect();
+    assert_eq!((weights.len(), tokens.len()), (ids.len(), ids.len()));
+    assert_eq!(chunks.len(), parsed.chunks.len());
+    assert_eq!((chunks[0].0, chunks.last().unwrap().1), (0, ids.len()));
+    for (k, ((start, end), chunk)) in chunks.iter().zip(&parsed.chunks).enumerate() {
+        assert!(k == 0 || chunks[k - 1].1 == *start, "chunks are contiguous: {chunks:?}");
+        assert!(end - start <= 77 && ids[end - 1] == EOS, "chunk {k}: {chunks:?}");
+        let mut padded_ids = ids[*start..*end].to_vec();
+        let mut padded_weights = weights[*start..*end].to_vec();
+        padded_ids.resize(77, EOS);
+        padded_weights.resize(77, 1.0);
+        assert_eq!(padded_ids, chunk.ids, "chunk {k} ids");
+        assert_eq!(padded_weights, chunk.weights, "chunk {k} weights");
+    }
+    for (id, t) in ids.iter().zip(&tokens) {
+        assert_eq!(Some(*t), tok.token(*id), "token string of {id}");
+    }
+    assert_eq!(v["token_count"].as_u64().unwrap() as usize, parsed.token_count);
+    // emphasis reached the weights; the LoRA tag and the escapes' backslashes did not reach the ids
+    assert!(weights.contains(&1.2) && weights.iter().any(|&w| w < 1.0), "{weights:?}");
+    assert!(!tokens.iter().any(|t| t.contains("lora") || t.contains('\\')), "{tokens:?}");
+    assert!(tokens.contains(&"(</w>"), "an escaped parenthesis is text: {tokens:?}");
+}
+
+/// `tokenize --raw` is transformers' CLIPTokenizer, A1111 syntax characters and all.
+#[test]
+fn tokenize_raw_matches_transformers_on_syntax_characters() {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer_cases.json")).unwrap()).unwrap();
+    let case = cases.as_array().unwrap().iter().find(|c| c["prompt"].as_str().unwrap().contains('(')).unwrap();
+    let v = tokenize_json(&[case["prompt"].as_str().unwrap(), "--raw", "--json"]);
+    assert_eq!(v["ids"], case["ids_untruncated"]);
+    assert_eq!(v["tokens"].as_array().unwrap().len(), v["ids"].as_array().unwrap().len());
+    // past 77 ids nothing is cut, as CLIPTokenizer without truncation=True
+    let long = "cat ".repeat(100);
+    let v = tokenize_json(&[&long, "--raw", "--json"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 102);
+}
+
+/// Without XDG_RUNTIME_DIR the Vulkan stack's complaints about it do not reach the user.
+#[test]
+fn no_xdg_runtime_dir_complaints_on_stderr() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lorafuse"))
+        .arg("info")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("run lorafuse");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "{err}");
 }

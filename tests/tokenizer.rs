@@ -39,9 +39,12 @@ fn from_folder() -> Tokenizer {
         .expect("load fixture tokenizer folder")
 }
 
+/// Every case, none skipped: A1111 syntax characters (`(`, `[`, `<`) are plain text to the
+/// tokenizer, as to transformers; only `prompt.rs` gives them a meaning.
 fn check_all_cases(tok: &Tokenizer, label: &str) {
     let cases = cases();
     assert_eq!(cases.len(), 10, "fixture case count");
+    assert!(cases.iter().any(|c| c.prompt.contains(['(', '[', '<'])), "the fixture covers syntax characters");
     for c in &cases {
         assert_eq!(tok.encode_with_special(&c.prompt), c.untruncated, "{label}: untruncated ids of {:?}", c.prompt);
         assert_eq!(tok.encode_77(&c.prompt).to_vec(), c.ids_77, "{label}: 77 ids of {:?}", c.prompt);
@@ -143,9 +146,6 @@ fn decode_round_trips_ascii() {
         assert_eq!(tok.decode(&ids), p.replace("1girl", "1 girl"), "decode of {p:?}");
     }
     for c in cases() {
-        if !c.prompt.is_ascii() {
-            continue;
-        }
         let ids = tok.encode(&c.prompt);
         let text = tok.decode(&ids);
         assert_eq!(tok.encode(&text), ids, "re-encoding the decoded text of {:?} ({text:?})", c.prompt);
@@ -204,4 +204,23 @@ fn fuzz_random_text_never_panics() {
         let padded = tok.encode_77(&s);
         assert_eq!((padded[0], padded[76]), (BOS, EOS));
     }
+}
+
+/// A lone character is one pre-token of one byte, so CLIP's BPE can only give `char</w>`: checks
+/// every printable ASCII character, A1111's `( ) [ ] \\ < > :` among them, alone and in runs
+/// where the pattern keeps them apart (`[^\\s\\p{L}\\p{N}]+` stops at letters and spaces).
+#[test]
+fn syntax_characters_are_plain_text() {
+    let tok = Tokenizer::embedded().expect("embedded tokenizer");
+    for c in (b'!'..=b'~').map(char::from).filter(|c| !c.is_ascii_alphanumeric()) {
+        let id = tok.token_id(&format!("{c}</w>")).expect("byte token");
+        assert_eq!(tok.encode(&c.to_string()), [id], "{c:?}");
+        assert_eq!(tok.encode_with_special(&format!("a{c} b")), [BOS, 320, id, 321, EOS], "{c:?}");
+    }
+    let id = |t: &str| tok.token_id(t).expect(t);
+    assert_eq!(tok.encode("a\\b"), [id("a</w>"), id("\\</w>"), id("b</w>")]);
+    assert_eq!(
+        tok.encode("\\( x \\)"),
+        tok.encode("\\(").into_iter().chain(tok.encode("x")).chain(tok.encode("\\)")).collect::<Vec<_>>()
+    );
 }

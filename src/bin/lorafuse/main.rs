@@ -2,10 +2,12 @@
 
 mod args;
 mod demo;
+mod env;
 mod from_png;
 mod generate;
 mod grid;
 mod inspect;
+mod tokenize;
 mod write_sd15;
 
 use anyhow::{Context as _, Result};
@@ -13,9 +15,6 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::bench::kernels::{run, BenchOptions};
-use lorafuse::lora::extract_extra_networks;
-use lorafuse::models::clip::prompt::parse_prompt;
-use lorafuse::models::clip::tokenizer::Tokenizer;
 use lorafuse::pipeline::request::Precision;
 use lorafuse::{Context, ContextOptions};
 
@@ -44,14 +43,9 @@ enum Cmd {
     /// A comparison grid (A1111's X/Y/Z plot) over LoRA weights, LoRA sets, seeds, CFG, steps,
     /// samplers or prompt search/replace, with the model and LoRA files loaded once.
     Grid(grid::GridArgs),
-    /// Print a prompt's CLIP token ids (BOS … EOS, untruncated) and its token count.
-    Tokenize {
-        #[arg(short, long)]
-        prompt: String,
-        /// Print {"ids": [...], "tokens": N}.
-        #[arg(long)]
-        json: bool,
-    },
+    /// What the text encoder sees for a prompt: token ids after A1111 parsing, one weight per id,
+    /// token strings and 75-token chunks (--raw: plain CLIP tokenization of the text).
+    Tokenize(tokenize::TokenizeArgs),
     /// Show the GPU adapter lorafuse would use and what it supports.
     Info,
     /// What a LoRA file is (kind, rank, alpha, targets, base model) and, with --model, how many
@@ -120,26 +114,8 @@ fn context(cli: &Cli) -> Result<Context> {
         .context("cannot start the GPU")
 }
 
-fn tokenize(prompt: &str, json: bool) -> Result<()> {
-    let tok = Tokenizer::embedded()?;
-    let parsed = parse_prompt(tok, &extract_extra_networks(prompt)?.text)?;
-    // The ids of the text as the encoder sees it (emphasis syntax and LoRA tags removed, chunks
-    // joined), framed by BOS … EOS; the count is A1111's token counter.
-    let mut ids = vec![lorafuse::models::clip::tokenizer::BOS];
-    for c in &parsed.chunks {
-        ids.extend(c.ids[1..76].iter().copied().filter(|&t| t != lorafuse::models::clip::tokenizer::EOS));
-    }
-    ids.push(lorafuse::models::clip::tokenizer::EOS);
-    if json {
-        println!("{}", serde_json::json!({ "ids": ids, "tokens": parsed.token_count }));
-    } else {
-        println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "));
-        println!("tokens: {}", parsed.token_count);
-    }
-    Ok(())
-}
-
 fn main() {
+    env::quiet_vulkan_loader();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let matches = Cli::command().try_get_matches().unwrap_or_else(|e| exit_on_clap_error(e));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -180,7 +156,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Demo(args) => demo::run(&context(cli)?, args, cli.quiet),
         Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
         Cmd::Grid(args) => grid::run(&context(cli)?, args, cli.quiet),
-        Cmd::Tokenize { prompt, json } => tokenize(prompt, *json),
+        Cmd::Tokenize(args) => tokenize::run(args),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::Info => {
             let ctx = context(cli)?;

@@ -193,7 +193,13 @@ impl Tokenizer {
         self.encoder.get(token).copied()
     }
 
-    /// Token ids of `text` without BOS/EOS and without truncation.
+    /// Vocabulary string of `id` (transformers' `convert_ids_to_tokens`), e.g. `"cat</w>"`.
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.decoder.get(&id).map(String::as_str)
+    }
+
+    /// Token ids of `text` without BOS/EOS and without truncation. Every character is tokenized
+    /// as text, A1111 syntax (`(`, `[`, `\`, `<lora:…>`) included; parsing it is `prompt.rs`'s job.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let text = normalize(text);
         let mut ids = Vec::new();
@@ -207,7 +213,8 @@ impl Tokenizer {
         ids
     }
 
-    /// `[BOS] + encode(text) + [EOS]`, untruncated.
+    /// `[BOS] + encode(text) + [EOS]`, untruncated: transformers' `CLIPTokenizer(text).input_ids`
+    /// (which also cuts only when asked, `truncation=True`), so longer than 77 ids when the text is.
     pub fn encode_with_special(&self, text: &str) -> Vec<u32> {
         let mut ids = vec![self.bos];
         ids.extend(self.encode(text));
