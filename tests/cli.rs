@@ -275,11 +275,13 @@ fn tokenize_json(args: &[&str]) -> serde_json::Value {
 /// prompt tokens, EOS (the 77-id chunk is that plus EOS padding), one weight per id, token strings.
 #[test]
 fn tokenize_json_is_the_parsed_prompt() {
+    use lorafuse::lora::extract_extra_networks;
     use lorafuse::models::clip::prompt::parse_prompt;
     use lorafuse::models::clip::tokenizer::{Tokenizer, EOS};
     let prompt = "(masterpiece:1.2), a [cat] on a ((mat)) BREAK dog \\(not emphasis\\) <lora:x:1>";
     let tok = Tokenizer::embedded().unwrap();
-    let parsed = parse_prompt(tok, prompt).unwrap();
+    // generate's path: LoRA tags come out of the text first, then A1111 parsing
+    let parsed = parse_prompt(tok, &extract_extra_networks(prompt).unwrap().text).unwrap();
     assert_eq!(parsed.chunks.len(), 2, "BREAK makes two chunks");
     let v = tokenize_json(&[prompt, "--json"]);
     let ids: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
