@@ -18,6 +18,7 @@ pub mod grid;
 pub mod kernels;
 pub mod lora;
 pub mod models;
+mod named_enum;
 pub mod nn;
 pub mod pipeline;
 pub mod reference;
@@ -26,5 +27,5 @@ pub mod tensor;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use gpu::{Context, ContextOptions, Recorder};
-pub use tensor::{DType, GpuTensor, HostTensor};
+pub use gpu::{Context, ContextOptions, DType, Recorder};
+pub use tensor::{GpuTensor, HostTensor};

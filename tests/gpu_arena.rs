@@ -8,7 +8,7 @@ use common::*;
 use lorafuse::kernels::binary::add;
 use lorafuse::kernels::unary::{unary, unary_into, UnaryOp};
 use lorafuse::models::unet::UNet;
-use lorafuse::nn::{Loader, WeightRegistry};
+use lorafuse::nn::{AdaptableWeights, Loader};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -129,7 +129,7 @@ fn unet_graph_bytes(in_arena: bool) -> (u64, u64) {
     ctx.set_poison(true);
     let files = ModelFiles::open(fixture("model-fp16.safetensors")).expect("open model");
     let cfg = detect(&files).expect("detect").unet;
-    let l = Loader::new(&ctx, files.unet(), &WeightRegistry::default(), DType::F32);
+    let l = Loader::new(&ctx, files.unet(), &AdaptableWeights::default(), DType::F32);
     let unet = UNet::load(&l, &cfg).expect("load UNet");
     let g = SafeTensorsFile::open(fixture("golden.safetensors")).expect("golden.safetensors");
     let read = |n: &str| g.read_f32(n).unwrap_or_else(|e| panic!("{n}: {e}"));

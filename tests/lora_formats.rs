@@ -71,7 +71,7 @@ fn dora_merge_follows_the_magnitude_formula() {
     let module = "lora_te_text_model_encoder_layers_0_self_attn_q_proj";
     let target = "text_model.encoder.layers.0.self_attn.q_proj.weight";
     let pipe = Pipeline::load(ctx, &fixtures().join("model-fp16.safetensors"), Precision::F32).unwrap();
-    let entry = pipe.registry.get(Component::TextEncoder, target).unwrap();
+    let entry = pipe.adaptable.get(Component::TextEncoder, target).unwrap();
     let (n, k) = (entry.tensor.shape[0], entry.tensor.shape[1]);
     let w0 = entry.tensor.to_vec(ctx).unwrap();
     // Magnitudes near the rows' norms, per output row (LyCORIS wd_on_out / PEFT layout).
@@ -106,7 +106,7 @@ fn dora_merge_follows_the_magnitude_formula() {
         assert_close(&format!("DoRA-merged q_proj ({})", mode.name()), &got, &want, 1e-6);
         // A plain module of the same file is applied as usual next to it.
         let plain = "text_model.encoder.layers.0.self_attn.k_proj.weight";
-        let e2 = pipe.registry.get(Component::TextEncoder, plain).unwrap();
+        let e2 = pipe.adaptable.get(Component::TextEncoder, plain).unwrap();
         let changed = mode == LoraMode::Merged;
         pipe.clear_loras(ctx).unwrap();
         let base = e2.tensor.to_vec(ctx).unwrap();

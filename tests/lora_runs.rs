@@ -79,7 +79,7 @@ fn lora_runs_match_diffusers_fused() {
 
 /// Every registered weight's raw bits (f32 bits, or f16 bits widened without rounding).
 fn snapshot(ctx: &Context, pipe: &Pipeline) -> Vec<(String, Vec<u32>)> {
-    pipe.registry
+    pipe.adaptable
         .entries()
         .into_iter()
         .map(|((c, p), e)| {
@@ -95,7 +95,7 @@ fn spec(file: &str, unet: f32, te: f32) -> LoraSpec {
 fn switching(precision: Precision) {
     let ctx = ctx();
     let pipe = Pipeline::load(ctx, &fixtures().join("model-fp16.safetensors"), precision).unwrap();
-    assert!(pipe.registry.len() > 100, "the registry holds the adaptable weights ({})", pipe.registry.len());
+    assert!(pipe.adaptable.len() > 100, "the map holds the adaptable weights ({})", pipe.adaptable.len());
     let base = snapshot(ctx, &pipe);
     let mut req = Request::new("1girl, forest");
     req.width = 64;

@@ -8,7 +8,7 @@ use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::clip::prompt::{parse_prompt, ParsedPrompt};
 use lorafuse::models::clip::text_model::{apply_emphasis_original, ClipTextModel};
 use lorafuse::models::clip::tokenizer::Tokenizer;
-use lorafuse::nn::{Loader, WeightRegistry};
+use lorafuse::nn::{AdaptableWeights, Loader};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -28,7 +28,7 @@ fn sources() -> [String; 2] {
 fn load(path: &str, dtype: DType) -> ClipTextModel {
     let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     let cfg = detect(&files).unwrap_or_else(|e| panic!("detect {path}: {e}")).clip;
-    let l = Loader::new(ctx(), files.text_encoder(), &WeightRegistry::default(), dtype);
+    let l = Loader::new(ctx(), files.text_encoder(), &AdaptableWeights::default(), dtype);
     ClipTextModel::load(&l, &cfg).unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
@@ -112,7 +112,7 @@ fn f16_matches_goldens_within_bound() {
         // The adapter cannot hold f16 tensors: loading must say so instead of producing garbage.
         let files = ModelFiles::open(&sources()[0]).unwrap();
         let cfg = detect(&files).unwrap().clip;
-        let l = Loader::new(ctx(), files.text_encoder(), &WeightRegistry::default(), DType::F16);
+        let l = Loader::new(ctx(), files.text_encoder(), &AdaptableWeights::default(), DType::F16);
         let err = ClipTextModel::load(&l, &cfg).err().expect("f16 load must fail");
         eprintln!("no SHADER_F16 on this adapter; f16 load fails as expected: {err}");
         return;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::unet::UNet;
-use lorafuse::nn::{Loader, WeightRegistry};
+use lorafuse::nn::{AdaptableWeights, Loader};
 use lorafuse::weights::detect::{detect, UNetConfig};
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -62,7 +62,7 @@ fn golden() -> &'static Golden {
 fn load(path: &str, dtype: DType) -> (UNet, UNetConfig) {
     let files = ModelFiles::open(path).expect("open model");
     let cfg = detect(&files).expect("detect").unet;
-    let l = Loader::new(ctx(), files.unet(), &WeightRegistry::default(), dtype);
+    let l = Loader::new(ctx(), files.unet(), &AdaptableWeights::default(), dtype);
     let unet = UNet::load(&l, &cfg).expect("load UNet");
     let unused: Vec<String> = files
         .unused_keys()

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use common::{assert_close, ctx, rel_l2};
 use lorafuse::models::vae::{postprocess, to_image, Vae};
-use lorafuse::nn::{Loader, WeightRegistry};
+use lorafuse::nn::{AdaptableWeights, Loader};
 use lorafuse::weights::detect::detect;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::weights::ModelFiles;
@@ -31,7 +31,7 @@ fn sources() -> [String; 2] {
 fn load(path: &str, dtype: DType) -> Vae {
     let files = ModelFiles::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
     let cfg = detect(&files).unwrap_or_else(|e| panic!("detect {path}: {e}")).vae;
-    let l = Loader::new(ctx(), files.vae(), &WeightRegistry::default(), dtype);
+    let l = Loader::new(ctx(), files.vae(), &AdaptableWeights::default(), dtype);
     Vae::load(&l, &cfg).unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
@@ -245,7 +245,7 @@ fn bad_inputs_are_errors() {
     // Decoder-only loading has no encoder.
     let files = ModelFiles::open(&sources()[1]).unwrap();
     let cfg = detect(&files).unwrap().vae;
-    let l = Loader::new(ctx(), files.vae(), &WeightRegistry::default(), DType::F32);
+    let l = Loader::new(ctx(), files.vae(), &AdaptableWeights::default(), DType::F32);
     let dec = Vae::load_decoder(&l, &cfg).unwrap();
     assert!(!dec.has_encoder());
     let x = upload(&[1, 3, 64, 64], &vec![0.0; 3 * 4096], DType::F32);

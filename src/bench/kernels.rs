@@ -66,11 +66,14 @@ fn matmul_case(ctx: &Context, m: usize, k: usize, n: usize, dtype: DType) -> Res
     })
 }
 
-fn cases(ctx: &Context, opts: &BenchOptions) -> Result<Vec<Box<dyn FnOnce(&Context) -> Result<Case>>>> {
+/// A benchmark case, built only when its turn comes (so only one case holds GPU memory at a time).
+type LazyCase = Box<dyn FnOnce(&Context) -> Result<Case>>;
+
+fn cases(ctx: &Context, opts: &BenchOptions) -> Result<Vec<LazyCase>> {
     let q = if opts.quick { 4 } else { 1 };
     let s = 4096 / q; // tokens at UNet level 1 (64×64 latents)
     let side = 64 / if opts.quick { 2 } else { 1 };
-    let mut v: Vec<Box<dyn FnOnce(&Context) -> Result<Case>>> = Vec::new();
+    let mut v: Vec<LazyCase> = Vec::new();
     let mut dtypes = vec![DType::F32];
     if ctx.caps.shader_f16 {
         dtypes.push(DType::F16);

@@ -77,7 +77,7 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
         (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     };
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((c, p), e) in pipe.registry.entries() {
+    for ((c, p), e) in pipe.adaptable.entries() {
         if !trained(c, &p) {
             continue;
         }
@@ -98,7 +98,7 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
         .map(|(n, s, b)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| Error::invalid("bench lora", format!("{n}: {e}")))
+                .map_err(|e| Error::invalid("bench_lora", format!("{n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let meta = std::collections::HashMap::from([
@@ -106,7 +106,7 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
         ("ss_network_alpha".to_string(), rank.to_string()),
         ("ss_base_model_version".to_string(), "sd_v1".to_string()),
     ]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid("bench lora", e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid("bench_lora", e.to_string()))?;
     std::fs::write(path, bytes)?;
     Ok(modules)
 }
@@ -117,7 +117,7 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
 pub fn fused_extra_flops(pipe: &Pipeline, size: usize, rank: usize, loras: usize) -> f64 {
     let side = size / 8;
     let mut total = 0.0;
-    for ((c, p), e) in pipe.registry.entries() {
+    for ((c, p), e) in pipe.adaptable.entries() {
         if c != Component::Unet || !trained(c, &p) {
             continue;
         }

@@ -5,7 +5,7 @@
 use super::font::{draw_text, line_height, text_width, wrap, GLYPH};
 use crate::{Error, Result};
 
-const OP: &str = "grid image";
+const OP: &str = "grid_image";
 const BACKGROUND: [u8; 3] = [255, 255, 255];
 const INK: [u8; 3] = [0, 0, 0];
 

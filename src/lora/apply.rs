@@ -20,7 +20,8 @@ use crate::kernels::binary::add;
 use crate::kernels::lora_linear::{LoraAdapter, LoraStack};
 use crate::kernels::lora_merge::lora_merge;
 use crate::kernels::matmul::linear;
-use crate::nn::registry::{slot_set, LoraSlot, WeightEntry, WeightRegistry};
+use crate::named_enum::named_enum;
+use crate::nn::adaptable::{slot_set, AdaptableWeights, LoraSlot, WeightEntry};
 use crate::weights::Component;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
@@ -37,35 +38,11 @@ pub enum LoraMode {
     Fused,
 }
 
-impl clap::ValueEnum for LoraMode {
-    fn value_variants<'a>() -> &'a [Self] {
-        &LoraMode::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()))
-    }
-}
-
-impl std::str::FromStr for LoraMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<LoraMode> {
-        <LoraMode as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("lora_mode", format!("unknown LoRA mode {s:?} (auto, merged or fused)")))
-    }
-}
-
-impl LoraMode {
-    pub const ALL: [LoraMode; 3] = [LoraMode::Auto, LoraMode::Merged, LoraMode::Fused];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LoraMode::Auto => "auto",
-            LoraMode::Merged => "merged",
-            LoraMode::Fused => "fused",
-        }
-    }
-}
+named_enum!(LoraMode, op = "lora_mode", unknown = |s| format!("unknown LoRA mode {s:?} (auto, merged or fused)"), {
+    Auto => "auto",
+    Merged => "merged",
+    Fused => "fused",
+});
 
 /// One LoRA of a request, with its multipliers for the UNet and the text encoder.
 #[derive(Clone, Debug)]
@@ -142,13 +119,13 @@ impl LoraState {
     }
 
     /// Restore every touched weight and empty every slot: the model as loaded.
-    pub fn clear(&mut self, ctx: &Context, registry: &WeightRegistry) -> Result<()> {
+    pub fn clear(&mut self, ctx: &Context, adaptable: &AdaptableWeights) -> Result<()> {
         for slot in self.fused.drain(..) {
             slot_set(&slot, None);
         }
         let mut rec = Recorder::new();
         for key in self.merged.drain(..) {
-            let (Some(entry), Some(p)) = (registry.get(key.0, &key.1), self.pristine.get(&key)) else {
+            let (Some(entry), Some(p)) = (adaptable.get(key.0, &key.1), self.pristine.get(&key)) else {
                 return Err(Error::invalid(OP, format!("{}: lost track of a merged weight", key.1)));
             };
             lora_merge(ctx, &mut rec, p, &entry.tensor, None)?;
@@ -163,7 +140,7 @@ impl LoraState {
     pub fn apply(
         &mut self,
         ctx: &Context,
-        registry: &WeightRegistry,
+        adaptable: &AdaptableWeights,
         dtype: DType,
         loras: &[ActiveLora],
         mode: LoraMode,
@@ -180,15 +157,15 @@ impl LoraState {
         if self.current.as_ref() == Some(&sig) {
             return Ok(ApplyReport { unchanged: true, ..Default::default() });
         }
-        self.clear(ctx, registry)?;
-        match self.apply_inner(ctx, registry, dtype, loras, mode, weights_vary) {
+        self.clear(ctx, adaptable)?;
+        match self.apply_inner(ctx, adaptable, dtype, loras, mode, weights_vary) {
             Ok(report) => {
                 self.current = Some(sig);
                 Ok(report)
             }
             Err(e) => {
                 // Leave the model as loaded rather than half-patched.
-                self.clear(ctx, registry)?;
+                self.clear(ctx, adaptable)?;
                 Err(e)
             }
         }
@@ -197,7 +174,7 @@ impl LoraState {
     fn apply_inner(
         &mut self,
         ctx: &Context,
-        registry: &WeightRegistry,
+        adaptable: &AdaptableWeights,
         dtype: DType,
         loras: &[ActiveLora],
         mode: LoraMode,
@@ -213,7 +190,7 @@ impl LoraState {
                 unmatched: l.file.unmatched.clone(),
             };
             for m in &l.file.modules {
-                let Some(entry) = registry.get(m.component, &m.target) else {
+                let Some(entry) = adaptable.get(m.component, &m.target) else {
                     done.unmatched.push(m.key.clone());
                     continue;
                 };
@@ -422,7 +399,7 @@ fn dora_patch(w: &mut [f64], delta: &[f32], m: &HostTensor, n: usize, k: usize, 
     // Per input channel: `m` is [1, in, (kh, kw)] over W viewed as [out, in, kh·kw].
     let inn = m.numel();
     let shape_m = m.shape.iter().product::<usize>();
-    if inn == 0 || k % inn != 0 || shape_m != inn {
+    if inn == 0 || !k.is_multiple_of(inn) || shape_m != inn {
         return Err(Error::shape(
             OP,
             format!(
@@ -434,16 +411,16 @@ fn dora_patch(w: &mut [f64], delta: &[f32], m: &HostTensor, n: usize, k: usize, 
     let kk = k / inn;
     let mut norms = vec![0f64; inn];
     for row in 0..n {
-        for c in 0..inn {
+        for (c, norm) in norms.iter_mut().enumerate() {
             for t in 0..kk {
                 let x = v[row * k + c * kk + t];
-                norms[c] += x * x;
+                *norm += x * x;
             }
         }
     }
     for row in 0..n {
-        for c in 0..inn {
-            let g = m.data[c] as f64 / (norms[c].sqrt() + eps);
+        for (c, norm) in norms.iter().enumerate() {
+            let g = m.data[c] as f64 / (norm.sqrt() + eps);
             for t in 0..kk {
                 let i = row * k + c * kk + t;
                 w[i] += mu * (v[i] * g - w[i]);

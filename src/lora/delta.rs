@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 
-const OP: &str = "lora delta";
+const OP: &str = "lora_delta";
 
 /// A dense row-major tensor used only inside the delta arithmetic.
 #[derive(Clone, Debug)]

@@ -59,7 +59,7 @@ impl LoraModule {
     fn part(&self, role: &str) -> Result<&Mat> {
         self.parts
             .get(role)
-            .ok_or_else(|| Error::invalid("lora module", format!("{}: missing {role} tensor", self.key)))
+            .ok_or_else(|| Error::invalid("lora_module", format!("{}: missing {role} tensor", self.key)))
     }
 
     pub(crate) fn family_kind(&self) -> LoraKind {
@@ -82,7 +82,7 @@ impl LoraModule {
         let n: usize = self.target_shape.iter().product();
         if m.numel() != n {
             return Err(Error::shape(
-                "lora delta",
+                "lora_delta",
                 format!("{}: ΔW has {:?}, the target {} is {:?}", self.key, m.shape, self.target, self.target_shape),
             ));
         }

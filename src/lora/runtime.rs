@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{lora_name, ActiveLora, ApplyReport, LoraCache, LoraFile, LoraMode, LoraSpec, LoraState, ModuleIndex};
-use crate::nn::WeightRegistry;
+use crate::nn::AdaptableWeights;
 use crate::{Context, DType, Result};
 
 /// Per-model LoRA bookkeeping.
@@ -30,7 +30,7 @@ impl LoraRuntime {
     pub fn set(
         &mut self,
         ctx: &Context,
-        registry: &WeightRegistry,
+        adaptable: &AdaptableWeights,
         dtype: DType,
         specs: &[LoraSpec],
         mode: LoraMode,
@@ -48,7 +48,7 @@ impl LoraRuntime {
                 te_weight: s.te_weight,
             });
         }
-        let report = self.state.apply(ctx, registry, dtype, &active, mode, weights_vary)?;
+        let report = self.state.apply(ctx, adaptable, dtype, &active, mode, weights_vary)?;
         if !report.unchanged {
             log_report(&report, mode);
         }
@@ -56,8 +56,8 @@ impl LoraRuntime {
     }
 
     /// The model as loaded, without any LoRA.
-    pub fn clear(&mut self, ctx: &Context, registry: &WeightRegistry) -> Result<()> {
-        self.state.clear(ctx, registry)
+    pub fn clear(&mut self, ctx: &Context, adaptable: &AdaptableWeights) -> Result<()> {
+        self.state.clear(ctx, adaptable)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::kernels::lora_linear::lora_linear;
 use crate::kernels::matmul::linear;
-use crate::nn::registry::{slot_get, LoraSlot};
+use crate::nn::adaptable::{slot_get, LoraSlot};
 use crate::nn::Loader;
 use crate::{Context, GpuTensor, Recorder, Result};
 
@@ -11,7 +11,7 @@ pub struct Linear {
     pub bias: Option<GpuTensor>,
     pub in_features: usize,
     pub out_features: usize,
-    /// Runtime adapters (fused LoRA mode), shared with the model's weight registry.
+    /// Runtime adapters (fused LoRA mode), shared with the model's adaptable weights.
     pub lora: LoraSlot,
 }
 

@@ -1,33 +1,33 @@
 //! [`Loader`]: what a layer needs to build itself from a checkpoint. It pairs the pure weight
 //! reader ([`VarBuilder`]: path scoping, key resolution, shape checks) with the GPU side: the
-//! [`Context`] to upload into, the [`DType`] to store weights as, and the [`WeightRegistry`] that
+//! [`Context`] to upload into, the [`DType`] to store weights as, and the [`AdaptableWeights`] that
 //! records where each adaptable weight went, so LoRAs can reach it after loading.
 //!
 //! Model code asks `Linear::load(&l.pp("to_q"), in, out, bias)`; scoping a loader scopes its
-//! reader, and every scope shares the same registry.
+//! reader, and every scope shares the same adaptable-weights map.
 
 use half::f16;
 
-use super::registry::{LoraSlot, WeightRegistry};
+use super::adaptable::{AdaptableWeights, LoraSlot};
 use crate::weights::{Component, VarBuilder};
 use crate::{Context, DType, GpuTensor, HostTensor, Result};
 
-/// A [`VarBuilder`] scope plus the context, storage dtype and weight registry of the model being
+/// A [`VarBuilder`] scope plus the context, storage dtype and adaptable weights of the model being
 /// loaded. Cheap to clone and to scope.
 #[derive(Clone)]
 pub struct Loader<'a> {
     ctx: &'a Context,
     reader: VarBuilder,
-    registry: WeightRegistry,
+    adaptable: AdaptableWeights,
     dtype: DType,
 }
 
 impl<'a> Loader<'a> {
     /// Layers built from this loader read through `reader`, upload as `dtype` and register their
-    /// adaptable weights in `registry` (pass `&WeightRegistry::default()` when no LoRA will
+    /// adaptable weights in `adaptable` (pass `&AdaptableWeights::default()` when no LoRA will
     /// need them).
-    pub fn new(ctx: &'a Context, reader: VarBuilder, registry: &WeightRegistry, dtype: DType) -> Loader<'a> {
-        Loader { ctx, reader, registry: registry.clone(), dtype }
+    pub fn new(ctx: &'a Context, reader: VarBuilder, adaptable: &AdaptableWeights, dtype: DType) -> Loader<'a> {
+        Loader { ctx, reader, adaptable: adaptable.clone(), dtype }
     }
 
     /// A loader for the sub-module `segment` (any `Display`, so `.pp(0)` works).
@@ -52,8 +52,8 @@ impl<'a> Loader<'a> {
         &self.reader
     }
 
-    pub fn registry(&self) -> &WeightRegistry {
-        &self.registry
+    pub fn adaptable(&self) -> &AdaptableWeights {
+        &self.adaptable
     }
 
     pub fn component(&self) -> Component {
@@ -96,8 +96,8 @@ impl<'a> Loader<'a> {
     }
 
     /// Records that `name` under this loader's path now lives in `tensor` (see
-    /// [`WeightRegistry`]); `slot` when its layer can apply adapters at run time.
+    /// [`AdaptableWeights`]); `slot` when its layer can apply adapters at run time.
     pub fn register(&self, name: &str, tensor: &GpuTensor, slot: Option<LoraSlot>) {
-        self.registry.insert(self.reader.component(), self.reader.path(name), tensor.clone(), slot);
+        self.adaptable.insert(self.reader.component(), self.reader.path(name), tensor.clone(), slot);
     }
 }

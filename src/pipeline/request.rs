@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::lora::{extract_extra_networks, resolve_in_dir, LoraMode, LoraSpec};
+use crate::named_enum::named_enum;
 use crate::pipeline::rng::RngKind;
 use crate::schedulers::{SamplerKind, Spacing};
 use crate::{Context, DType, Error, HostTensor, Result};
@@ -18,35 +19,13 @@ pub enum Precision {
     Auto,
 }
 
-impl clap::ValueEnum for Precision {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Precision::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()))
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        <Precision as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("precision", format!("unknown precision {s:?} (expected f32, f16 or auto)")))
-    }
-}
+named_enum!(Precision, op = "precision", unknown = |s| format!("unknown precision {s:?} (expected f32, f16 or auto)"), {
+    F32 => "f32",
+    F16 => "f16",
+    Auto => "auto",
+});
 
 impl Precision {
-    pub const ALL: [Precision; 3] = [Precision::F32, Precision::F16, Precision::Auto];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-            Precision::Auto => "auto",
-        }
-    }
-
     pub fn resolve(self, ctx: &Context) -> Result<DType> {
         match self {
             Precision::F32 => Ok(DType::F32),

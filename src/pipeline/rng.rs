@@ -14,10 +14,8 @@
 //! generator produces the initial latents and then each ancestral / LCM step's noise.
 
 use std::f64::consts::PI;
-use std::fmt;
-use std::str::FromStr;
 
-use crate::{Error, Result};
+use crate::named_enum::named_enum;
 
 /// Which noise stream to reproduce.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -29,40 +27,10 @@ pub enum RngKind {
     TorchCpu,
 }
 
-impl RngKind {
-    pub const ALL: [RngKind; 2] = [RngKind::Philox, RngKind::TorchCpu];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RngKind::Philox => "philox",
-            RngKind::TorchCpu => "torch-cpu",
-        }
-    }
-}
-
-impl fmt::Display for RngKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl clap::ValueEnum for RngKind {
-    fn value_variants<'a>() -> &'a [Self] {
-        &RngKind::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()))
-    }
-}
-
-impl FromStr for RngKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        <RngKind as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("rng", format!("unknown rng {s:?}; valid: philox, torch-cpu")))
-    }
-}
+named_enum!(RngKind, op = "rng", unknown = |s| format!("unknown rng {s:?}; valid: philox, torch-cpu"), {
+    Philox => "philox",
+    TorchCpu => "torch-cpu",
+});
 
 /// One tensor of unit-normal noise (row-major over `shape`) from a freshly seeded generator.
 pub fn randn(kind: RngKind, seed: u64, shape: &[usize]) -> Vec<f32> {

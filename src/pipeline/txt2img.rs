@@ -18,7 +18,7 @@ use crate::models::clip::text_model::ClipTextModel;
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::unet::UNet;
 use crate::models::vae::Vae;
-use crate::nn::WeightRegistry;
+use crate::nn::AdaptableWeights;
 use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
 use crate::schedulers::{Schedule, SchedulerConfig};
@@ -42,7 +42,7 @@ pub struct Pipeline {
     pub unet: UNet,
     pub vae: Vae,
     /// Where the UNet's and text encoder's adaptable weights live (for LoRAs).
-    pub registry: WeightRegistry,
+    pub adaptable: AdaptableWeights,
     loras: Mutex<LoraRuntime>,
 }
 
@@ -124,13 +124,13 @@ impl Pipeline {
         dtype: DType,
         synthetic: Option<u64>,
     ) -> Result<Pipeline> {
-        let registry = WeightRegistry::default();
+        let adaptable = AdaptableWeights::default();
         let load = |b: crate::weights::VarBuilder| {
             let reader = match synthetic {
                 Some(seed) => b.synthetic(seed),
                 None => b,
             };
-            crate::nn::Loader::new(ctx, reader, &registry, dtype)
+            crate::nn::Loader::new(ctx, reader, &adaptable, dtype)
         };
         let clip = ClipTextModel::load(&load(files.text_encoder()), &config.clip)?;
         let unet = UNet::load(&load(files.unet()), &config.unet)?;
@@ -140,7 +140,7 @@ impl Pipeline {
         let index = match synthetic {
             None => ModuleIndex::new(files),
             Some(_) => ModuleIndex::from_targets(
-                registry.entries().into_iter().map(|((c, p), e)| (c, p, e.tensor.shape.clone())),
+                adaptable.entries().into_iter().map(|((c, p), e)| (c, p, e.tensor.shape.clone())),
             ),
         };
         let loras = Mutex::new(LoraRuntime::new(index));
@@ -153,7 +153,7 @@ impl Pipeline {
             clip,
             unet,
             vae,
-            registry,
+            adaptable,
             loras,
         })
     }
@@ -211,7 +211,7 @@ impl Pipeline {
         mode: LoraMode,
         weights_vary: bool,
     ) -> Result<(Vec<UsedLora>, ApplyReport)> {
-        let (hashes, report) = self.lora_runtime().set(ctx, &self.registry, self.dtype, specs, mode, weights_vary)?;
+        let (hashes, report) = self.lora_runtime().set(ctx, &self.adaptable, self.dtype, specs, mode, weights_vary)?;
         let used = specs
             .iter()
             .zip(hashes)
@@ -222,7 +222,7 @@ impl Pipeline {
 
     /// The model as loaded, without any LoRA.
     pub fn clear_loras(&self, ctx: &Context) -> Result<()> {
-        self.lora_runtime().clear(ctx, &self.registry)
+        self.lora_runtime().clear(ctx, &self.adaptable)
     }
 
     /// Generate `req.batch` images; image i uses seed `req.seed + i`.

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 use super::Spacing;
 
-const OP: &str = "scheduler config";
+const OP: &str = "scheduler_config";
 
 /// How betas are laid out over the training timesteps (diffusers `beta_schedule`).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -25,11 +25,9 @@ mod euler;
 mod lcm;
 mod spacing;
 
-use std::fmt;
-use std::str::FromStr;
-
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig};
 
+use crate::named_enum::named_enum;
 use crate::{Error, Result};
 
 /// The samplers, named as on the command line.
@@ -49,53 +47,19 @@ pub enum SamplerKind {
     Lcm,
 }
 
-impl SamplerKind {
-    pub const ALL: [SamplerKind; 6] = [
-        SamplerKind::Euler,
-        SamplerKind::EulerA,
-        SamplerKind::DpmPP2M,
-        SamplerKind::DpmPP2MKarras,
-        SamplerKind::Ddim,
-        SamplerKind::Lcm,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SamplerKind::Euler => "euler",
-            SamplerKind::EulerA => "euler_a",
-            SamplerKind::DpmPP2M => "dpmpp_2m",
-            SamplerKind::DpmPP2MKarras => "dpmpp_2m_karras",
-            SamplerKind::Ddim => "ddim",
-            SamplerKind::Lcm => "lcm",
-        }
+named_enum!(
+    SamplerKind,
+    op = "sampler",
+    unknown = |s| format!("unknown sampler {s:?}; valid: {}", SamplerKind::ALL.map(SamplerKind::name).join(", ")),
+    {
+        Euler => "euler",
+        EulerA => "euler_a",
+        DpmPP2M => "dpmpp_2m",
+        DpmPP2MKarras => "dpmpp_2m_karras",
+        Ddim => "ddim",
+        Lcm => "lcm",
     }
-}
-
-impl fmt::Display for SamplerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl clap::ValueEnum for SamplerKind {
-    fn value_variants<'a>() -> &'a [Self] {
-        &SamplerKind::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()))
-    }
-}
-
-impl FromStr for SamplerKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        <SamplerKind as clap::ValueEnum>::from_str(s, false).map_err(|_| {
-            let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
-            Error::invalid("sampler", format!("unknown sampler {s:?}; valid: {}", names.join(", ")))
-        })
-    }
-}
+);
 
 /// How inference timesteps are picked from the training range (diffusers `timestep_spacing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,40 +70,10 @@ pub enum Spacing {
     Trailing,
 }
 
-impl Spacing {
-    pub const ALL: [Spacing; 2] = [Spacing::Leading, Spacing::Trailing];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Spacing::Leading => "leading",
-            Spacing::Trailing => "trailing",
-        }
-    }
-}
-
-impl fmt::Display for Spacing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl clap::ValueEnum for Spacing {
-    fn value_variants<'a>() -> &'a [Self] {
-        &Spacing::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.name()))
-    }
-}
-
-impl FromStr for Spacing {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        <Spacing as clap::ValueEnum>::from_str(s, false)
-            .map_err(|_| Error::invalid("timestep_spacing", format!("unknown spacing {s:?}; valid: leading, trailing")))
-    }
-}
+named_enum!(Spacing, op = "timestep_spacing", unknown = |s| format!("unknown spacing {s:?}; valid: leading, trailing"), {
+    Leading => "leading",
+    Trailing => "trailing",
+});
 
 /// One step's update, all coefficients f64:
 /// `x_next = x·x + eps·out + prev_x0·x0_prev + noise·n` and the x0 prediction to keep for the

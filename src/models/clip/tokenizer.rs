@@ -22,7 +22,7 @@ pub const EOS: u32 = 49407;
 /// Token slots of one CLIP text-encoder call, BOS and EOS included.
 pub const MAX_LEN: usize = 77;
 
-const OP: &str = "clip tokenizer";
+const OP: &str = "clip.tokenizer";
 /// OpenAI's vocabulary uses merge lines [1, 49152 - 256 - 2 + 1) of the merges file; transformers'
 /// `CLIPTokenizer` cuts `merges.txt` the same way, so both constructors share the limit.
 const MERGE_LINES_END: usize = 49152 - 256 - 2 + 1;

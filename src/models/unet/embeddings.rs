@@ -11,7 +11,7 @@
 use super::fused::{linear_into, multi_linear, slice, stack_copies};
 use crate::kernels::timestep_embedding::timestep_embedding;
 use crate::kernels::unary::{unary, UnaryOp};
-use crate::nn::{Linear, Loader, WeightRegistry};
+use crate::nn::{AdaptableWeights, Linear, Loader};
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
 /// The per-resnet time projections `[B, Cout]` of one forward pass, in forward order.
@@ -34,7 +34,7 @@ impl TimestepEmbedding {
             linear_2: {
                 // Runs through `linear_into`, not `forward`: its LoRAs are merged.
                 let lin = Linear::load(&l.pp("linear_2"), embed_dim, embed_dim, true)?;
-                l.registry().rebind(&lin.lora, &lin.weight);
+                l.adaptable().rebind(&lin.lora, &lin.weight);
                 lin
             },
             proj_dim,
@@ -93,7 +93,11 @@ pub struct TembProjections {
 impl TembProjections {
     /// Stacks the resnets' `time_emb_proj` linears `projections` (in forward order) by output
     /// width and points each one's weight at its slice, so no copy stays behind.
-    pub fn build(ctx: &Context, projections: &mut [&mut Linear], registry: &WeightRegistry) -> Result<TembProjections> {
+    pub fn build(
+        ctx: &Context,
+        projections: &mut [&mut Linear],
+        adaptable: &AdaptableWeights,
+    ) -> Result<TembProjections> {
         let mut widths: Vec<usize> = projections.iter().map(|p| p.out_features).collect();
         widths.sort_unstable();
         widths.dedup();
@@ -107,7 +111,7 @@ impl TembProjections {
                     let shape = parts[0].shape.clone();
                     for (slot, &i) in members.iter().enumerate() {
                         let view = stacked.view(slot * per, &shape)?;
-                        registry.rebind(&projections[i].lora, &view);
+                        adaptable.rebind(&projections[i].lora, &view);
                         projections[i].weight = view;
                     }
                     groups.push(TembGroup { stacked, members });
@@ -116,7 +120,7 @@ impl TembProjections {
                 None => {
                     for i in members {
                         let wt = &projections[i].weight;
-                        registry.rebind(&projections[i].lora, wt);
+                        adaptable.rebind(&projections[i].lora, wt);
                         let mut shape = vec![1];
                         shape.extend_from_slice(&wt.shape);
                         groups.push(TembGroup { stacked: wt.reshape(&shape)?, members: vec![i] });

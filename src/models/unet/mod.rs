@@ -90,7 +90,7 @@ impl UNet {
         // Every resnet was loaded with a time embedding (`BlockCtx`), so none is skipped here.
         let mut projections: Vec<&mut Linear> =
             resnets.into_iter().filter_map(|r| r.time.as_mut().map(|t| &mut t.time_emb_proj)).collect();
-        let temb_projections = TembProjections::build(l.ctx(), &mut projections, l.registry())?;
+        let temb_projections = TembProjections::build(l.ctx(), &mut projections, l.adaptable())?;
         Ok(UNet {
             conv_in: Conv2d::load(&l.pp("conv_in"), cfg.in_channels, ch[0], 3, 1)?,
             time_embedding: TimestepEmbedding::load(&l.pp("time_embedding"), ch[0], cfg.time_embed_dim)?,

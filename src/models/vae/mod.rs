@@ -29,7 +29,7 @@ pub use sampling::{Downsample2D, Upsample2D};
 use crate::kernels::binary::add_scaled;
 use crate::kernels::embedding::embedding;
 use crate::models::resnet::ResnetOptions;
-use crate::nn::{Conv2d, Loader, WeightRegistry};
+use crate::nn::{AdaptableWeights, Conv2d, Loader};
 use crate::weights::detect::VaeConfig;
 use crate::weights::VarBuilder;
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
@@ -121,9 +121,9 @@ pub struct Vae {
     /// The mean half of `quant_conv`: its first `latent` output rows are a contiguous view of the
     /// weight and bias, so the log-variance half is never computed.
     pub quant_conv_mean: Option<Conv2d>,
-    /// The weight reader and registry of `load`, kept to load the f32 fallback decoder lazily.
+    /// The weight reader and adaptable-weights map of `load`, kept to load the f32 fallback decoder lazily.
     reader: VarBuilder,
-    registry: WeightRegistry,
+    adaptable: AdaptableWeights,
     fallback: Mutex<Option<Arc<LatentDecoder>>>,
 }
 
@@ -165,7 +165,7 @@ impl Vae {
             encoder,
             quant_conv_mean,
             reader: l.reader().clone(),
-            registry: l.registry().clone(),
+            adaptable: l.adaptable().clone(),
             fallback: Mutex::new(None),
         })
     }
@@ -210,7 +210,7 @@ impl Vae {
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }
-        let l = Loader::new(ctx, self.reader.clone(), &self.registry, DType::F32);
+        let l = Loader::new(ctx, self.reader.clone(), &self.adaptable, DType::F32);
         let d = Arc::new(LatentDecoder::load(&l, &self.config)?);
         *slot = Some(d.clone());
         Ok(d)

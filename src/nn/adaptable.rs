@@ -38,11 +38,11 @@ pub struct WeightEntry {
 /// Every adaptable weight of one pipeline, keyed by component and diffusers path
 /// (`down_blocks.0.attentions.0.proj_in.weight`). Cheap to clone (shared).
 #[derive(Clone, Default)]
-pub struct WeightRegistry {
+pub struct AdaptableWeights {
     inner: Arc<Mutex<BTreeMap<(Component, String), WeightEntry>>>,
 }
 
-impl WeightRegistry {
+impl AdaptableWeights {
     fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Component, String), WeightEntry>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
