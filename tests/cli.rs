@@ -4,8 +4,8 @@
 use std::process::Command;
 
 fn lorafuse(args: &[&str]) -> std::process::Output {
-    // The Vulkan loader complains on stderr when XDG_RUNTIME_DIR is unset; give it one so stderr
-    // holds only lorafuse's own messages.
+    // Run as a desktop session would, with XDG_RUNTIME_DIR set; the binary's own handling of an
+    // unset one is checked by `no_xdg_runtime_dir_complaints_on_stderr`.
     let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     Command::new(env!("CARGO_BIN_EXE_lorafuse")).args(args).env("XDG_RUNTIME_DIR", xdg).output().expect("run lorafuse")
 }
