@@ -9,19 +9,19 @@ use std::path::Path;
 /// Layer of each top-level module, bottom up. Modules of one layer never import each other.
 const LAYERS: &[(&str, u32)] = &[
     ("error", 0),
-    ("named_enum", 0),
-    ("gpu", 1),
-    ("schedulers", 1),
-    ("tensor", 2),
-    ("weights", 3),
-    ("kernels", 3),
-    ("reference", 4),
-    ("nn", 5),
-    ("models", 6),
-    ("lora", 7),
-    ("pipeline", 8),
-    ("grid", 9),
-    ("bench", 9),
+    ("named_enum", 1),
+    ("gpu", 2),
+    ("schedulers", 2),
+    ("tensor", 3),
+    ("weights", 4),
+    ("kernels", 4),
+    ("reference", 5),
+    ("nn", 6),
+    ("models", 7),
+    ("lora", 8),
+    ("pipeline", 9),
+    ("grid", 10),
+    ("bench", 10),
 ];
 
 /// Names the crate root re-exports, and the module each comes from.
