@@ -24,7 +24,7 @@ fn context_records_requested_features() {
 #[test]
 fn unknown_adapter_name_is_a_clear_error() {
     let e =
-        Context::new(&ContextOptions { adapter: Some("no-such-gpu-0x7f".into()), disable_f16: false }).err().unwrap();
+        Context::new(&ContextOptions { adapter: Some("no-such-gpu-0x7f".into()), ..Default::default() }).err().unwrap();
     assert!(matches!(e, Error::NoAdapter(_)));
     let s = e.to_string();
     assert!(s.contains("no-such-gpu-0x7f") && s.contains("available"), "{s}");

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::gpu::disk_cache::DiskCache;
 use crate::gpu::pipelines::PipelineCache;
 use crate::gpu::pool::{Arena, BufferPool};
 use crate::{Error, Result};
@@ -82,6 +83,9 @@ pub struct ContextOptions {
     pub adapter: Option<String>,
     /// Do not request SHADER_F16 even where available (forces the f32 paths).
     pub disable_f16: bool,
+    /// Keep compiled pipelines in this folder between runs, where the backend supports it
+    /// (Vulkan); saved by [`Context::save_pipeline_cache`] and when the context is dropped.
+    pub pipeline_cache_dir: Option<std::path::PathBuf>,
 }
 
 /// The GPU device plus everything shared by kernels: pipeline cache, buffer pool, capabilities.
@@ -97,6 +101,8 @@ pub struct Context {
     lost: Arc<Mutex<Option<String>>>,
     /// The open arena scope, if any (see [`Context::arena`]).
     arena: Mutex<Option<Arc<Arena>>>,
+    /// Compiled pipelines persisted between runs (see [`ContextOptions::pipeline_cache_dir`]).
+    pub(crate) disk_cache: Option<DiskCache>,
 }
 
 /// An open arena scope; closing it (drop) drops the scope's free list. Returned by
@@ -188,6 +194,7 @@ impl Context {
             wgpu::Features::TIMESTAMP_QUERY,
             wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
             wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            wgpu::Features::PIPELINE_CACHE,
         ] {
             if af.contains(f) && !(opts.disable_f16 && f == wgpu::Features::SHADER_F16) {
                 features |= f;
@@ -208,7 +215,9 @@ impl Context {
             .await
             .map_err(|e| Error::Device(format!("request_device failed: {e}")))?;
         let info = adapter.get_info();
-        Ok(Self::build(device, queue, &info))
+        let mut ctx = Self::build(device, queue, &info);
+        ctx.disk_cache = opts.pipeline_cache_dir.as_deref().and_then(|d| DiskCache::open(&ctx.device, &info, d));
+        Ok(ctx)
     }
 
     /// Adopt a device and queue owned by the host application. `info` is the adapter's info
@@ -263,6 +272,7 @@ impl Context {
             pool: BufferPool::default(),
             pipelines: PipelineCache::default(),
             poison: std::sync::atomic::AtomicBool::new(false),
+            disk_cache: None,
             lost,
             arena: Mutex::new(None),
         }
@@ -304,6 +314,20 @@ impl Context {
         g.as_ref().filter(|a| a.owner() == std::thread::current().id()).cloned()
     }
 
+    /// Write the pipelines compiled so far to the on-disk cache (a no-op without one, or when
+    /// nothing new was compiled). Also done when the context is dropped.
+    pub fn save_pipeline_cache(&self) -> Result<()> {
+        self.disk_cache.as_ref().map_or(Ok(()), |c| c.save())
+    }
+
+    /// Block until the submission `index` (and everything before it) is done.
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Device(format!("poll failed: {e}")))?;
+        self.check_lost()
+    }
+
     /// Block until all submitted work is done.
     pub fn sync(&self) -> Result<()> {
         self.device
@@ -342,5 +366,13 @@ impl Context {
     /// Drop every free buffer in the pool.
     pub fn trim_pool(&self) {
         self.pool.trim()
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        if let Err(e) = self.save_pipeline_cache() {
+            log::warn!("{e}");
+        }
     }
 }

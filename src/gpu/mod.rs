@@ -3,6 +3,7 @@
 
 pub mod binding;
 pub mod context;
+mod disk_cache;
 pub mod dtype;
 pub mod pipelines;
 pub mod pool;

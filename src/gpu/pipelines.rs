@@ -131,6 +131,7 @@ impl PipelineCache {
         }
         let label = key.label();
         let text = specialize(src, key.dtype)?;
+        let started = std::time::Instant::now();
         let compiled = ctx
             .scoped(src.name, || {
                 let entries: Vec<wgpu::BindGroupLayoutEntry> = kinds
@@ -186,11 +187,15 @@ impl PipelineCache {
                         // Kernels write workgroup memory before reading it; zero-init only costs.
                         zero_initialize_workgroup_memory: false,
                     },
-                    cache: None,
+                    cache: ctx.disk_cache.as_ref().map(|c| &c.cache),
                 });
+                if let Some(c) = &ctx.disk_cache {
+                    c.mark_dirty();
+                }
                 Ok(Compiled { layout, pipeline })
             })
             .map_err(|e| Error::Shader { kernel: label.clone(), msg: e.to_string() })?;
+        log::debug!("compiled {label} in {:.2} s", started.elapsed().as_secs_f64());
         let c = Arc::new(compiled);
         self.pipelines.lock().expect("pipeline cache lock").insert(k, c.clone());
         Ok(c)

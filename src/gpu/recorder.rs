@@ -52,15 +52,16 @@ impl Recorder {
         }
     }
 
-    /// Encode everything recorded into one pass, submit, and clear the recorder.
-    pub fn submit(&mut self, ctx: &Context) -> Result<()> {
-        self.replay(ctx)?;
+    /// Encode everything recorded into one pass, submit, and clear the recorder. The index lets
+    /// a caller wait for this work alone ([`Context::wait_for`]).
+    pub fn submit(&mut self, ctx: &Context) -> Result<wgpu::SubmissionIndex> {
+        let index = self.replay(ctx)?;
         self.dispatches.clear();
-        Ok(())
+        Ok(index)
     }
 
     /// Encode and submit the recorded dispatches, keeping them for another replay.
-    pub fn replay(&self, ctx: &Context) -> Result<()> {
+    pub fn replay(&self, ctx: &Context) -> Result<wgpu::SubmissionIndex> {
         ctx.scoped("submit", || {
             let mut enc =
                 ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lorafuse.recorder") });
@@ -71,8 +72,7 @@ impl Recorder {
                 });
                 self.encode(&mut pass);
             }
-            ctx.queue.submit([enc.finish()]);
-            Ok(())
+            Ok(ctx.queue.submit([enc.finish()]))
         })
     }
 

@@ -271,6 +271,7 @@ impl Pipeline {
             x = unary(ctx, &mut rec, &x, UnaryOp::Scale(init))?;
             let mut prev_x0: Option<GpuTensor> = None;
             let mut drawn = 0usize;
+            let mut in_flight = None;
             for i in 0..schedule.len() {
                 let step = schedule.step(i).ok_or_else(|| Error::invalid("generate", "schedule index"))?;
                 // Refill the graph's inputs.
@@ -319,12 +320,22 @@ impl Pipeline {
                         next = add_scaled(ctx, &mut rec, &next, &nt, 1.0, k.noise as f32)?;
                     }
                 }
-                rec.submit(ctx)?;
+                // Report a step when the device has finished it, keeping the next one queued
+                // behind it so the device never idles on the report (the first step of a cold run
+                // is where kernels get compiled, and its report shows that time).
+                let submitted = rec.submit(ctx)?;
+                if let Some(done) = in_flight.replace(submitted) {
+                    ctx.wait_for(done)?;
+                    progress(Progress::Step { step: i, steps: schedule.len() });
+                }
                 x = next;
                 if x0_new.is_some() {
                     prev_x0 = x0_new;
                 }
-                progress(Progress::Step { step: i + 1, steps: schedule.len() });
+            }
+            if let Some(done) = in_flight.take() {
+                ctx.wait_for(done)?;
+                progress(Progress::Step { step: schedule.len(), steps: schedule.len() });
             }
             latents_all.extend(x.to_vec(ctx)?);
             progress(Progress::Decode);

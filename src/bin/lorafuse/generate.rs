@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::pipeline::image::{to_rgb8, write_atomic, write_png};
 use lorafuse::pipeline::infotext::request_infotext;
 use lorafuse::pipeline::txt2img::{Pipeline, Progress};
 use lorafuse::{Context, HostTensor};
 
 pub use crate::args::GenerateArgs;
+use crate::progress;
 
 fn output_path(base: &Path, i: usize, n: usize) -> PathBuf {
     if n == 1 {
@@ -61,13 +61,9 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
         );
     }
 
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(req.steps as u64);
-        b.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {per_sec} ({elapsed})")?);
-        b
-    };
+    let bar = progress::Progress::new(quiet, "{msg} [{bar:30}] {pos}/{len} steps, {per_sec} ({elapsed})", "steps")?;
+    bar.set_length(req.steps as u64);
+    bar.tick_steadily();
     let out = pipe.generate(ctx, &req, &mut |p| match p {
         Progress::Image { image, images } => {
             bar.reset();
@@ -79,7 +75,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
         }
         Progress::Decode => bar.set_message("decoding"),
     })?;
-    bar.finish_and_clear();
+    bar.finish();
 
     let (model_name, hash) = a.model_identity()?;
     for (i, img) in out.images.iter().enumerate() {

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::grid::{cell_path, compose, plan, Axis, AxisKind, LoraLookup, DEFAULT_MAX_CELLS};
 use lorafuse::pipeline::image::{to_rgb8, write_png};
 use lorafuse::pipeline::infotext::request_infotext;
@@ -15,6 +14,7 @@ use lorafuse::pipeline::txt2img::{Pipeline, Progress};
 use lorafuse::Context;
 
 use crate::args::GenerateArgs;
+use crate::progress;
 
 #[derive(Args, Clone, Debug)]
 #[command(mut_arg("output", |a| a.default_value("grid.png")))]
@@ -80,15 +80,13 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
 
     let n = grid.cells.len();
     let total_steps: u64 = grid.cells.iter().map(|c| c.req.steps as u64).sum();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(total_steps);
-        b.set_style(ProgressStyle::with_template(
-            "cell {msg} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} ({elapsed})",
-        )?);
-        b
-    };
+    let bar = progress::Progress::new(
+        quiet,
+        "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, ETA {eta} ({elapsed})",
+        "steps",
+    )?;
+    bar.set_length(total_steps);
+    bar.tick_steadily();
     let with_z = z.is_some();
     let mut cells_rgb = Vec::with_capacity(n);
     let mut written = Vec::with_capacity(n + 1);
@@ -96,7 +94,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let mut done_steps = 0u64;
     let mut first_info = None;
     for (i, cell) in grid.cells.iter().enumerate() {
-        bar.set_message(format!("{}/{n}", i + 1));
+        bar.set_message(format!("cell {}/{n}", i + 1));
         let tc = Instant::now();
         let mut last = 0u64;
         let out = pipe.generate(ctx, &cell.req, &mut |p| {
@@ -116,7 +114,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         cells_rgb.push(rgb);
         written.push(path);
     }
-    bar.finish_and_clear();
+    bar.finish();
     let (img, _) = compose(&cells_rgb, base.width, base.height, &grid.labels)?;
     // The grid carries the first cell's settings, as A1111's grids do.
     write_png(&a.output, img.width, img.height, &img.rgb, first_info.as_deref().unwrap_or(""))?;

@@ -7,13 +7,13 @@ mod from_png;
 mod generate;
 mod grid;
 mod inspect;
+mod progress;
 mod tokenize;
 mod write_sd15;
 
 use anyhow::{Context as _, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use lorafuse::bench::kernels::{run, BenchOptions};
 use lorafuse::pipeline::request::Precision;
 use lorafuse::{Context, ContextOptions};
@@ -30,6 +30,13 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Where compiled GPU pipelines are kept between runs (Vulkan), so later runs start faster
+    /// [default: the user's cache folder + lorafuse, e.g. ~/.cache/lorafuse].
+    #[arg(long, global = true, value_name = "DIR", env = "LORAFUSE_CACHE_DIR")]
+    cache_dir: Option<std::path::PathBuf>,
+    /// Keep no pipeline cache on disk.
+    #[arg(long, global = true)]
+    no_cache: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -110,7 +117,12 @@ enum BenchWhat {
 }
 
 fn context(cli: &Cli) -> Result<Context> {
-    Context::new(&ContextOptions { adapter: cli.adapter.clone(), disable_f16: cli.no_f16 })
+    let pipeline_cache_dir = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir.clone().or_else(|| dirs::cache_dir().map(|d| d.join("lorafuse")))
+    };
+    Context::new(&ContextOptions { adapter: cli.adapter.clone(), disable_f16: cli.no_f16, pipeline_cache_dir })
         .context("cannot start the GPU")
 }
 
@@ -206,21 +218,16 @@ fn run_cli(cli: &Cli) -> Result<()> {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
             }
             let ctx = context(cli)?;
-            let bar = if cli.quiet {
-                ProgressBar::hidden()
-            } else {
-                let b = ProgressBar::new(0);
-                b.set_style(ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})")?);
-                b.set_message("measuring FMA peak");
-                b.enable_steady_tick(std::time::Duration::from_millis(200));
-                b
-            };
+            let bar =
+                progress::Progress::new(cli.quiet, "{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})", "cases")?;
+            bar.set_message("measuring FMA peak");
+            bar.tick_steadily();
             let report = run(&ctx, &BenchOptions { quick: *quick, budget_ms: *budget_ms }, |done, total, name| {
                 bar.set_length(total as u64);
-                bar.set_position(done as u64);
                 bar.set_message(name.to_string());
+                bar.set_position(done as u64);
             })?;
-            bar.finish_and_clear();
+            bar.finish();
             if *json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

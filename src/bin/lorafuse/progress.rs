@@ -1,0 +1,116 @@
+//! Progress of long commands on stderr: an indicatif bar on a terminal, plain lines otherwise.
+//!
+//! indicatif draws nothing when stderr is not a terminal, which left users of pipes, logs and CI
+//! with minutes of silence (a cold lavapipe run spends them compiling kernels). Plain mode writes
+//! one line per phase message and one per position change instead, each with the elapsed time.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+
+enum Sink {
+    Hidden,
+    Bar(ProgressBar),
+    Lines(Mutex<Lines>),
+}
+
+struct Lines {
+    /// What the counted positions are ("steps", "cases").
+    unit: &'static str,
+    message: String,
+    length: u64,
+    position: u64,
+}
+
+/// A progress display; cheap to call from the library's progress callbacks.
+pub struct Progress {
+    sink: Sink,
+    start: Instant,
+}
+
+impl Progress {
+    /// `template` is the indicatif template used on a terminal; `unit` names the positions in
+    /// plain lines. `quiet` shows nothing at all.
+    pub fn new(quiet: bool, template: &str, unit: &'static str) -> Result<Progress> {
+        let sink = if quiet {
+            Sink::Hidden
+        } else if std::io::stderr().is_terminal() {
+            let b = ProgressBar::new(0);
+            b.set_style(ProgressStyle::with_template(template)?);
+            Sink::Bar(b)
+        } else {
+            Sink::Lines(Mutex::new(Lines { unit, message: String::new(), length: 0, position: 0 }))
+        };
+        Ok(Progress { sink, start: Instant::now() })
+    }
+
+    fn lines(&self, f: impl FnOnce(&mut Lines, f64)) {
+        if let Sink::Lines(l) = &self.sink {
+            let mut l = l.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut l, self.start.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The current phase ("image 1/2", "decoding"); a plain line when it changes.
+    pub fn set_message(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        match &self.sink {
+            Sink::Bar(b) => b.set_message(msg),
+            Sink::Lines(_) => self.lines(|l, t| {
+                if l.message != msg {
+                    eprintln!("{msg} ({t:.1} s)");
+                    l.message = msg;
+                }
+            }),
+            Sink::Hidden => {}
+        }
+    }
+
+    pub fn set_length(&self, len: u64) {
+        match &self.sink {
+            Sink::Bar(b) => b.set_length(len),
+            Sink::Lines(_) => self.lines(|l, _| l.length = len),
+            Sink::Hidden => {}
+        }
+    }
+
+    /// Done `pos` of the length; a plain line per change ("image 1/2: 3/20 steps (41.2 s)").
+    pub fn set_position(&self, pos: u64) {
+        match &self.sink {
+            Sink::Bar(b) => b.set_position(pos),
+            Sink::Lines(_) => self.lines(|l, t| {
+                if pos != l.position {
+                    l.position = pos;
+                    let prefix = if l.message.is_empty() { String::new() } else { format!("{}: ", l.message) };
+                    eprintln!("{prefix}{pos}/{} {} ({t:.1} s)", l.length, l.unit);
+                }
+            }),
+            Sink::Hidden => {}
+        }
+    }
+
+    /// Start counting again from 0 (a new image).
+    pub fn reset(&self) {
+        match &self.sink {
+            Sink::Bar(b) => b.reset(),
+            Sink::Lines(_) => self.lines(|l, _| l.position = 0),
+            Sink::Hidden => {}
+        }
+    }
+
+    /// Keep a terminal spinner moving while nothing reports (e.g. the first step compiling kernels).
+    pub fn tick_steadily(&self) {
+        if let Sink::Bar(b) = &self.sink {
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Sink::Bar(b) = &self.sink {
+            b.finish_and_clear();
+        }
+    }
+}
