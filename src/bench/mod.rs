@@ -8,6 +8,7 @@
 pub mod kernels;
 pub mod lora;
 pub mod pipeline;
+pub mod profile;
 pub mod random_sd15;
 
 use std::time::Instant;

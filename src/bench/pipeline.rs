@@ -8,12 +8,15 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bench::measure_peak;
+use crate::bench::profile::{profile, GraphProfile};
+use crate::gpu::Recorder;
 use crate::pipeline::request::{Precision, Request};
 use crate::pipeline::txt2img::{Pipeline, Progress};
 use crate::schedulers::SamplerKind;
 use crate::weights::detect::{detect, ModelConfig};
 use crate::weights::ModelFiles;
-use crate::{Context, Result};
+use crate::{Context, GpuTensor, Result};
 
 /// Floating-point work of one SD1.5 UNet evaluation with classifier-free guidance (batch 2) at
 /// 512×512, counted by the issue as 1.61 TFLOP; it scales with the latent area (and attention
@@ -31,6 +34,16 @@ pub struct PipelineReport {
     pub vae_ms: f64,
     pub pool_mib: f64,
     pub step_tflops: f64,
+    /// With `--profile`: the UNet step with CFG and the VAE decode, dispatch by dispatch.
+    pub profile: Option<ProfileReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileReport {
+    /// The FMA probe's rate on this device (`bench kernels`' peak).
+    pub peak_gflops: f64,
+    pub unet_step: GraphProfile,
+    pub vae_decode: GraphProfile,
 }
 
 /// SD1.5's sizes on `base`'s structure (SD1.5 itself: 320/640/1280/1280 UNet, 768-wide 12-layer
@@ -57,6 +70,7 @@ pub fn run(
     size: usize,
     steps: usize,
     precision: Precision,
+    profile: bool,
     mut progress: impl FnMut(&str),
 ) -> Result<PipelineReport> {
     let t0 = Instant::now();
@@ -78,8 +92,8 @@ pub fn run(
     pipe.generate(ctx, &req, &mut |p| match p {
         Progress::Image { .. } => marks.push(Instant::now()),
         Progress::Step { step, steps } => {
-            // Wait for the step's GPU work so the marks measure it (a normal run never waits).
-            let _ = ctx.sync();
+            // `generate` reports a step once the device has finished it (with the next step
+            // already queued), so consecutive marks are the device time of one step each.
             marks.push(Instant::now());
             progress(&format!("step {step}/{steps}"));
         }
@@ -87,10 +101,16 @@ pub fn run(
     })?;
     let end = Instant::now();
     // The first mark is the start of sampling (after the graph was recorded and its pipelines
-    // compiled); each later mark follows a wait for that step's GPU work.
+    // created); each later mark is the end of one step's GPU work.
     let step_ms: Vec<f64> = marks.windows(2).map(|w| (w[1] - w[0]).as_secs_f64() * 1e3).collect();
     let vae_ms = decode_at.map(|d| (end - d).as_secs_f64() * 1e3).unwrap_or(0.0);
     let mean = step_ms.iter().sum::<f64>() / step_ms.len().max(1) as f64;
+    let profile = if profile {
+        progress("profiling the UNet step and the VAE decode, dispatch by dispatch");
+        profile_graphs(ctx, &pipe, size)?
+    } else {
+        None
+    };
     let area = (size as f64 / 512.0).powi(2);
     Ok(PipelineReport {
         adapter: ctx.caps.adapter_name.clone(),
@@ -102,5 +122,35 @@ pub fn run(
         vae_ms,
         pool_mib: ctx.pool_bytes() as f64 / (1 << 20) as f64,
         step_tflops: SD15_CFG_STEP_FLOPS_512 * area / (mean * 1e-3) / 1e12,
+        profile,
     })
+}
+
+/// The UNet step with CFG (batch 2) and the VAE decode at `size`², recorded as `generate` records
+/// them, each profiled dispatch by dispatch; `None` without timestamp queries.
+pub fn profile_graphs(ctx: &Context, pipe: &Pipeline, size: usize) -> Result<Option<ProfileReport>> {
+    let (h, w) = (size / 8, size / 8);
+    let dim = pipe.config.unet.cross_attention_dim;
+    let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
+    let context = GpuTensor::from_slice(ctx, &[2, 77, dim], &vec![0.05; 2 * 77 * dim], pipe.dtype)?;
+    let mut rec = Recorder::new();
+    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0])?;
+    rec.submit(ctx)?;
+    let mut unet = Recorder::new();
+    {
+        let _arena = ctx.arena();
+        pipe.unet.forward_with_temb(ctx, &mut unet, &x, &temb, &context)?;
+    }
+    let Some(unet_step) = profile(ctx, &unet)? else { return Ok(None) };
+    drop(unet);
+    ctx.trim_pool();
+    let z = GpuTensor::from_slice(ctx, &[1, 4, h, w], &vec![0.1; 4 * h * w], pipe.dtype)?;
+    let mut vae = Recorder::new();
+    {
+        let _arena = ctx.arena();
+        pipe.vae.decode(ctx, &mut vae, &z)?;
+    }
+    let Some(vae_decode) = profile(ctx, &vae)? else { return Ok(None) };
+    let peak_gflops = measure_peak(ctx, 200.0)?;
+    Ok(Some(ProfileReport { peak_gflops, unet_step, vae_decode }))
 }

@@ -14,4 +14,4 @@ pub use binding::Window;
 pub use context::{AdapterKind, Caps, Context, ContextOptions};
 pub use dtype::DType;
 pub use pipelines::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey};
-pub use recorder::{Dispatch, Recorder};
+pub use recorder::{Dispatch, Recorder, Work};

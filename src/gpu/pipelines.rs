@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::gpu::pool::PooledBuffer;
-use crate::gpu::{DType, Dispatch, Recorder, Window};
+use crate::gpu::{DType, Dispatch, Recorder, Window, Work};
 use crate::{Context, Error, Result};
 
 /// An embedded kernel source.
@@ -92,6 +92,7 @@ impl Arg<'_> {
 struct Compiled {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
+    label: Arc<str>,
 }
 
 /// A pipeline is compiled per key and per binding layout.
@@ -192,7 +193,7 @@ impl PipelineCache {
                 if let Some(c) = &ctx.disk_cache {
                     c.mark_dirty();
                 }
-                Ok(Compiled { layout, pipeline })
+                Ok(Compiled { layout, pipeline, label: Arc::from(label.as_str()) })
             })
             .map_err(|e| Error::Shader { kernel: label.clone(), msg: e.to_string() })?;
         log::debug!("compiled {label} in {:.2} s", started.elapsed().as_secs_f64());
@@ -268,7 +269,16 @@ pub fn launch(
             entries: &entries,
         }))
     })?;
-    rec.push(Dispatch { label: src.name, pipeline: compiled.pipeline.clone(), bind_group, groups, keep });
+    rec.push(Dispatch {
+        label: src.name,
+        variant: compiled.label.clone(),
+        work: Work::default(),
+        class: None,
+        pipeline: compiled.pipeline.clone(),
+        bind_group,
+        groups,
+        keep,
+    });
     Ok(())
 }
 

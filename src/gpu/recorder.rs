@@ -15,12 +15,30 @@ use crate::{Context, Error, Result};
 #[derive(Clone)]
 pub struct Dispatch {
     pub label: &'static str,
+    /// The pipeline variant (kernel, entry, dtype and override constants), for profiles.
+    pub variant: Arc<str>,
+    /// The arithmetic and memory traffic of this dispatch where its launcher counts them (GEMM,
+    /// conv, attention), for profiles; zero elsewhere.
+    pub work: Work,
+    /// What the launch was, by shape ("gemm 8192x320x320"), where its launcher says; profiles
+    /// group by it.
+    pub class: Option<Arc<str>>,
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
     #[allow(dead_code)] // held only to keep the buffers alive
     pub(crate) keep: Vec<Arc<PooledBuffer>>,
 }
+
+/// Floating-point operations (a multiply-add is 2) and bytes a dispatch reads and writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Work {
+    pub flops: f64,
+    pub bytes: f64,
+}
+
+/// Dispatches per query set when profiling (two timestamps each; wgpu caps a set at 4096).
+const PROFILE_CHUNK: usize = 2048;
 
 #[derive(Default, Clone)]
 pub struct Recorder {
@@ -42,6 +60,74 @@ impl Recorder {
 
     pub fn is_empty(&self) -> bool {
         self.dispatches.is_empty()
+    }
+
+    /// Name the dispatches recorded since index `from` as one launch of `class` and spread its
+    /// `work` evenly over them (a launch split by binding windows shares its count).
+    pub fn annotate(&mut self, from: usize, class: String, work: Work) {
+        let Some(ds) = self.dispatches.get_mut(from..) else { return };
+        let n = ds.len().max(1) as f64;
+        let class: Arc<str> = Arc::from(class);
+        for d in ds {
+            d.work = Work { flops: work.flops / n, bytes: work.bytes / n };
+            d.class = Some(class.clone());
+        }
+    }
+
+    /// GPU milliseconds of each recorded dispatch, run in order, each in its own timed pass
+    /// (so only `TIMESTAMP_QUERY` is needed). A pass per dispatch adds the driver's pass cost to
+    /// each, so the sum is somewhat above a normal replay. `None` without timestamp queries.
+    pub fn profile(&self, ctx: &Context) -> Result<Option<Vec<f64>>> {
+        if !ctx.caps.timestamps {
+            return Ok(None);
+        }
+        let period = ctx.queue.get_timestamp_period() as f64;
+        let mut out = Vec::with_capacity(self.dispatches.len());
+        for chunk in self.dispatches.chunks(PROFILE_CHUNK) {
+            let queries = 2 * chunk.len() as u32;
+            let bytes = 8 * queries as u64;
+            let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("lorafuse.profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: queries,
+            });
+            let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("lorafuse.profile.resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("lorafuse.profile.read"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            ctx.scoped("profile", || {
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                for (i, d) in chunk.iter().enumerate() {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(d.label),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &qs,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&d.pipeline);
+                    pass.set_bind_group(0, &d.bind_group, &[]);
+                    pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                }
+                enc.resolve_query_set(&qs, 0..queries, &resolve, 0);
+                enc.copy_buffer_to_buffer(&resolve, 0, &read, 0, bytes);
+                ctx.queue.submit([enc.finish()]);
+                Ok(())
+            })?;
+            let raw = crate::gpu::readback::map_read(ctx, &read, bytes)?;
+            let t: &[u64] = bytemuck::cast_slice(&raw);
+            out.extend(t.chunks_exact(2).map(|p| p[1].saturating_sub(p[0]) as f64 * period / 1e6));
+        }
+        Ok(Some(out))
     }
 
     fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {

@@ -17,7 +17,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -260,6 +260,31 @@ pub fn attention_into(
 /// tilings); the tiling is validated against the head dim and the device limits.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_tiled(
+    ctx: &Context,
+    rec: &mut Recorder,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    v: &GpuTensor,
+    out: &GpuTensor,
+    heads: usize,
+    causal: bool,
+    scale: f32,
+    t: Tiling,
+) -> Result<()> {
+    let from = rec.len();
+    attention_dispatches(ctx, rec, q, k, v, out, heads, causal, scale, t)?;
+    // q·kᵀ and p·v: 2 · 2·Sq·Sk·width per batch (causal masking is not subtracted)
+    let (b, sq, width, sk) = (q.shape[0], q.shape[1], q.shape[2], k.shape[1]);
+    let flops = 4.0 * (b * sq * sk * width) as f64;
+    let bytes = (2 * q.numel() + k.numel() + v.numel()) as f64 * q.dtype.size() as f64;
+    let kind = if sq == sk { "self" } else { "cross" };
+    let class = format!("attention {kind} {sq}x{sk} d{}", width / heads.max(1));
+    rec.annotate(from, class, Work { flops, bytes });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attention_dispatches(
     ctx: &Context,
     rec: &mut Recorder,
     q: &GpuTensor,

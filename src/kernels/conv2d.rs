@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -330,7 +330,11 @@ pub fn conv2d_tiled(
         return Err(Error::invalid(OP, format!("tile {tile:?} breaks the kernel's layout rules or the device limits")));
     }
     check_out(x, w, bias, p, &d, ws, y)?;
+    let from = rec.len();
     let wp = pack_weight(ctx, rec, w, tile.tm)?;
+    let [cout, cin, kh, kw] = ws;
+    let bytes = (w.numel() + wp.packed.numel()) as f64 * w.dtype.size() as f64;
+    rec.annotate(from, format!("pack conv weight {cout}x{cin}x{kh}x{kw}"), Work { flops: 0.0, bytes });
     conv2d_packed_tiled(ctx, rec, x, &wp, bias, p, y, tile.wg, tile.tn, ConvForce::default())
 }
 
@@ -400,6 +404,30 @@ pub fn conv2d_packed(
 /// optional variant overrides (tests use them to cover every code path on any adapter).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_packed_tiled(
+    ctx: &Context,
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    w: &PackedConvWeight,
+    bias: Option<&GpuTensor>,
+    p: Conv2dParams,
+    y: &GpuTensor,
+    wg: u32,
+    tn: u32,
+    force: ConvForce,
+) -> Result<()> {
+    let from = rec.len();
+    conv2d_packed_dispatches(ctx, rec, x, w, bias, p, y, wg, tn, force)?;
+    let [_, cin, kh, kw] = w.shape;
+    let flops = 2.0 * y.numel() as f64 * (cin * kh * kw) as f64;
+    let bytes = (x.numel() + w.packed.numel() + y.numel()) as f64 * x.dtype.size() as f64;
+    let [cout, ho, wo] = [y.shape[1], y.shape[2], y.shape[3]];
+    let class = format!("conv{kh}x{kw}/{} {cin}->{cout} @{ho}x{wo}", p.stride);
+    rec.annotate(from, class, Work { flops, bytes });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_packed_dispatches(
     ctx: &Context,
     rec: &mut Recorder,
     x: &GpuTensor,

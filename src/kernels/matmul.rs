@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -246,6 +246,23 @@ fn pipeline(g: &Gemm<'_>, dt: DType, kernel: GemmKernel) -> (&'static KernelSour
 
 /// Record `g` with `kernel` (which must pass [`check_kernel`]).
 pub(crate) fn record_gemm(ctx: &Context, rec: &mut Recorder, g: &Gemm<'_>, kernel: GemmKernel) -> Result<()> {
+    let from = rec.len();
+    record_gemm_dispatches(ctx, rec, g, kernel)?;
+    // Each operand read once (a batch-shared operand once for all batches), c written once.
+    let per = |stride: usize| if stride == 0 { 1 } else { g.batch };
+    let k2 = g.seg2.map_or(0, |s| s.2);
+    let elems = per(g.a_bstride) * g.m * g.k + per(g.b_bstride) * g.n * g.k + (g.m + g.n) * k2 + g.batch * g.m * g.n;
+    let flops = 2.0 * (g.batch * g.m * g.n) as f64 * (g.k + k2) as f64;
+    let class = if k2 > 0 {
+        format!("gemm+lora {}x{}x{}", g.batch * g.m, g.n, g.k)
+    } else {
+        format!("gemm {}x{}x{}", g.batch * g.m, g.n, g.k)
+    };
+    rec.annotate(from, class, Work { flops, bytes: (elems * g.c.dtype.size()) as f64 });
+    Ok(())
+}
+
+fn record_gemm_dispatches(ctx: &Context, rec: &mut Recorder, g: &Gemm<'_>, kernel: GemmKernel) -> Result<()> {
     check_kernel(ctx, g.op, kernel)?;
     let dt = g.c.dtype;
     let (m, n, k) = (g.m, g.n, g.k);

@@ -111,6 +111,11 @@ enum BenchWhat {
         /// f32, f16 or auto
         #[arg(long, default_value = "auto", value_parser = args::named::<Precision>)]
         precision: Precision,
+        /// Also time every dispatch of one UNet step and one VAE decode (timestamp queries) and
+        /// print where the time goes: GEMM and conv by shape, attention self/cross, norms,
+        /// elementwise and copies, with FLOPs, bytes and the share of the FMA probe's peak.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     },
@@ -183,14 +188,14 @@ fn run_cli(cli: &Cli) -> Result<()> {
             println!("workgroup mem:  {} KiB", c.max_workgroup_storage >> 10);
             Ok(())
         }
-        Cmd::Bench { what: BenchWhat::Pipeline { size, steps, precision, json } } => {
+        Cmd::Bench { what: BenchWhat::Pipeline { size, steps, precision, profile, json } } => {
             let ctx = context(cli)?;
             let dir = std::env::temp_dir().join(format!("lorafuse-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let structure = dir.join("sd15-structure.safetensors");
             std::fs::write(&structure, demo::TINY_MODEL)?;
             let quiet = cli.quiet || *json;
-            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, *precision, |m| {
+            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, *precision, *profile, |m| {
                 if !quiet {
                     eprintln!("{m}");
                 }
@@ -206,6 +211,15 @@ fn run_cli(cli: &Cli) -> Result<()> {
                 println!("UNet step with CFG (ms): {}  ->  {:.3} TFLOP/s", ms.join(", "), r.step_tflops);
                 println!("VAE decode: {:.0} ms", r.vae_ms);
                 println!("GPU buffers held (pool peak): {:.0} MiB", r.pool_mib);
+                match &r.profile {
+                    Some(p) => {
+                        println!("FMA probe: {:.1} GFLOP/s", p.peak_gflops);
+                        print!("{}", p.unet_step.table("UNet step with CFG", Some(p.peak_gflops)));
+                        print!("{}", p.vae_decode.table("VAE decode", Some(p.peak_gflops)));
+                    }
+                    None if *profile => println!("profile: this adapter has no timestamp queries"),
+                    None => {}
+                }
             }
             Ok(())
         }
