@@ -44,7 +44,7 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
     let r = generate(&d.join("p.png"), &["--cache-dir", &cache]);
     let err = String::from_utf8_lossy(&r.stderr);
     let lines: Vec<&str> = err.lines().collect();
-    let mut expected = vec!["seed: 5".to_string()];
+    let mut expected = vec!["seed: 5".to_string(), "precision: f16 (auto: the adapter has SHADER_F16".to_string()];
     for image in 1..=2 {
         expected.push(format!("image {image}/2 ("));
         for step in 1..=3 {
@@ -57,7 +57,7 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
         assert!(line.starts_with(want.as_str()), "{line:?} should start with {want:?} in\n{err}");
     }
     // every progress line carries the elapsed time, non-decreasing
-    let times: Vec<f64> = lines[1..]
+    let times: Vec<f64> = lines[2..]
         .iter()
         .map(|l| l.rsplit_once('(').unwrap().1.trim_end_matches(" s)").parse::<f64>().expect(l))
         .collect();

@@ -26,6 +26,18 @@ named_enum!(Precision, op = "precision", unknown = |s| format!("unknown precisio
 });
 
 impl Precision {
+    /// What `resolve` chose and why, for the user ("f16 (auto: ...)").
+    pub fn describe(self, ctx: &Context) -> String {
+        match (self, ctx.caps.shader_f16) {
+            (Precision::Auto, true) => {
+                "f16 (auto: the adapter has SHADER_F16; f16 storage halves the memory of f32, arithmetic stays f32)"
+                    .into()
+            }
+            (Precision::Auto, false) => "f32 (auto: SHADER_F16 is not available)".into(),
+            (p, _) => format!("{} (--precision)", p.name()),
+        }
+    }
+
     pub fn resolve(self, ctx: &Context) -> Result<DType> {
         match self {
             Precision::F32 => Ok(DType::F32),

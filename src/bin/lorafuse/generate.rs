@@ -46,6 +46,9 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
     eprintln!("seed: {}", req.seed);
+    if !quiet {
+        eprintln!("precision: {}", precision.describe(ctx));
+    }
     // Applied here so the report shows before sampling; `generate` then finds it in place.
     if !specs.is_empty() {
         let t1 = Instant::now();

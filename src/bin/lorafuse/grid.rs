@@ -76,6 +76,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let (model_name, hash) = a.model_identity()?;
     if !quiet {
         eprintln!("seed: {}", base.seed);
+        eprintln!("precision: {}", precision.describe(ctx));
     }
 
     let n = grid.cells.len();
