@@ -18,7 +18,7 @@ use crate::pipeline::request::Precision;
 use crate::pipeline::txt2img::Pipeline;
 use crate::weights::detect::detect;
 use crate::weights::{Component, ModelFiles};
-use crate::{Context, Error, GpuTensor, Recorder, Result};
+use crate::{Context, Error, Result};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct LoraStepResult {
@@ -139,15 +139,7 @@ pub fn fused_extra_flops(pipe: &Pipeline, size: usize, rank: usize, loras: usize
 
 /// GPU ms of one UNet evaluation with CFG at `size`², with whatever LoRAs are applied now.
 fn unet_step_ms(ctx: &Context, pipe: &Pipeline, size: usize, budget_ms: f64) -> Result<(f64, usize)> {
-    let (h, w) = (size / 8, size / 8);
-    let dim = pipe.config.unet.cross_attention_dim;
-    let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
-    let context = GpuTensor::from_slice(ctx, &[2, 77, dim], &vec![0.05; 2 * 77 * dim], pipe.dtype)?;
-    let mut rec = Recorder::new();
-    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0])?;
-    rec.submit(ctx)?;
-    let mut graph = Recorder::new();
-    let _eps = pipe.unet.forward_with_temb(ctx, &mut graph, &x, &temb, &context)?;
+    let graph = super::unet_graph(ctx, pipe, size)?;
     // Warm-up (pipeline compilation, first touches), then single timed replays; the minimum
     // is reported, since on a shared machine other work only ever adds time.
     let t0 = Instant::now();

@@ -113,3 +113,29 @@ impl Report {
         s
     }
 }
+
+/// One UNet evaluation with CFG (batch 2) at `size`², recorded against fixed inputs (latents,
+/// timestep 500, a constant text context) as `generate` records it, with whatever LoRAs are
+/// applied now; for timing and profiling replays.
+pub fn unet_graph(
+    ctx: &Context,
+    pipe: &crate::pipeline::txt2img::Pipeline,
+    size: usize,
+) -> Result<crate::gpu::Recorder> {
+    use crate::gpu::Recorder;
+    use crate::GpuTensor;
+    let (h, w) = (size / 8, size / 8);
+    let dim = pipe.config.unet.cross_attention_dim;
+    let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
+    let context = GpuTensor::from_slice(ctx, &[2, 77, dim], &vec![0.05; 2 * 77 * dim], pipe.dtype)?;
+    let mut rec = Recorder::new();
+    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0])?;
+    rec.submit(ctx)?;
+    let mut graph = Recorder::new();
+    {
+        // Intermediates share buffers by liveness, as in `generate`; the graph replays whole.
+        let _arena = ctx.arena();
+        pipe.unet.forward_with_temb(ctx, &mut graph, &x, &temb, &context)?;
+    }
+    Ok(graph)
+}

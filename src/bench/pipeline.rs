@@ -130,17 +130,7 @@ pub fn run(
 /// them, each profiled dispatch by dispatch; `None` without timestamp queries.
 pub fn profile_graphs(ctx: &Context, pipe: &Pipeline, size: usize) -> Result<Option<ProfileReport>> {
     let (h, w) = (size / 8, size / 8);
-    let dim = pipe.config.unet.cross_attention_dim;
-    let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
-    let context = GpuTensor::from_slice(ctx, &[2, 77, dim], &vec![0.05; 2 * 77 * dim], pipe.dtype)?;
-    let mut rec = Recorder::new();
-    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0])?;
-    rec.submit(ctx)?;
-    let mut unet = Recorder::new();
-    {
-        let _arena = ctx.arena();
-        pipe.unet.forward_with_temb(ctx, &mut unet, &x, &temb, &context)?;
-    }
+    let unet = super::unet_graph(ctx, pipe, size)?;
     let Some(unet_step) = profile(ctx, &unet)? else { return Ok(None) };
     drop(unet);
     ctx.trim_pool();
