@@ -3,7 +3,7 @@
 // Per launch:  y[img, co, oy, ox] (+)= bias[co] + Σ_{ci,ky,kx} w[co, ci, ky, kx] · x[img, ci, iy, ix]
 // with iy = (oy0 + oy)·SD + ky − pad_t, ix = ox·SD + kx − pad_l, and zeros outside [0,H)×[0,W).
 // GEMM view: C[M = Cout, P = imgs·rows·Wo] = A[M, K = Cin·KH·KW] · B[K, P]; B is gathered from x
-// on the fly and A is the weight, prepacked by the `pack` entry point as
+// on the fly and A is the weight, prepacked by conv_pack.wgsl as
 //     wp[blk][ci][ky][kx][r] = w[blk·TM + r, ci, ky, kx]   (zero for blk·TM + r ≥ Cout)
 // so the TM weights that one tap contributes to a block of output channels are aligned vec4s.
 //
@@ -24,12 +24,11 @@
 //             channel an invocation loads, for each of the KH rows, the NB blocks holding every
 //             column its TN pixels need, and picks all KH·KW taps out of registers.
 //   main_any: any shape; TN scalar loads per tap, scalar stores.
-//   pack:     the weight prepack (one invocation per packed element; reads `x`, writes `y`).
 //
 // Bindings: 0 x (read, NCHW, scalar view), 1 wp (read, packed weights as vec4), 2 bias (read; any
 // buffer when has_bias = 0), 3 y (read_write, NCHW, scalar view), 4 Params (uniform), 5 x4 (read,
 // vec4 view of binding 0's window), 6 y4 (read_write, vec4 view of binding 3's window). main_vec
-// uses 1, 2, 4, 5, 6; main_any uses 0–4; pack uses 0, 3, 4 (x = source weight, y = packed output).
+// uses 1, 2, 4, 5, 6; main_any uses 0–4.
 // Every binding is a window of its tensor: `*_shift` is the element index of the window's first
 // element inside the binding. Launchers split big tensors into (images, output-channel,
 // input-channel, output-row) blocks; a launch continuing an earlier input-channel block has
@@ -68,7 +67,7 @@ struct Params {
     w: u32,          // input width
     rows: u32,       // output rows in this launch
     wo: u32,         // output width
-    p: u32,          // pixels (GEMM columns) = imgs·rows·wo; pack: packed elements
+    p: u32,          // pixels (GEMM columns) = imgs·rows·wo
     oy0: u32,        // global output row of local row 0
     iy0: u32,        // global input row at the start of the x window
     pad_t: u32,
@@ -686,27 +685,4 @@ fn store_any_quad(r0: u32) {
     if (TN > 4u) { store_any(r0 + 3u, 1u, acc[(r0 + 3u) * 4u + 1u]); }
     if (TN > 8u) { store_any(r0 + 3u, 2u, acc[(r0 + 3u) * 4u + 2u]); }
     if (TN > 12u) { store_any(r0 + 3u, 3u, acc[(r0 + 3u) * 4u + 3u]); }
-}
-
-// ---- pack -------------------------------------------------------------------------------------
-// wp[blk][ci][t][r] = w[blk·TM + r, ci, t] for the p.p packed elements of this launch; the source
-// window starts at output channel blk0·TM (p.cout channels available), the destination at blk0.
-
-@compute @workgroup_size(64)
-fn pack(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let e = (wg.x + wg.y * nwg.x) * 64u + li;
-    if (e >= p.p) { return; }
-    let taps = KH * KW;
-    let r = e % TM;
-    let rest = e / TM;
-    let t = rest % taps;
-    let rest2 = rest / taps;
-    let ci = rest2 % p.cin;
-    let co = (rest2 / p.cin) * TM + r;
-    var v = ST(0.0);
-    if (co < p.cout) {
-        v = x[p.x_shift + (co * p.cin + ci) * taps + t];
-    }
-    y[p.y_shift + e] = v;
 }

@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use lorafuse::kernels::conv2d::{
-    conv2d, conv2d_into, conv2d_packed, conv2d_packed_tiled, conv2d_tiled, pack_weight, Conv2dParams, ConvForce,
-    ConvTile,
+    conv2d, conv2d_into, conv2d_packed, conv2d_packed_tiled, conv2d_tiled, pack_host, pack_weight, unpack_host,
+    Conv2dParams, ConvForce, ConvTile, PackedConvWeight,
 };
 use lorafuse::{reference, DType, GpuTensor, Recorder};
 
@@ -130,6 +130,42 @@ fn conv2d_packed_weight_is_reusable() {
     assert_close("conv2d packed #2", &y2.to_vec(ctx).unwrap(), &want, TOL_F32);
 }
 
+/// conv_pack: the GPU pass and the host packer that layers use at load (`pack_host`) both give
+/// `reference::conv_pack` bit for bit at awkward channel counts (a partial last block), in both
+/// dtypes; `unpack_host` inverts it; a host-packed weight convolves like the reference.
+#[test]
+fn conv2d_host_packing_matches_the_gpu_pass() {
+    let ctx = ctx();
+    let mut r = rng("conv2d_pack_host");
+    for (ws, tm) in [([10usize, 6, 3, 3], 12u32), ([37, 5, 1, 1], 8), ([4, 3, 3, 3], 4), ([33, 7, 3, 3], 32)] {
+        let w = rand_vec(&mut r, ws.iter().product(), 1.0, DType::F32);
+        for dt in dtypes() {
+            let wt = GpuTensor::from_slice(ctx, &ws, &w, dt).unwrap();
+            let mut rec = Recorder::new();
+            let gpu = pack_weight(ctx, &mut rec, &wt, tm).unwrap();
+            rec.submit(ctx).unwrap();
+            let rounded: Vec<f32> = w.iter().map(|&v| dt.round(v)).collect();
+            let want = reference::conv_pack::conv_pack(&rounded, ws, tm as usize);
+            let host = pack_host(&rounded, ws, tm).unwrap();
+            assert_eq!(host, want, "host {ws:?} tm {tm}");
+            assert_eq!(gpu.packed.to_vec(ctx).unwrap(), want, "gpu {ws:?} tm {tm} {dt:?}");
+            assert_eq!(unpack_host(&host, ws, tm).unwrap(), rounded, "unpack {ws:?} tm {tm}");
+        }
+        let (xs, p) = ([2usize, ws[1], 9, 7], Conv2dParams::same(ws[2], 1));
+        let x = rand_vec(&mut r, xs.iter().product(), 1.0, DType::F32);
+        let xt = GpuTensor::from_slice(ctx, &xs, &x, DType::F32).unwrap();
+        let wp = PackedConvWeight::from_host(ctx, &w, ws, tm, DType::F32).unwrap();
+        let mut rec = Recorder::new();
+        let y = conv2d_packed(ctx, &mut rec, &xt, &wp, None, p).unwrap();
+        rec.submit(ctx).unwrap();
+        let (want, _) = reference::conv2d::conv2d(&x, xs, &w, ws, None, p);
+        assert_close(&format!("host-packed {ws:?}"), &y.to_vec(ctx).unwrap(), &want, TOL_F32);
+    }
+    assert!(pack_host(&[0f32; 5], [1, 1, 2, 2], 4).is_err(), "wrong element count");
+    assert!(pack_host(&[0f32; 4], [1, 1, 2, 2], 6).is_err(), "tm not a multiple of 4");
+    assert!(unpack_host(&[0f32; 4], [1, 1, 2, 2], 4).is_err(), "packed length");
+}
+
 #[test]
 fn conv2d_more_than_65535_workgroups() {
     // 8 invocations × 4 pixels = 32 pixels per workgroup: 1100 × 1920 pixels need 66000 workgroups,
@@ -159,6 +195,23 @@ fn conv2d_image_larger_than_one_binding() {
     // into the output) and output channels too (the second block starts mid channel-block).
     let side = ((limit_elems() / 3) as f64).sqrt() as usize + 8;
     case([1, 3, side, side], 4, [3, 3], Conv2dParams::same(3, 1), true, Run::Default, &[DType::F32]);
+}
+
+#[test]
+fn conv_pack_weight_larger_than_one_binding() {
+    // 10 channel blocks of 4 × 1000 × 900 taps: 36 M packed elements, more than one binding of
+    // f32 on lavapipe, so the pack runs in several launches of whole blocks.
+    let ctx = ctx();
+    let ws = [37usize, 1000, 30, 30];
+    let blk = 4 * ws[1] * ws[2] * ws[3];
+    assert!(10 * blk > limit_elems() && blk < limit_elems(), "shape no longer spans bindings");
+    let w: Vec<f32> = (0..ws.iter().product::<usize>()).map(|i| (i % 4093) as f32 - 2000.0).collect();
+    let wt = GpuTensor::from_slice(ctx, &ws, &w, DType::F32).unwrap();
+    let mut rec = Recorder::new();
+    let gpu = pack_weight(ctx, &mut rec, &wt, 4).unwrap();
+    rec.submit(ctx).unwrap();
+    let got = gpu.packed.to_vec(ctx).unwrap();
+    assert!(got == reference::conv_pack::conv_pack(&w, ws, 4), "packed weight differs from the reference");
 }
 
 #[test]

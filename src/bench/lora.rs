@@ -81,7 +81,8 @@ pub fn write_random_lora(pipe: &Pipeline, path: &Path, rank: usize, seed: u64) -
         if !trained(c, &p) {
             continue;
         }
-        let (n, k) = (e.tensor.shape[0], e.tensor.numel() / e.tensor.shape[0]);
+        let shape = e.shape();
+        let (n, k) = (shape[0], shape.iter().product::<usize>() / shape[0]);
         let prefix = if c == Component::Unet { "lora_unet_" } else { "lora_te_" };
         let key = format!("{prefix}{}", p.trim_end_matches(".weight").replace('.', "_"));
         let scale_d = 1.0 / (k as f32).sqrt();
@@ -131,7 +132,8 @@ pub fn fused_extra_flops(pipe: &Pipeline, size: usize, rank: usize, loras: usize
         };
         let cross_kv = p.contains("attn2.to_k") || p.contains("attn2.to_v");
         let m = 2.0 * if cross_kv { 77.0 } else { (res * res) as f64 };
-        let (n, k) = (e.tensor.shape[0] as f64, (e.tensor.numel() / e.tensor.shape[0]) as f64);
+        let shape = e.shape();
+        let (n, k) = (shape[0] as f64, (shape.iter().product::<usize>() / shape[0]) as f64);
         total += 2.0 * m * rank as f64 * (k + n) * loras as f64;
     }
     total

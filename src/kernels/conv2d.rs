@@ -19,7 +19,8 @@ use std::sync::LazyLock;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
+pub use super::conv_pack::{pack_host, pack_weight, packed_len, unpack_host, PackedConvWeight};
+use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -108,12 +109,19 @@ impl ConvTile {
     /// lavapipe, the bulk of a cold first run).
     pub fn pick(ctx: &Context, cout: usize, wo: usize, pixels: usize) -> ConvTile {
         let cpu = ctx.caps.is_cpu();
-        let tm_max = if cpu { 32 } else { 16 };
-        let tm = cout.div_ceil(4).min(tm_max / 4) as u32 * 4;
+        let tm = Self::tm_for(ctx, cout);
         let tn_max = if cpu { TN_MAX as usize } else { 4 };
         let tn = [16, 8, 4].into_iter().find(|&t| t <= tn_max && wo.is_multiple_of(t)).unwrap_or(4);
         let wg = if cpu { 8 } else { pixels.div_ceil(tn).next_power_of_two().clamp(8, 64) as u32 };
         ConvTile { wg, tm, tn: tn as u32 }
+    }
+
+    /// The output channels per workgroup (and weight packing block) for `cout` channels: it
+    /// depends on the channel count and the adapter only, so layers pack their weights once at
+    /// load with it ([`pack_host`]) whatever size they later run at.
+    pub fn tm_for(ctx: &Context, cout: usize) -> u32 {
+        let tm_max = if ctx.caps.is_cpu() { 32 } else { 16 };
+        cout.div_ceil(4).min(tm_max / 4) as u32 * 4
     }
 
     /// Whether the weights can be shared through subgroup broadcasts (lanes 0..tm/4 must exist).
@@ -160,15 +168,6 @@ pub struct ConvForce {
     /// Build from the subgroup-free source with every invocation loading its weights (BCAST = 0),
     /// as on adapters without SUBGROUP.
     pub no_subgroups: bool,
-}
-
-/// A weight repacked for the kernels: `[ceil(Cout/tm), Cin, KH, KW, tm]`, zero-padded channels.
-#[derive(Clone)]
-pub struct PackedConvWeight {
-    pub packed: GpuTensor,
-    /// The original `[Cout, Cin, KH, KW]`.
-    pub shape: [usize; 4],
-    pub tm: u32,
 }
 
 /// Checked dimensions of one convolution.
@@ -336,52 +335,6 @@ pub fn conv2d_tiled(
     let bytes = (w.numel() + wp.packed.numel()) as f64 * w.dtype.size() as f64;
     rec.annotate(from, format!("pack conv weight {cout}x{cin}x{kh}x{kw}"), Work { flops: 0.0, bytes });
     conv2d_packed_tiled(ctx, rec, x, &wp, bias, p, y, tile.wg, tile.tn, ConvForce::default())
-}
-
-/// Repack `w [Cout, Cin, KH, KW]` into channel blocks of `tm` (a multiple of 4, ≤ 32) for
-/// [`conv2d_packed`]. Do it once per weight when the same weight is used many times.
-pub fn pack_weight(ctx: &Context, rec: &mut Recorder, w: &GpuTensor, tm: u32) -> Result<PackedConvWeight> {
-    let ws = weight_shape(w)?;
-    let [cout, cin, kh, kw] = ws;
-    if !(4..=32).contains(&tm) || !tm.is_multiple_of(4) {
-        return Err(Error::invalid(OP, format!("pack_weight: tm = {tm} is not a multiple of 4 in 4..=32")));
-    }
-    if ws.contains(&0) {
-        return Err(Error::shape(OP, format!("pack_weight: zero-sized weight {ws:?}")));
-    }
-    let tmu = tm as usize;
-    let taps = kh * kw;
-    let blk = cin * taps * tmu; // packed elements per channel block
-    let nblk = cout.div_ceil(tmu);
-    let packed = GpuTensor::empty(ctx, &[nblk * blk], w.dtype)?;
-    let lim = max_window_elems(ctx, w.dtype) as usize;
-    if blk > lim || tmu * cin * taps > lim || blk > u32::MAX as usize {
-        return Err(Error::limit(OP, format!("packed weight block of {ws:?}"), blk as u64, lim as u64));
-    }
-    let key = PipelineKey::new(&SRC, "pack", w.dtype).with("TM", tm).with("KH", kh as u32).with("KW", kw as u32);
-    let per = (lim / blk).max(1); // blocks per launch
-    for (b0, nb) in chunks(nblk, per) {
-        let co0 = b0 * tmu;
-        let rows = (nb * tmu).min(cout - co0);
-        let src = w.window(ctx, co0 * cin * taps, rows * cin * taps)?;
-        let dst = packed.window(ctx, b0 * blk, nb * blk)?;
-        let n = nb * blk;
-        let prm = Params {
-            cin: cin as u32,
-            cout: rows as u32,
-            p: n as u32,
-            x_shift: src.shift,
-            y_shift: dst.shift,
-            ..Default::default()
-        };
-        let src2 = w.window(ctx, co0 * cin * taps, 1)?;
-        let src3 = w.window(ctx, co0 * cin * taps, 1)?;
-        let groups = flat_groups(ctx, OP, n, 64)?;
-        let args =
-            [Arg::Read(src), Arg::Read(src2), Arg::Read(src3), Arg::Write(dst), Arg::Uniform(bytemuck::bytes_of(&prm))];
-        launch(ctx, rec, &SRC, &key, &args, groups, vec![w.keep(), packed.keep()])?;
-    }
-    Ok(PackedConvWeight { packed, shape: ws, tm })
 }
 
 /// The convolution with a weight prepacked by [`pack_weight`] (same semantics as [`conv2d`]).

@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use super::{LoraFile, LoraModule};
 use crate::kernels::binary::add;
+use crate::kernels::conv2d::{pack_weight, unpack_host};
 use crate::kernels::lora_linear::{LoraAdapter, LoraStack};
 use crate::kernels::lora_merge::lora_merge;
 use crate::kernels::matmul::linear;
 use crate::named_enum::named_enum;
-use crate::nn::adaptable::{slot_set, AdaptableWeights, LoraSlot, WeightEntry};
+use crate::nn::adaptable::{slot_set, AdaptableWeights, LoraSlot, WeightEntry, WeightLayout};
 use crate::weights::Component;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
@@ -269,8 +270,9 @@ impl LoraState {
         pristine: &GpuTensor,
         cs: &[&Contribution],
     ) -> Result<()> {
-        let n = entry.tensor.shape.first().copied().unwrap_or(1);
-        let numel = entry.tensor.numel();
+        let shape = entry.shape();
+        let n = shape.first().copied().unwrap_or(1);
+        let numel: usize = shape.iter().product();
         let k = numel / n.max(1);
         let has_dora = cs.iter().any(|c| c.module.dora_scale.is_some());
         let mut downs: Vec<(HostTensor, HostTensor, f32)> = Vec::new();
@@ -280,7 +282,10 @@ impl LoraState {
             // order (multiple DoRA adapters are order-dependent) from W₀.
             // The pristine copy may have been recorded just now.
             rec.submit(ctx)?;
-            let w0 = pristine.to_vec(ctx)?;
+            let w0 = match entry.layout {
+                WeightLayout::Plain => pristine.to_vec(ctx)?,
+                WeightLayout::ConvPacked { shape, tm } => unpack_host(&pristine.to_vec(ctx)?, shape, tm)?,
+            };
             let mut w: Vec<f64> = w0.iter().map(|&v| v as f64).collect();
             for c in cs {
                 let d = c.module.delta()?;
@@ -327,9 +332,24 @@ impl LoraState {
                 None => Some(product),
             }
         };
-        let w2 = entry.tensor.reshape(&[n, k])?;
-        let p2 = pristine.reshape(&[n, k])?;
-        lora_merge(ctx, rec, &p2, &w2, full.as_ref())
+        match entry.layout {
+            WeightLayout::Plain => {
+                let w2 = entry.tensor.reshape(&[n, k])?;
+                let p2 = pristine.reshape(&[n, k])?;
+                lora_merge(ctx, rec, &p2, &w2, full.as_ref())
+            }
+            WeightLayout::ConvPacked { shape, tm } => {
+                // The delta is packed the way the weight is, then added element for element.
+                let full = match full {
+                    Some(f) => Some(pack_weight(ctx, rec, &f.reshape(&shape)?, tm)?.packed),
+                    None => None,
+                };
+                let blocks = shape[0].div_ceil(tm as usize);
+                let rows = [blocks, entry.tensor.numel() / blocks];
+                let full = full.map(|f| f.reshape(&rows)).transpose()?;
+                lora_merge(ctx, rec, &pristine.reshape(&rows)?, &entry.tensor.reshape(&rows)?, full.as_ref())
+            }
+        }
     }
 }
 
@@ -365,8 +385,9 @@ fn concat_factors(
 
 /// The layer's adapters as one rank-ΣR adapter (scales in B) for [`LoraStack`].
 fn fused_stack(ctx: &Context, entry: &WeightEntry, cs: &[&Contribution], dtype: DType) -> Result<LoraStack> {
-    let n = entry.tensor.shape.first().copied().unwrap_or(1);
-    let k = entry.tensor.numel() / n.max(1);
+    let shape = entry.shape();
+    let n = shape.first().copied().unwrap_or(1);
+    let k = shape.iter().product::<usize>() / n.max(1);
     let parts = cs
         .iter()
         .map(|c| {

@@ -10,7 +10,6 @@
 //! `TembProjections`) and arrive here without bias.
 
 use crate::kernels::binary::add;
-use crate::kernels::conv2d::conv2d;
 use crate::nn::{Conv2d, GroupNorm, Linear, Loader};
 use crate::{Context, Error, GpuTensor, Recorder, Result};
 
@@ -113,7 +112,7 @@ impl ResnetBlock2D {
                     ));
                 }
                 let h = self.norm1.forward(ctx, rec, x, true)?;
-                let h = conv2d(ctx, rec, &h, &self.conv1.weight, Some(&time.conv1_temb_bias), self.conv1.params)?;
+                let h = self.conv1.forward_bias(ctx, rec, &h, Some(&time.conv1_temb_bias))?;
                 add(ctx, rec, &h, &temb.reshape(&[b, self.out_channels, 1, 1])?)?
             }
             (None, None) => {

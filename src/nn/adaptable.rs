@@ -27,12 +27,34 @@ pub fn slot_set(slot: &LoraSlot, v: Option<Arc<LoraStack>>) {
     *slot.lock().unwrap_or_else(|e| e.into_inner()) = v;
 }
 
-/// One adaptable weight: the tensor the forward pass reads, and the slot of its layer when the
-/// layer can apply adapters at run time.
+/// How a weight's elements are laid out in its tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// As in the checkpoint: `[out, in]`, or `[Cout, Cin, KH, KW]`.
+    Plain,
+    /// A convolution weight `shape = [Cout, Cin, KH, KW]` stored packed for the conv kernel,
+    /// `[ceil(Cout/tm), Cin, KH, KW, tm]` (see `kernels::conv2d::pack_host`): packed once at load
+    /// rather than before every use. A merge packs its delta the same way.
+    ConvPacked { shape: [usize; 4], tm: u32 },
+}
+
+/// One adaptable weight: the tensor the forward pass reads, its layout, and the slot of its layer
+/// when the layer can apply adapters at run time.
 #[derive(Clone)]
 pub struct WeightEntry {
     pub tensor: GpuTensor,
+    pub layout: WeightLayout,
     pub slot: Option<LoraSlot>,
+}
+
+impl WeightEntry {
+    /// The weight's shape as the checkpoint has it, whatever its storage layout.
+    pub fn shape(&self) -> Vec<usize> {
+        match self.layout {
+            WeightLayout::Plain => self.tensor.shape.clone(),
+            WeightLayout::ConvPacked { shape, .. } => shape.to_vec(),
+        }
+    }
 }
 
 /// Every adaptable weight of one pipeline, keyed by component and diffusers path
@@ -48,8 +70,15 @@ impl AdaptableWeights {
     }
 
     /// Record (or replace) where `path` lives.
-    pub fn insert(&self, component: Component, path: String, tensor: GpuTensor, slot: Option<LoraSlot>) {
-        self.map().insert((component, path), WeightEntry { tensor, slot });
+    pub fn insert(
+        &self,
+        component: Component,
+        path: String,
+        tensor: GpuTensor,
+        layout: WeightLayout,
+        slot: Option<LoraSlot>,
+    ) {
+        self.map().insert((component, path), WeightEntry { tensor, layout, slot });
     }
 
     /// The layer owning `slot` no longer runs through its own forward (the model stacked its
@@ -58,6 +87,7 @@ impl AdaptableWeights {
         for e in self.map().values_mut() {
             if e.slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, slot)) {
                 e.tensor = tensor.clone();
+                e.layout = WeightLayout::Plain;
                 e.slot = None;
             }
         }

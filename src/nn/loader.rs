@@ -8,7 +8,8 @@
 
 use half::f16;
 
-use super::adaptable::{AdaptableWeights, LoraSlot};
+use super::adaptable::{AdaptableWeights, LoraSlot, WeightLayout};
+use crate::kernels::conv2d::PackedConvWeight;
 use crate::weights::{Component, VarBuilder};
 use crate::{Context, DType, GpuTensor, HostTensor, Result};
 
@@ -98,6 +99,24 @@ impl<'a> Loader<'a> {
     /// Records that `name` under this loader's path now lives in `tensor` (see
     /// [`AdaptableWeights`]); `slot` when its layer can apply adapters at run time.
     pub fn register(&self, name: &str, tensor: &GpuTensor, slot: Option<LoraSlot>) {
-        self.adaptable.insert(self.reader.component(), self.reader.path(name), tensor.clone(), slot);
+        let path = self.reader.path(name);
+        self.adaptable.insert(self.reader.component(), path, tensor.clone(), WeightLayout::Plain, slot);
+    }
+
+    /// [`Loader::register`] for a convolution weight stored packed (merged only: no slot).
+    pub fn register_packed(&self, name: &str, w: &PackedConvWeight) {
+        let layout = WeightLayout::ConvPacked { shape: w.shape, tm: w.tm };
+        self.adaptable.insert(self.reader.component(), self.reader.path(name), w.packed.clone(), layout, None);
+    }
+
+    /// Reads the convolution weight `name` `[Cout, Cin, KH, KW]` and uploads it packed with block
+    /// `tm` as the loader's dtype.
+    pub fn packed_conv(&self, name: &str, shape: [usize; 4], tm: u32) -> Result<PackedConvWeight> {
+        match self.dtype {
+            DType::F32 => {
+                PackedConvWeight::from_host(self.ctx, &self.reader.get(name, &shape)?.data, shape, tm, DType::F32)
+            }
+            DType::F16 => PackedConvWeight::from_host_f16(self.ctx, &self.reader.get_f16(name, &shape)?, shape, tm),
+        }
     }
 }

@@ -8,7 +8,7 @@ mod linear;
 pub mod loader;
 mod norm;
 
-pub use adaptable::{AdaptableWeights, LoraSlot};
+pub use adaptable::{AdaptableWeights, LoraSlot, WeightLayout};
 pub use conv::Conv2d;
 pub use linear::Linear;
 pub use loader::Loader;

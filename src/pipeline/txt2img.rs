@@ -139,9 +139,7 @@ impl Pipeline {
         // weights, against what the model registered.
         let index = match synthetic {
             None => ModuleIndex::new(files),
-            Some(_) => ModuleIndex::from_targets(
-                adaptable.entries().into_iter().map(|((c, p), e)| (c, p, e.tensor.shape.clone())),
-            ),
+            Some(_) => ModuleIndex::from_targets(adaptable.entries().into_iter().map(|((c, p), e)| (c, p, e.shape()))),
         };
         let loras = Mutex::new(LoraRuntime::new(index));
         Ok(Pipeline {

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod binary;
 pub mod concat;
 pub mod conv2d;
+pub mod conv_pack;
 pub mod embedding;
 pub mod fma_peak;
 pub mod geglu;

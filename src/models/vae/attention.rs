@@ -85,11 +85,7 @@ impl Attention {
             lora: Default::default(),
         };
         let (wk, bk) = projection(&l.pp("to_k"), c, 1.0)?;
-        let to_k = Conv2d {
-            weight: l.upload(&[c, c, 1, 1], &wk)?,
-            bias: Some(l.upload(&[c], &bk)?),
-            params: Conv2dParams::same(1, 1),
-        };
+        let to_k = Conv2d::from_host(l, [c, c, 1, 1], &wk, Some(l.upload(&[c], &bk)?), Conv2dParams::same(1, 1))?;
         let has_bias = |name: &str| l.pp(name).contains("bias");
         Ok(Attention {
             group_norm: GroupNorm::load(&l.pp("group_norm"), groups, c, EPS)?,

@@ -27,6 +27,7 @@ pub use mid_block::MidBlock;
 pub use sampling::{Downsample2D, Upsample2D};
 
 use crate::kernels::binary::add_scaled;
+use crate::kernels::conv2d::Conv2dParams;
 use crate::kernels::embedding::embedding;
 use crate::models::resnet::ResnetOptions;
 use crate::nn::{AdaptableWeights, Conv2d, Loader};
@@ -145,12 +146,15 @@ impl Vae {
         let (encoder, quant_conv_mean) = if with_encoder {
             let lc = cfg.latent_channels;
             let quant = if l.contains("quant_conv.weight") {
-                let full = Conv2d::load(&l.pp("quant_conv"), 2 * lc, 2 * lc, 1, 1)?;
-                Some(Conv2d {
-                    weight: full.weight.view(0, &[lc, 2 * lc, 1, 1])?,
-                    bias: full.bias.as_ref().map(|b| b.view(0, &[lc])).transpose()?,
-                    params: full.params,
-                })
+                // Only the mean half of the moments is ever used: keep its output channels.
+                let q = l.pp("quant_conv");
+                let w = q.get("weight", &[2 * lc, 2 * lc, 1, 1])?;
+                let bias = match q.contains("bias") {
+                    true => Some(q.upload(&[lc], &q.get("bias", &[2 * lc])?.data[..lc])?),
+                    false => None,
+                };
+                let shape = [lc, 2 * lc, 1, 1];
+                Some(Conv2d::from_host(&q, shape, &w.data[..lc * 2 * lc], bias, Conv2dParams::same(1, 1))?)
             } else {
                 None
             };
