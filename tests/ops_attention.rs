@@ -1,8 +1,10 @@
-//! attention kernel (flash attention, self/cross, causal) vs reference::attention.
+//! attention kernels vs reference::attention: the tiled flash kernel (GPUs) and attention_sg
+//! (the subgroup kernel for CPU adapters), self/cross, causal.
 
 mod common;
 use common::*;
 use lorafuse::kernels::attention::{attention, attention_into, attention_scaled, attention_tiled, Tiling};
+use lorafuse::kernels::attention_sg::{self, attention_sg_into};
 use lorafuse::{reference, DType, GpuTensor, Recorder};
 use rand::rngs::StdRng;
 
@@ -24,8 +26,20 @@ fn inputs(r: &mut StdRng, c: &Case, dt: DType) -> (Vec<f32>, Vec<f32>, Vec<f32>)
     (q, k, v)
 }
 
+/// Which kernel a check runs: `attention` as chosen for the device, the tiled kernel with a given
+/// tiling, or attention_sg with a given number of rows per lane.
+enum Kernel<'a> {
+    Default,
+    Tiled(&'a dyn Fn(DType) -> Tiling),
+    Sg(u32),
+}
+
 /// Run one case in both dtypes (optionally with an explicit tiling) against the full reference.
 fn check(r: &mut StdRng, c: &Case, tiling: Option<&dyn Fn(DType) -> Tiling>) {
+    check_kernel(r, c, tiling.map_or(Kernel::Default, Kernel::Tiled));
+}
+
+fn check_kernel(r: &mut StdRng, c: &Case, kernel: Kernel) {
     let ctx = ctx();
     for dt in dtypes() {
         let (q, k, v) = inputs(r, c, dt);
@@ -35,11 +49,16 @@ fn check(r: &mut StdRng, c: &Case, tiling: Option<&dyn Fn(DType) -> Tiling>) {
         let vt = GpuTensor::from_slice(ctx, &[c.b, c.sk, hd], &v, dt).unwrap();
         let mut rec = Recorder::new();
         let scale = 1.0 / (c.d as f32).sqrt();
-        let out = match tiling {
-            None => attention(ctx, &mut rec, &qt, &kt, &vt, c.heads, c.causal).unwrap(),
-            Some(f) => {
+        let out = match kernel {
+            Kernel::Default => attention(ctx, &mut rec, &qt, &kt, &vt, c.heads, c.causal).unwrap(),
+            Kernel::Tiled(f) => {
                 let out = GpuTensor::empty(ctx, &qt.shape, dt).unwrap();
                 attention_tiled(ctx, &mut rec, &qt, &kt, &vt, &out, c.heads, c.causal, scale, f(dt)).unwrap();
+                out
+            }
+            Kernel::Sg(rows) => {
+                let out = GpuTensor::empty(ctx, &qt.shape, dt).unwrap();
+                attention_sg_into(ctx, &mut rec, &qt, &kt, &vt, &out, c.heads, c.causal, scale, rows).unwrap();
                 out
             }
         };
@@ -54,7 +73,11 @@ fn check(r: &mut StdRng, c: &Case, tiling: Option<&dyn Fn(DType) -> Tiling>) {
             c.heads,
             c.d,
             c.causal,
-            if tiling.is_some() { " (16 KiB tiling)" } else { "" }
+            match kernel {
+                Kernel::Default => String::new(),
+                Kernel::Tiled(f) => format!(" (tiled {:?})", f(dt)),
+                Kernel::Sg(rows) => format!(" (attention_sg, {rows} rows per lane)"),
+            }
         );
         assert_close(&what, &got, &want, tol(dt));
     }
@@ -202,6 +225,28 @@ fn check_batches(what: &str, got: &[f32], q: &[f32], k: &[f32], v: &[f32], c: &C
     assert_close(what, &g, &w, TOL_F32);
 }
 
+/// `[false]` where `attention` already runs the tiled kernel for head dim `d`, else `[false,
+/// true]`: the default kernel (attention_sg) and then the tiled one.
+fn both_kernels(d: usize) -> Vec<bool> {
+    if attention_sg::default_rows(ctx(), d).is_some() {
+        vec![false, true]
+    } else {
+        vec![false]
+    }
+}
+
+/// `attention` (tiled = false) or the tiled kernel with the device's tiling, f32.
+fn run_kernel(rec: &mut Recorder, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, c: &Case, tiled: bool) -> GpuTensor {
+    let ctx = ctx();
+    if !tiled {
+        return attention(ctx, rec, q, k, v, c.heads, c.causal).unwrap();
+    }
+    let t = Tiling::choose(c.d, c.sq, DType::F32, ctx.caps.max_workgroup_storage, ctx.caps.max_invocations).unwrap();
+    let out = GpuTensor::empty(ctx, &q.shape, DType::F32).unwrap();
+    attention_tiled(ctx, rec, q, k, v, &out, c.heads, c.causal, 1.0 / (c.d as f32).sqrt(), t).unwrap();
+    out
+}
+
 #[test]
 fn attention_tensors_larger_than_one_binding() {
     let ctx = ctx();
@@ -218,20 +263,23 @@ fn attention_tensors_larger_than_one_binding() {
         let kt = GpuTensor::from_slice(ctx, &[c.b, c.sk, hd], &k, dt).unwrap();
         let vt = GpuTensor::from_slice(ctx, &[c.b, c.sk, hd], &v, dt).unwrap();
         assert!(!qt.fits_binding(ctx) && !kt.fits_binding(ctx) && !vt.fits_binding(ctx));
-        let mut rec = Recorder::new();
-        let out = attention(ctx, &mut rec, &qt, &kt, &vt, c.heads, c.causal).unwrap();
-        assert!(rec.len() >= 2, "expected a split launch");
-        rec.submit(ctx).unwrap();
-        let got = out.to_vec(ctx).unwrap();
-        if let Some(i) = got.iter().position(|x| !x.is_finite()) {
-            panic!("output element {i} is {} (unwritten)", got[i]);
+        for tiled in both_kernels(c.d) {
+            let mut rec = Recorder::new();
+            let out = run_kernel(&mut rec, &qt, &kt, &vt, &c, tiled);
+            assert!(rec.len() >= 2, "expected a split launch");
+            rec.submit(ctx).unwrap();
+            let got = out.to_vec(ctx).unwrap();
+            drop(out);
+            if let Some(i) = got.iter().position(|x| !x.is_finite()) {
+                panic!("output element {i} is {} (unwritten, tiled={tiled})", got[i]);
+            }
+            let per = ctx.caps.max_binding as usize / 4 / (c.sq * hd);
+            let mut bs: Vec<usize> =
+                [0, 1, per - 1, per, per + 1, c.b / 2, c.b - 1].into_iter().filter(|&i| i < c.b).collect();
+            bs.sort();
+            bs.dedup();
+            check_batches(&format!("attention split over batches (tiled={tiled})"), &got, &q, &k, &v, &c, &bs);
         }
-        let per = ctx.caps.max_binding as usize / 4 / (c.sq * hd);
-        let mut bs: Vec<usize> =
-            [0, 1, per - 1, per, per + 1, c.b / 2, c.b - 1].into_iter().filter(|&i| i < c.b).collect();
-        bs.sort();
-        bs.dedup();
-        check_batches("attention split over batches", &got, &q, &k, &v, &c, &bs);
     }
     {
         // One batch whose q/out alone exceed a binding: split over query rows (causal, so the
@@ -243,15 +291,6 @@ fn attention_tensors_larger_than_one_binding() {
         let kt = GpuTensor::from_slice(ctx, &[1, c.sk, hd], &k, dt).unwrap();
         let vt = GpuTensor::from_slice(ctx, &[1, c.sk, hd], &v, dt).unwrap();
         assert!(!qt.fits_binding(ctx));
-        let mut rec = Recorder::new();
-        let out = attention(ctx, &mut rec, &qt, &kt, &vt, c.heads, true).unwrap();
-        assert!(rec.len() >= 2, "expected a split launch");
-        rec.submit(ctx).unwrap();
-        let got = out.to_vec(ctx).unwrap();
-        drop(out);
-        if let Some(i) = got.iter().position(|x| !x.is_finite()) {
-            panic!("output element {i} is {} (unwritten)", got[i]);
-        }
         // Rows around each window boundary plus the first (causal) rows and the last ones.
         let per = ctx.caps.max_binding as usize / 4 / hd;
         let mut rows: Vec<usize> =
@@ -260,8 +299,19 @@ fn attention_tensors_larger_than_one_binding() {
         rows.dedup();
         let scale = 1.0 / (c.d as f64).sqrt();
         let want = reference::attention::attention_rows(&q, &k, &v, 1, c.sq, c.sk, c.heads, c.d, true, scale, &rows);
-        let sampled: Vec<f32> = rows.iter().flat_map(|&i| got[i * hd..(i + 1) * hd].iter().copied()).collect();
-        assert_close("attention split over query rows (causal)", &sampled, &want, TOL_F32);
+        for tiled in both_kernels(c.d) {
+            let mut rec = Recorder::new();
+            let out = run_kernel(&mut rec, &qt, &kt, &vt, &c, tiled);
+            assert!(rec.len() >= 2, "expected a split launch");
+            rec.submit(ctx).unwrap();
+            let got = out.to_vec(ctx).unwrap();
+            drop(out);
+            if let Some(i) = got.iter().position(|x| !x.is_finite()) {
+                panic!("output element {i} is {} (unwritten, tiled={tiled})", got[i]);
+            }
+            let sampled: Vec<f32> = rows.iter().flat_map(|&i| got[i * hd..(i + 1) * hd].iter().copied()).collect();
+            assert_close(&format!("attention split over query rows (causal, tiled={tiled})"), &sampled, &want, TOL_F32);
+        }
     }
 }
 
@@ -280,6 +330,115 @@ fn attention_explicit_scale() {
     rec.submit(ctx).unwrap();
     let want = reference::attention::attention(&q, &k, &v, 2, 70, 23, 2, 7, false, 0.9f32 as f64);
     assert_close("attention scale 0.9", &out.to_vec(ctx).unwrap(), &want, TOL_F32);
+}
+
+/// The subgroup kernel's width on this adapter; `None` (the attention_sg tests then only say so)
+/// where the adapter has no fixed subgroup width, so the kernel cannot run.
+fn sg_lanes() -> Option<u32> {
+    let l = attention_sg::lanes(ctx());
+    if l.is_none() {
+        eprintln!("attention_sg: this adapter has no fixed subgroup width; skipped");
+    }
+    l
+}
+
+#[test]
+fn attention_sg_rows_per_lane_awkward_shapes() {
+    if sg_lanes().is_none() {
+        return;
+    }
+    // Query counts that are not multiples of SG·rows and key counts that are not multiples of SG
+    // (partial last blocks), causal with Sq > Sk and Sq < Sk, several batches and heads; the rows
+    // per lane the launcher picks for SD's head dims plus odd ones.
+    let mut r = rng("attention_sg_rows_per_lane_awkward_shapes");
+    for (c, rows) in [
+        (case(2, 100, 77, 8, 40, false), vec![1, 3, attention_sg::rows_for(40)]),
+        (case(1, 77, 77, 8, 64, true), vec![attention_sg::rows_for(64), 5]),
+        (case(3, 257, 130, 2, 80, true), vec![attention_sg::rows_for(80), 7]),
+        (case(1, 130, 257, 1, 160, true), vec![attention_sg::rows_for(160)]),
+        (case(2, 33, 9, 3, 4, false), vec![1, 16]),
+        (case(1, 1, 1, 1, 8, true), vec![16]),
+    ] {
+        for rows in rows {
+            check_kernel(&mut r, &c, Kernel::Sg(rows));
+        }
+    }
+}
+
+#[test]
+fn attention_tiled_kernel_at_sd_head_dims() {
+    // On CPU adapters `attention` runs attention_sg, so the tiled kernel (GPUs) is checked here
+    // explicitly, with the tiling the device's limits give it.
+    let caps = &ctx().caps;
+    let mut r = rng("attention_tiled_kernel_at_sd_head_dims");
+    for c in [case(2, 100, 77, 8, 40, false), case(1, 77, 77, 8, 64, true), case(1, 257, 130, 2, 80, true)] {
+        let f =
+            move |dt: DType| Tiling::choose(c.d, c.sq, dt, caps.max_workgroup_storage, caps.max_invocations).unwrap();
+        check_kernel(&mut r, &c, Kernel::Tiled(&f));
+    }
+}
+
+#[test]
+fn attention_sg_more_than_65535_workgroups() {
+    // One row per lane and 3 queries per batch: 70001 batches need 70001 workgroups, folded into
+    // a 2-D grid.
+    if sg_lanes().is_none() {
+        return;
+    }
+    let ctx = ctx();
+    let mut r = rng("attention_sg_more_than_65535_workgroups");
+    let c = case(70001, 3, 2, 1, 4, true);
+    let dt = DType::F32;
+    let (q, k, v) = inputs(&mut r, &c, dt);
+    let qt = GpuTensor::from_slice(ctx, &[c.b, c.sq, 4], &q, dt).unwrap();
+    let kt = GpuTensor::from_slice(ctx, &[c.b, c.sk, 4], &k, dt).unwrap();
+    let vt = GpuTensor::from_slice(ctx, &[c.b, c.sk, 4], &v, dt).unwrap();
+    let out = GpuTensor::empty(ctx, &qt.shape, dt).unwrap();
+    let mut rec = Recorder::new();
+    attention_sg_into(ctx, &mut rec, &qt, &kt, &vt, &out, 1, true, 0.5, 1).unwrap();
+    assert!(rec.dispatches.iter().any(|d| d.groups[1] > 1), "expected a folded grid");
+    rec.submit(ctx).unwrap();
+    let want = reference::attention_sg::attention(&q, &k, &v, c.b, c.sq, c.sk, 1, 4, true, 0.5);
+    assert_close("attention_sg 70001 workgroups", &out.to_vec(ctx).unwrap(), &want, TOL_F32);
+}
+
+#[test]
+fn attention_sg_expansions_validate() {
+    // The launcher expands the template per (D/4, lanes, rows): those texts must be valid WGSL in
+    // both dtypes (naga, no device needed), from the smallest body to the largest head dim's.
+    use lorafuse::gpu::pipelines::specialize;
+    for (d4, sg, rows) in [(1, 8, 1), (10, 8, 16), (16, 16, 3), (40, 8, 2)] {
+        let src = attention_sg::expanded_source(d4, sg, rows);
+        for dt in [DType::F32, DType::F16] {
+            let text = specialize(src, dt).unwrap();
+            let module = naga::front::wgsl::parse_str(&text)
+                .unwrap_or_else(|e| panic!("d4={d4} sg={sg} rows={rows} {dt:?}: {}", e.emit_to_string(&text)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("d4={d4} sg={sg} rows={rows} {dt:?}: {e:?}"));
+        }
+    }
+}
+
+#[test]
+fn attention_sg_rejects_what_it_cannot_run() {
+    if sg_lanes().is_none() {
+        return;
+    }
+    let ctx = ctx();
+    let f32z = |s: &[usize]| GpuTensor::zeros(ctx, s, DType::F32).unwrap();
+    let mut rec = Recorder::new();
+    let (q, k, v, o) = (f32z(&[1, 10, 16]), f32z(&[1, 7, 16]), f32z(&[1, 7, 16]), f32z(&[1, 10, 16]));
+    let (q6, k6, v6, o6) = (f32z(&[1, 10, 12]), f32z(&[1, 7, 12]), f32z(&[1, 7, 12]), f32z(&[1, 10, 12]));
+    let bad = [
+        ("rows 0", attention_sg_into(ctx, &mut rec, &q, &k, &v, &o, 2, false, 0.5, 0).error()),
+        ("rows 17", attention_sg_into(ctx, &mut rec, &q, &k, &v, &o, 2, false, 0.5, 17).error()),
+        ("d % 4", attention_sg_into(ctx, &mut rec, &q6, &k6, &v6, &o6, 2, false, 0.5, 1).error()),
+    ];
+    for (what, e) in bad {
+        assert!(e.to_string().contains("attention_sg"), "{what}: {e}");
+    }
+    assert!(rec.is_empty());
 }
 
 /// The error of a call that must fail (GpuTensor has no Debug, so no `unwrap_err`).

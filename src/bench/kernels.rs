@@ -98,22 +98,38 @@ fn cases(ctx: &Context, opts: &BenchOptions) -> Result<Vec<LazyCase>> {
             rec,
         })
     }));
-    for (name, sk) in [("attention", s), ("cross_attention", 77)] {
-        v.push(Box::new(move |c| {
-            let (h, d) = (8usize, 40usize);
-            let qt = rand_tensor(c, &[1, s, h * d], DType::F32, 7, 1.0)?;
-            let kt = rand_tensor(c, &[1, sk, h * d], DType::F32, 8, 1.0)?;
-            let vt = rand_tensor(c, &[1, sk, h * d], DType::F32, 9, 1.0)?;
-            let mut rec = Recorder::new();
-            attention(c, &mut rec, &qt, &kt, &vt, h, false)?;
-            Ok(Case {
-                name,
-                shape: format!("{s}x{sk} h{h} d{d}"),
-                flops: 4.0 * (s * sk * d * h) as f64,
-                bytes: 4.0 * ((2 * s + 2 * sk) * h * d) as f64,
-                rec,
-            })
-        }));
+    // Attention at UNet level 1 (self 4096×4096 and cross 4096×77, 8 heads of 40) and level 2
+    // (self 1024×1024, 8 heads of 80), in each storage dtype; names end in the dtype for f16.
+    let mut attn_dtypes = vec![DType::F32];
+    if ctx.caps.shader_f16 {
+        attn_dtypes.push(DType::F16);
+    }
+    for dt in attn_dtypes {
+        let s2 = s / 4;
+        for (name, sq, sk, d) in
+            [("attention", s, s, 40usize), ("attention", s2, s2, 80), ("cross_attention", s, 77, 40)]
+        {
+            v.push(Box::new(move |c| {
+                let h = 8usize;
+                let qt = rand_tensor(c, &[1, sq, h * d], dt, 7, 1.0)?;
+                let kt = rand_tensor(c, &[1, sk, h * d], dt, 8, 1.0)?;
+                let vt = rand_tensor(c, &[1, sk, h * d], dt, 9, 1.0)?;
+                let mut rec = Recorder::new();
+                attention(c, &mut rec, &qt, &kt, &vt, h, false)?;
+                let es = dt.size() as f64;
+                Ok(Case {
+                    name: match (name, dt) {
+                        ("attention", DType::F16) => "attention_f16",
+                        (_, DType::F16) => "cross_attention_f16",
+                        _ => name,
+                    },
+                    shape: format!("{sq}x{sk} h{h} d{d}"),
+                    flops: 4.0 * (sq * sk * d * h) as f64,
+                    bytes: es * ((2 * sq + 2 * sk) * h * d) as f64,
+                    rec,
+                })
+            }));
+        }
     }
     v.push(Box::new(move |c| {
         let x = rand_tensor(c, &[1, 320, side, side], DType::F32, 10, 1.0)?;

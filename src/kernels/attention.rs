@@ -12,12 +12,18 @@
 //! dim, query count and dtype to fit `ctx.caps.max_workgroup_storage` ([`Tiling::choose`]); every
 //! head dim also has a tiling within the 16 KiB WebGPU default.
 //!
+//! Kernel choice: on CPU adapters (lavapipe) [`attention_into`] runs
+//! [`attention_sg`](crate::kernels::attention_sg) instead (no workgroup memory, no barriers; about
+//! 20× faster there) wherever it can: fixed-width subgroups, D % 4 == 0, 4-element-aligned
+//! tensors. GPUs keep this kernel.
+//!
 //! Big tensors: launches cover whole batches whose q/k/v/out slices fit one binding; a batch whose
 //! q slice alone is too big is split by query rows. A single batch's K or V must fit one binding.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
+use crate::kernels::attention_sg;
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -203,7 +209,7 @@ pub fn attention_scaled(
 }
 
 /// Check shapes and return the head dim D.
-fn head_dim(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize) -> Result<usize> {
+pub(crate) fn head_dim(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize) -> Result<usize> {
     let desc = || format!("q {:?}, k {:?}, v {:?}, heads {heads}", q.shape, k.shape, v.shape);
     if q.shape.len() != 3 || k.shape.len() != 3 || v.shape.len() != 3 {
         return Err(Error::shape(OP, format!("want q [B, Sq, H·D], k and v [B, Sk, H·D]; got {}", desc())));
@@ -249,11 +255,34 @@ pub fn attention_into(
     scale: f32,
 ) -> Result<()> {
     let d = head_dim(q, k, v, heads)?;
+    // CPU adapters: the subgroup kernel (no workgroup memory, no barriers), where it can run.
+    if let Some(r) = attention_sg::default_rows(ctx, d) {
+        if [q, k, v, out].iter().all(|t| attention_sg::aligned(t)) {
+            return attention_sg::attention_sg_into(ctx, rec, q, k, v, out, heads, causal, scale, r);
+        }
+    }
     let t = Tiling::choose(d, q.shape[1], q.dtype, ctx.caps.max_workgroup_storage, ctx.caps.max_invocations)
         .ok_or_else(|| {
             Error::limit(OP, format!("workgroup bytes for head dim {d}"), 16384, ctx.caps.max_workgroup_storage as u64)
         })?;
     attention_tiled(ctx, rec, q, k, v, out, heads, causal, scale, t)
+}
+
+/// Checks shared by both kernels: `out` matches q and aliases no input; the scale is finite.
+pub(crate) fn check_out(q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, out: &GpuTensor, scale: f32) -> Result<()> {
+    if out.shape != q.shape || out.dtype != q.dtype {
+        return Err(Error::shape(
+            OP,
+            format!("out {:?} {} must match q {:?} {}", out.shape, out.dtype.name(), q.shape, q.dtype.name()),
+        ));
+    }
+    if out.same_buffer(q) || out.same_buffer(k) || out.same_buffer(v) {
+        return Err(Error::invalid(OP, "output aliases an input"));
+    }
+    if !scale.is_finite() {
+        return Err(Error::invalid(OP, format!("scale {scale} is not finite")));
+    }
+    Ok(())
 }
 
 /// [`attention_into`] with an explicit [`Tiling`] (for tuning and for testing the small-memory
@@ -273,14 +302,19 @@ pub fn attention_tiled(
 ) -> Result<()> {
     let from = rec.len();
     attention_dispatches(ctx, rec, q, k, v, out, heads, causal, scale, t)?;
-    // q·kᵀ and p·v: 2 · 2·Sq·Sk·width per batch (causal masking is not subtracted)
+    annotate(rec, from, q, k, heads);
+    Ok(())
+}
+
+/// Name the launches recorded since `from` as one attention of q over k, with its work:
+/// q·kᵀ and p·v are 2 · 2·Sq·Sk·width per batch (causal masking is not subtracted).
+pub(crate) fn annotate(rec: &mut Recorder, from: usize, q: &GpuTensor, k: &GpuTensor, heads: usize) {
     let (b, sq, width, sk) = (q.shape[0], q.shape[1], q.shape[2], k.shape[1]);
     let flops = 4.0 * (b * sq * sk * width) as f64;
-    let bytes = (2 * q.numel() + k.numel() + v.numel()) as f64 * q.dtype.size() as f64;
+    let bytes = (2 * q.numel() + 2 * k.numel()) as f64 * q.dtype.size() as f64;
     let kind = if sq == sk { "self" } else { "cross" };
     let class = format!("attention {kind} {sq}x{sk} d{}", width / heads.max(1));
     rec.annotate(from, class, Work { flops, bytes });
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -298,18 +332,7 @@ fn attention_dispatches(
 ) -> Result<()> {
     let d = head_dim(q, k, v, heads)?;
     t.validate(ctx, d, q.dtype)?;
-    if out.shape != q.shape || out.dtype != q.dtype {
-        return Err(Error::shape(
-            OP,
-            format!("out {:?} {} must match q {:?} {}", out.shape, out.dtype.name(), q.shape, q.dtype.name()),
-        ));
-    }
-    if out.same_buffer(q) || out.same_buffer(k) || out.same_buffer(v) {
-        return Err(Error::invalid(OP, "output aliases an input"));
-    }
-    if !scale.is_finite() {
-        return Err(Error::invalid(OP, format!("scale {scale} is not finite")));
-    }
+    check_out(q, k, v, out, scale)?;
     let (b, sq, sk, hd) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2]);
     if b * sq == 0 {
         return Ok(());

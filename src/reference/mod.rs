@@ -2,6 +2,7 @@
 //! Written for clarity, not speed; each mirrors the launcher of the same name in `kernels/`.
 
 pub mod attention;
+pub mod attention_sg;
 pub mod binary;
 pub mod concat;
 pub mod conv2d;
