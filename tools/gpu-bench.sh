@@ -10,7 +10,7 @@
 #                                          `bench lora` and PyTorch's UNet step, and write every
 #                                          result into OUT (default gpu-bench-out)
 #
-# DIR stays under ~10 MiB, so it travels with the working tree to a lent machine (`device run`
+# DIR is about 25 MiB (the binary is ~19 MiB xz-compressed), so it travels with the working tree to a lent machine (`device run`
 # with `carry: [".gpu-bench"]`: move tests/fixtures aside first). Record the numbers in
 # BENCHMARKS.md with the GPU's name and driver.
 set -euo pipefail

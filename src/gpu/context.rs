@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::gpu::disk_cache::DiskCache;
 use crate::gpu::pipelines::PipelineCache;
 use crate::gpu::pool::{Arena, BufferPool};
+use crate::gpu::tune::{Autotune, TuneStore};
 use crate::{Error, Result};
 
 /// What kind of adapter the device runs on. Kernels pick CPU-friendly variants (bigger tiles,
@@ -86,6 +87,8 @@ pub struct ContextOptions {
     /// Keep compiled pipelines in this folder between runs, where the backend supports it
     /// (Vulkan); saved by [`Context::save_pipeline_cache`] and when the context is dropped.
     pub pipeline_cache_dir: Option<std::path::PathBuf>,
+    /// Where kernels measure their tile shapes at first use (kept in `pipeline_cache_dir`).
+    pub autotune: Autotune,
 }
 
 /// The GPU device plus everything shared by kernels: pipeline cache, buffer pool, capabilities.
@@ -103,6 +106,9 @@ pub struct Context {
     arena: Mutex<Option<Arc<Arena>>>,
     /// Compiled pipelines persisted between runs (see [`ContextOptions::pipeline_cache_dir`]).
     pub(crate) disk_cache: Option<DiskCache>,
+    /// Tile shapes measured on this adapter (see [`TuneStore`]).
+    pub tune: TuneStore,
+    pub autotune: Autotune,
 }
 
 /// An open arena scope; closing it (drop) drops the scope's free list. Returned by
@@ -217,6 +223,8 @@ impl Context {
         let info = adapter.get_info();
         let mut ctx = Self::build(device, queue, &info);
         ctx.disk_cache = opts.pipeline_cache_dir.as_deref().and_then(|d| DiskCache::open(&ctx.device, &info, d));
+        ctx.tune = TuneStore::open(&info, opts.pipeline_cache_dir.as_deref());
+        ctx.autotune = opts.autotune;
         Ok(ctx)
     }
 
@@ -273,6 +281,8 @@ impl Context {
             pipelines: PipelineCache::default(),
             poison: std::sync::atomic::AtomicBool::new(false),
             disk_cache: None,
+            tune: TuneStore::default(),
+            autotune: Autotune::default(),
             lost,
             arena: Mutex::new(None),
         }
@@ -317,6 +327,7 @@ impl Context {
     /// Write the pipelines compiled so far to the on-disk cache (a no-op without one, or when
     /// nothing new was compiled). Also done when the context is dropped.
     pub fn save_pipeline_cache(&self) -> Result<()> {
+        self.tune.save()?;
         self.disk_cache.as_ref().map_or(Ok(()), |c| c.save())
     }
 

@@ -9,9 +9,11 @@ pub mod pipelines;
 pub mod pool;
 pub(crate) mod readback;
 pub mod recorder;
+pub mod tune;
 
 pub use binding::Window;
 pub use context::{AdapterKind, Caps, Context, ContextOptions};
 pub use dtype::DType;
 pub use pipelines::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey};
 pub use recorder::{Dispatch, Recorder, Work};
+pub use tune::{Autotune, TuneStore};

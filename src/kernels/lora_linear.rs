@@ -11,7 +11,7 @@
 //! stored in the stack's dtype.
 
 use crate::gpu::Recorder;
-use crate::kernels::matmul::{default_kernel, linear_shapes, record_gemm, Gemm};
+use crate::kernels::matmul::{kernel_for, linear_shapes, record_gemm, Gemm};
 use crate::tensor::{DType, GpuTensor, HostTensor};
 use crate::{Context, Error, Result};
 
@@ -164,7 +164,7 @@ pub fn lora_linear(
             ),
         ));
     }
-    let kernel = default_kernel(ctx);
+    let kernel = kernel_for(ctx, m, n, k, dt, true);
     let y = GpuTensor::empty(ctx, &out, dt)?;
     let seg2 = match (&lora.a_cat, &lora.b_cat) {
         (Some(a_cat), Some(b_cat)) => {

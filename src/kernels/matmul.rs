@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::autotune::{self, Search};
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
@@ -91,6 +92,80 @@ impl GemmKernel {
             GemmKernel::Subgroup { lanes } => (32, 8 * lanes as usize),
         }
     }
+}
+
+impl GemmKernel {
+    /// How a choice is written in the autotune store: `tiled:BMxBNxBK` or `sg:LANES`.
+    pub fn name(&self) -> String {
+        match *self {
+            GemmKernel::Tiled { bm, bn, bk } => format!("tiled:{bm}x{bn}x{bk}"),
+            GemmKernel::Subgroup { lanes } => format!("sg:{lanes}"),
+        }
+    }
+
+    /// The inverse of [`GemmKernel::name`]; `None` for anything else (a store from another build).
+    pub fn parse(s: &str) -> Option<GemmKernel> {
+        let (kind, rest) = s.split_once(':')?;
+        let v: Vec<u32> = rest.split('x').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        match (kind, &v[..]) {
+            ("tiled", &[bm, bn, bk]) => Some(GemmKernel::Tiled { bm, bn, bk }),
+            ("sg", &[lanes]) => Some(GemmKernel::Subgroup { lanes }),
+            _ => None,
+        }
+    }
+}
+
+/// Candidate tiles of the `tiled` kernel for the autotune (those the device cannot run are
+/// skipped).
+const TUNE_TILES: [(u32, u32, u32); 6] =
+    [(128, 128, 8), (128, 64, 16), (64, 128, 16), (64, 64, 32), (64, 64, 16), (32, 32, 16)];
+
+/// The kernel for an `m × n × k` GEMM (`trans_b`: B is `[N, K]`) in `dtype`: [`default_kernel`],
+/// or on GPUs the tile that [`autotune`] measured fastest for the shape class (dtype, B's layout,
+/// M, N, K rounded up to powers of two), measuring it now on the first GEMM of the class.
+pub fn kernel_for(ctx: &Context, m: usize, n: usize, k: usize, dtype: DType, trans_b: bool) -> GemmKernel {
+    let fallback = default_kernel(ctx);
+    // The search allocates its own operands: skip it for huge ones and for empty ones.
+    let big = 1 << 26;
+    if !autotune::enabled(ctx) || m * n * k == 0 || m * k > big || n * k > big || m * n > big {
+        return fallback;
+    }
+    let operands = || -> Result<[GpuTensor; 3]> {
+        // Uploaded tensors are never arena tensors, so a search may run inside a graph recording.
+        let b_shape = if trans_b { [n, k] } else { [k, n] };
+        Ok([
+            GpuTensor::from_slice(ctx, &[m, k], &vec![0.5; m * k], dtype)?,
+            GpuTensor::from_slice(ctx, &b_shape, &vec![0.25; n * k], dtype)?,
+            GpuTensor::from_slice(ctx, &[m, n], &vec![0.0; m * n], dtype)?,
+        ])
+    };
+    let p2 = |v: usize| v.next_power_of_two();
+    let key = format!("gemm.{}.{}.m{}.n{}.k{}", dtype.name(), if trans_b { "nt" } else { "nn" }, p2(m), p2(n), p2(k));
+    if ctx.tune.get(&key).is_none() {
+        log::info!("autotune: measuring GEMM tiles for {key}");
+    }
+    let Ok([a, b, c]) = operands() else { return fallback };
+    let record = |rec: &mut Recorder, kern: &GemmKernel| {
+        let g = Gemm { trans_b, ..Gemm::linear("autotune", (m, n, k), &a, &b, &c) };
+        record_gemm(ctx, rec, &g, *kern)
+    };
+    let candidates = TUNE_TILES
+        .iter()
+        .map(|&(bm, bn, bk)| GemmKernel::Tiled { bm, bn, bk })
+        .filter(|&t| check_kernel(ctx, "matmul", t).is_ok())
+        .collect();
+    autotune::pick(
+        ctx,
+        Search {
+            key,
+            candidates,
+            fallback,
+            name: GemmKernel::name,
+            parse: GemmKernel::parse,
+            record: &record,
+            reps: ((1e8 / (2.0 * (m * n * k) as f64)) as usize).clamp(1, 20),
+        },
+    )
 }
 
 /// The portable kernel for this device: 64x64 tiles with 256 threads where the adapter allows,
@@ -506,7 +581,11 @@ pub fn linear(
     w: &GpuTensor,
     bias: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
-    linear_with(ctx, rec, x, w, bias, default_kernel(ctx))
+    let kernel = match linear_shapes("linear", x, w, bias) {
+        Ok((m, n, k, _)) => kernel_for(ctx, m, n, k, x.dtype, true),
+        Err(_) => default_kernel(ctx), // linear_with reports the shapes
+    };
+    linear_with(ctx, rec, x, w, bias, kernel)
 }
 
 /// [`linear`] with an explicit kernel choice (benchmarks and tests of the portable path).
@@ -535,7 +614,11 @@ pub fn linear_with(
 /// Batched `a·b`: a `[B, M, K]` or `[M, K]`, b `[B, K, N]` or `[K, N]` (a 2-D b is shared by every
 /// batch) → `[B, M, N]` (or `[M, N]`).
 pub fn matmul(ctx: &Context, rec: &mut Recorder, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
-    matmul_with(ctx, rec, a, b, default_kernel(ctx))
+    let kernel = match (&a.shape[..], &b.shape[..]) {
+        ([.., m, k], [.., kb, n]) if k == kb => kernel_for(ctx, *m, *n, *k, a.dtype, false),
+        _ => default_kernel(ctx), // matmul_with reports the shapes
+    };
+    matmul_with(ctx, rec, a, b, kernel)
 }
 
 /// [`matmul`] with an explicit kernel choice.

@@ -7,6 +7,7 @@
 mod affine;
 pub mod attention;
 pub mod attention_sg;
+pub mod autotune;
 pub mod binary;
 pub mod concat;
 pub mod conv2d;

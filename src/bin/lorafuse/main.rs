@@ -15,6 +15,7 @@ use anyhow::{Context as _, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lorafuse::bench::kernels::{run, BenchOptions};
+use lorafuse::gpu::Autotune;
 use lorafuse::pipeline::request::Precision;
 use lorafuse::{Context, ContextOptions};
 
@@ -37,6 +38,10 @@ struct Cli {
     /// Keep no pipeline cache on disk.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// When kernels time their tile shapes at first use and keep the fastest (in the cache folder):
+    /// on GPUs (gpu), everywhere (always) or never (off).
+    #[arg(long, global = true, default_value = "gpu", env = "LORAFUSE_AUTOTUNE", value_parser = args::named::<Autotune>)]
+    autotune: Autotune,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -127,8 +132,13 @@ fn context(cli: &Cli) -> Result<Context> {
     } else {
         cli.cache_dir.clone().or_else(|| dirs::cache_dir().map(|d| d.join("lorafuse")))
     };
-    Context::new(&ContextOptions { adapter: cli.adapter.clone(), disable_f16: cli.no_f16, pipeline_cache_dir })
-        .context("cannot start the GPU")
+    let opts = ContextOptions {
+        adapter: cli.adapter.clone(),
+        disable_f16: cli.no_f16,
+        pipeline_cache_dir,
+        autotune: cli.autotune,
+    };
+    Context::new(&opts).context("cannot start the GPU")
 }
 
 fn main() {

@@ -12,7 +12,7 @@
 //!
 //! The stacked weights stay addressable per module: each `Linear` holds a view of its slice.
 
-use crate::kernels::matmul::{default_kernel, record_gemm, Gemm};
+use crate::kernels::matmul::{kernel_for, record_gemm, Gemm};
 use crate::nn::{Linear, Loader};
 use crate::{Context, DType, Error, GpuTensor, Recorder, Result};
 
@@ -109,7 +109,7 @@ pub fn multi_linear(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, w: &GpuTen
         bias: None,
         c: &c,
     };
-    record_gemm(ctx, rec, &g, default_kernel(ctx))?;
+    record_gemm(ctx, rec, &g, kernel_for(ctx, g.m, g.n, g.k, g.c.dtype, g.trans_b))?;
     Ok(c)
 }
 
@@ -148,7 +148,7 @@ pub fn linear_transposed(ctx: &Context, rec: &mut Recorder, t: &GpuTensor, w: &G
         bias: None,
         c: &c,
     };
-    record_gemm(ctx, rec, &g, default_kernel(ctx))?;
+    record_gemm(ctx, rec, &g, kernel_for(ctx, g.m, g.n, g.k, g.c.dtype, g.trans_b))?;
     Ok(c)
 }
 
@@ -181,5 +181,5 @@ pub fn linear_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, l: &Linear,
         bias: l.bias.as_ref(),
         c: out,
     };
-    record_gemm(ctx, rec, &g, default_kernel(ctx))
+    record_gemm(ctx, rec, &g, kernel_for(ctx, g.m, g.n, g.k, g.c.dtype, g.trans_b))
 }
