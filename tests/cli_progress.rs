@@ -43,7 +43,17 @@ fn progress_is_plain_lines_when_stderr_is_not_a_terminal() {
     let cache = d.join("cache").display().to_string();
     let r = generate(&d.join("p.png"), &["--cache-dir", &cache]);
     let err = String::from_utf8_lossy(&r.stderr);
-    let lines: Vec<&str> = err.lines().collect();
+    let all: Vec<&str> = err.lines().collect();
+    // A CPU adapter compiles the UNet graph's kernels ahead of sampling and says so: the first and
+    // the last "compiling kernels n/N" line at least, right after the precision line.
+    let compiling: Vec<&str> = all.iter().copied().filter(|l| l.starts_with("compiling kernels ")).collect();
+    let count = |l: &str| l.split_whitespace().nth(2).unwrap().to_string();
+    assert!(compiling.len() >= 2, "{err}");
+    let total = count(compiling[0]).split('/').nth(1).unwrap().to_string();
+    assert_eq!(count(compiling[0]), format!("1/{total}"), "{err}");
+    assert_eq!(count(compiling.last().unwrap()), format!("{total}/{total}"), "{err}");
+    assert!(all[2].starts_with("compiling kernels 1/"), "{err}");
+    let lines: Vec<&str> = all.iter().copied().filter(|l| !l.starts_with("compiling kernels ")).collect();
     let mut expected = vec!["seed: 5".to_string(), "precision: f16 (auto: the adapter has SHADER_F16".to_string()];
     for image in 1..=2 {
         expected.push(format!("image {image}/2 ("));

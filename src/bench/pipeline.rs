@@ -98,6 +98,7 @@ pub fn run(
             progress(&format!("step {step}/{steps}"));
         }
         Progress::Decode => decode_at = Some(Instant::now()),
+        Progress::Compile { done, total } => progress(&format!("compiling kernels {done}/{total}")),
     })?;
     let end = Instant::now();
     // The first mark is the start of sampling (after the graph was recorded and its pipelines

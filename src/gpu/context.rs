@@ -108,6 +108,8 @@ pub struct Context {
     pub(crate) disk_cache: Option<DiskCache>,
     /// Tile shapes measured on this adapter (see [`TuneStore`]).
     pub tune: TuneStore,
+    /// Pipeline variants already dispatched once (see [`Recorder::warm_up`](crate::Recorder)).
+    pub(crate) warmed: Mutex<std::collections::HashSet<Arc<str>>>,
     pub autotune: Autotune,
 }
 
@@ -282,6 +284,7 @@ impl Context {
             poison: std::sync::atomic::AtomicBool::new(false),
             disk_cache: None,
             tune: TuneStore::default(),
+            warmed: Mutex::new(Default::default()),
             autotune: Autotune::default(),
             lost,
             arena: Mutex::new(None),

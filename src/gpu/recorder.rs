@@ -62,6 +62,32 @@ impl Recorder {
         self.dispatches.is_empty()
     }
 
+    /// Compile ahead, visibly: run one workgroup of the first dispatch of each pipeline variant
+    /// that this context has not run yet, one submission at a time, calling `report(done, total)`
+    /// after each. Drivers that compile a pipeline at its first dispatch (lavapipe: 1–25 s per
+    /// large kernel) then spend that time here, where a caller can show it, instead of silently
+    /// inside the first real submission. Only for recordings whose every dispatch is rewritten by
+    /// the real run (a graph computing fresh outputs from its inputs): the extra workgroup writes
+    /// partial results that the real run overwrites. Returns how many variants it ran.
+    pub fn warm_up(&self, ctx: &Context, mut report: impl FnMut(usize, usize)) -> Result<usize> {
+        let mut seen = ctx.warmed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh: Vec<&Dispatch> = Vec::new();
+        for d in &self.dispatches {
+            if !seen.contains(&d.variant) && !fresh.iter().any(|f| f.variant == d.variant) {
+                fresh.push(d);
+            }
+        }
+        let total = fresh.len();
+        for (i, d) in fresh.into_iter().enumerate() {
+            let one = Recorder { dispatches: vec![Dispatch { groups: [1, 1, 1], ..d.clone() }] };
+            one.replay(ctx)?;
+            ctx.sync()?;
+            seen.insert(d.variant.clone());
+            report(i + 1, total);
+        }
+        Ok(total)
+    }
+
     /// Name the dispatches recorded since index `from` as one launch of `class` and spread its
     /// `work` evenly over them (a launch split by binding windows shares its count).
     pub fn annotate(&mut self, from: usize, class: String, work: Work) {

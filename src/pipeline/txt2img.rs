@@ -55,6 +55,9 @@ pub enum Progress {
     Step { step: usize, steps: usize },
     /// Decoding the latents.
     Decode,
+    /// Kernels compiled ahead of sampling on drivers that compile at first use (CPU adapters):
+    /// `done` of `total` new pipeline variants of the UNet graph.
+    Compile { done: usize, total: usize },
 }
 
 /// What a generation produced.
@@ -248,6 +251,10 @@ impl Pipeline {
             let _arena = ctx.arena();
             self.unet.forward_with_temb(ctx, &mut graph, &x_in, &temb, &context)?
         };
+
+        if ctx.caps.is_cpu() {
+            graph.warm_up(ctx, |done, total| progress(Progress::Compile { done, total }))?;
+        }
 
         let mut images = Vec::new();
         let mut noise_all = Vec::with_capacity(req.batch * per);

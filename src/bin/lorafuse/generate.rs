@@ -77,6 +77,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
             bar.set_position(step as u64);
         }
         Progress::Decode => bar.set_message("decoding"),
+        Progress::Compile { done, total } => bar.compiling(done, total),
     })?;
     bar.finish();
 

@@ -98,11 +98,13 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         bar.set_message(format!("cell {}/{n}", i + 1));
         let tc = Instant::now();
         let mut last = 0u64;
-        let out = pipe.generate(ctx, &cell.req, &mut |p| {
-            if let Progress::Step { step, .. } = p {
+        let out = pipe.generate(ctx, &cell.req, &mut |p| match p {
+            Progress::Step { step, .. } => {
                 last = step as u64;
                 bar.set_position(done_steps + last);
             }
+            Progress::Compile { done, total } => bar.compiling(done, total),
+            _ => {}
         })?;
         done_steps += last.max(cell.req.steps as u64);
         bar.set_position(done_steps);

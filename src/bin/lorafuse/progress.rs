@@ -23,6 +23,8 @@ struct Lines {
     message: String,
     length: u64,
     position: u64,
+    /// When the last "compiling kernels" line was written (seconds since start).
+    compile_line_at: f64,
 }
 
 /// A progress display; cheap to call from the library's progress callbacks.
@@ -42,7 +44,13 @@ impl Progress {
             b.set_style(ProgressStyle::with_template(template)?);
             Sink::Bar(b)
         } else {
-            Sink::Lines(Mutex::new(Lines { unit, message: String::new(), length: 0, position: 0 }))
+            Sink::Lines(Mutex::new(Lines {
+                unit,
+                message: String::new(),
+                length: 0,
+                position: 0,
+                compile_line_at: 0.0,
+            }))
         };
         Ok(Progress { sink, start: Instant::now() })
     }
@@ -86,6 +94,24 @@ impl Progress {
                     l.position = pos;
                     let prefix = if l.message.is_empty() { String::new() } else { format!("{}: ", l.message) };
                     eprintln!("{prefix}{pos}/{} {} ({t:.1} s)", l.length, l.unit);
+                }
+            }),
+            Sink::Hidden => {}
+        }
+    }
+
+    /// Kernels compiled ahead of sampling: the bar's message on a terminal; plain lines at the
+    /// first, then at most one per 5 s, and the last (a cold lavapipe run compiles for a minute or
+    /// more, so this is what tells a user that it is working).
+    pub fn compiling(&self, done: usize, total: usize) {
+        let msg = format!("compiling kernels {done}/{total}");
+        match &self.sink {
+            Sink::Bar(b) => b.set_message(msg),
+            Sink::Lines(_) => self.lines(|l, t| {
+                let due = t - l.compile_line_at >= 5.0;
+                if done == 1 || done == total || due {
+                    eprintln!("{msg} ({t:.1} s)");
+                    l.compile_line_at = t;
                 }
             }),
             Sink::Hidden => {}
