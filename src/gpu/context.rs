@@ -110,8 +110,13 @@ pub struct Context {
     pub tune: TuneStore,
     /// Pipeline variants already dispatched once (see [`Recorder::warm_up`](crate::Recorder)).
     pub(crate) warmed: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Bytes written by `queue.write_buffer` since the last flush (see [`Context::note_upload`]).
+    queued_upload: std::sync::atomic::AtomicU64,
     pub autotune: Autotune,
 }
+
+/// Queued upload bytes after which pending writes are submitted (see [`Context::note_upload`]).
+const UPLOAD_FLUSH: u64 = 256 << 20;
 
 /// An open arena scope; closing it (drop) drops the scope's free list. Returned by
 /// [`Context::arena`]; a guard from a nested call owns nothing.
@@ -285,6 +290,7 @@ impl Context {
             disk_cache: None,
             tune: TuneStore::default(),
             warmed: Mutex::new(Default::default()),
+            queued_upload: Default::default(),
             autotune: Autotune::default(),
             lost,
             arena: Mutex::new(None),
@@ -343,6 +349,20 @@ impl Context {
     }
 
     /// Block until all submitted work is done.
+    /// Account `bytes` queued by `queue.write_buffer`. wgpu stages every write in memory of its
+    /// own until the next submission completes, so a model load (thousands of writes and no
+    /// dispatch) would hold a second copy of all its weights at once; past [`UPLOAD_FLUSH`] queued
+    /// bytes this submits the pending writes and waits, which frees their staging memory.
+    pub(crate) fn note_upload(&self, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        let queued = self.queued_upload.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if queued >= UPLOAD_FLUSH {
+            self.queued_upload.store(0, Ordering::Relaxed);
+            self.queue.submit([]);
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())

@@ -159,6 +159,7 @@ impl GpuTensor {
         // Large uploads go in slices so wgpu's staging memory stays bounded; a ragged tail is
         // padded to the 4-byte copy granularity.
         const CHUNK: usize = 64 << 20;
+        ctx.note_upload(bytes.len());
         for (i, c) in bytes.chunks(CHUNK).enumerate() {
             let off = self.offset + (i * CHUNK) as u64;
             if c.len() % 4 == 0 {
