@@ -1,11 +1,12 @@
-//! GEMM autotune (`kernels::gemm_tune`): with `Autotune::Always` even lavapipe searches the tiles.
-//! The first GEMM of a shape class measures the candidates and keeps the fastest in the store on
-//! disk; its result still matches the reference; a second context over the same folder reads the
-//! choice back; a damaged store file is ignored, never an error.
+//! Autotune (`kernels::autotune`): with `Autotune::Always` even lavapipe searches. The first GEMM
+//! (or tiled attention) of a shape class measures the candidates and keeps the fastest in the
+//! store on disk; its result still matches the reference; a second context over the same folder
+//! reads the choice back; a damaged store file is ignored, never an error.
 
 mod common;
 use common::*;
 use lorafuse::gpu::Autotune;
+use lorafuse::kernels::attention::{attention, Tiling};
 use lorafuse::kernels::matmul::{linear, matmul, GemmKernel};
 use lorafuse::{reference, Context, ContextOptions, DType, GpuTensor, Recorder};
 
@@ -77,4 +78,41 @@ fn autotune_choice_names_round_trip() {
     for bad in ["", "tiled", "tiled:64x64", "tiled:axbxc", "sg:", "wmma:16"] {
         assert_eq!(GemmKernel::parse(bad), None, "{bad:?}");
     }
+    let t = Tiling::choose(40, 4096, DType::F16, 16384, 256).unwrap();
+    assert_eq!(Tiling::parse(&t.name()), Some(t));
+    assert_eq!(Tiling::parse("1x2x3"), None);
+}
+
+/// The tiled attention's tiling is tuned the same way. Head dim 10 is not a multiple of 4, so
+/// lavapipe runs the tiled kernel rather than `attention_sg`.
+#[test]
+fn autotune_picks_and_reuses_an_attention_tiling() {
+    let dir = std::env::temp_dir().join(format!("lorafuse-autotune-attn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = rng("autotune_attention");
+    let (b, sq, sk, heads, d) = (2usize, 37usize, 21usize, 3usize, 10usize);
+    let q = rand_vec(&mut r, b * sq * heads * d, 1.0, DType::F32);
+    let k = rand_vec(&mut r, b * sk * heads * d, 1.0, DType::F32);
+    let v = rand_vec(&mut r, b * sk * heads * d, 1.0, DType::F32);
+    let want = reference::attention::attention(&q, &k, &v, b, sq, sk, heads, d, false, 1.0 / (d as f64).sqrt());
+    let run = |ctx: &Context| {
+        let up = |x: &[f32], s: usize| GpuTensor::from_slice(ctx, &[b, s, heads * d], x, DType::F32).unwrap();
+        let mut rec = Recorder::new();
+        let o = attention(ctx, &mut rec, &up(&q, sq), &up(&k, sk), &up(&v, sk), heads, false).unwrap();
+        rec.submit(ctx).unwrap();
+        o.to_vec(ctx).unwrap()
+    };
+    let key = "attention.f32.d10.sq64.sk32.c0";
+    let chosen = {
+        let ctx = tuned_ctx(&dir);
+        assert_close("attention after autotune", &run(&ctx), &want, TOL_F32);
+        let chosen = ctx.tune.get(key).unwrap_or_else(|| panic!("no choice for {key}: {:?}", ctx.tune.entries()));
+        assert!(Tiling::parse(&chosen).is_some(), "{chosen}");
+        chosen
+    };
+    let ctx = tuned_ctx(&dir);
+    assert_eq!(ctx.tune.get(key), Some(chosen), "read back from disk");
+    assert_close("attention with the stored tiling", &run(&ctx), &want, TOL_F32);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
 }

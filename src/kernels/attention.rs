@@ -24,6 +24,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::kernels::attention_sg;
+use crate::kernels::autotune::{self, Search};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -92,12 +93,20 @@ impl Tiling {
     /// The tiling for head dim `d`, `sq` query rows and `dtype`, within `budget` bytes of
     /// workgroup memory and `max_threads` invocations.
     pub fn choose(d: usize, sq: usize, dtype: DType, budget: u32, max_threads: u32) -> Option<Tiling> {
+        Self::ranked(d, sq, dtype, budget, max_threads).into_iter().next()
+    }
+
+    /// Every tiling that fits, best first by [`Tiling::choose`]'s preference (the autotune
+    /// measures the first few on GPUs).
+    pub fn ranked(d: usize, sq: usize, dtype: DType, budget: u32, max_threads: u32) -> Vec<Tiling> {
         if d == 0 || d > MAX_HEAD_DIM {
-            return None;
+            return Vec::new();
         }
         let c4 = (d as u32).div_ceil(4);
         // Fewest column lanes that leave at most 4 vec4 columns (16 accumulators per row) each.
-        let cg = [1u32, 2, 4, 8, 16].into_iter().find(|&cg| c4.div_ceil(cg) <= 4)?;
+        let Some(cg) = [1u32, 2, 4, 8, 16].into_iter().find(|&cg| c4.div_ceil(cg) <= 4) else {
+            return Vec::new();
+        };
         let oc4 = c4.div_ceil(cg);
         // Odd vec4 strides put neighbouring rows in different banks.
         let odd = |n: u32| n | 1;
@@ -132,8 +141,28 @@ impl Tiling {
         // Far fewer queries than rows (text encoder, tests): the best tiling that is not much
         // taller than the query count, or else the shortest.
         let want_rows = (sq.max(1) as u32).next_power_of_two().max(16);
-        let best = fitting.iter().filter(|t| t.bq <= want_rows).max_by_key(|t| score(t));
-        best.or_else(|| fitting.iter().min_by_key(|t| (t.bq, std::cmp::Reverse(score(t))))).copied()
+        let (mut fit, mut tall): (Vec<Tiling>, Vec<Tiling>) = fitting.into_iter().partition(|t| t.bq <= want_rows);
+        fit.sort_by_key(|t| std::cmp::Reverse(score(t)));
+        tall.sort_by_key(|t| (t.bq, std::cmp::Reverse(score(t))));
+        fit.extend(tall);
+        fit
+    }
+
+    /// How a tiling is written in the autotune store: its eleven constants, `x`-separated.
+    pub fn name(&self) -> String {
+        let t = self;
+        [t.nt, t.bq, t.bk, t.c4, t.cg, t.oc4, t.or, t.sr, t.qstr4, t.kstr4, t.pstr4].map(|v| v.to_string()).join("x")
+    }
+
+    /// The inverse of [`Tiling::name`].
+    pub fn parse(s: &str) -> Option<Tiling> {
+        let v: Vec<u32> = s.split('x').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+        match v[..] {
+            [nt, bq, bk, c4, cg, oc4, or, sr, qstr4, kstr4, pstr4] => {
+                Some(Tiling { nt, bq, bk, c4, cg, oc4, or, sr, qstr4, kstr4, pstr4 })
+            }
+            _ => None,
+        }
     }
 
     /// Check that this tiling is one the kernel can run for head dim `d` on this device.
@@ -261,11 +290,59 @@ pub fn attention_into(
             return attention_sg::attention_sg_into(ctx, rec, q, k, v, out, heads, causal, scale, r);
         }
     }
-    let t = Tiling::choose(d, q.shape[1], q.dtype, ctx.caps.max_workgroup_storage, ctx.caps.max_invocations)
-        .ok_or_else(|| {
-            Error::limit(OP, format!("workgroup bytes for head dim {d}"), 16384, ctx.caps.max_workgroup_storage as u64)
-        })?;
+    let ranked = Tiling::ranked(d, q.shape[1], q.dtype, ctx.caps.max_workgroup_storage, ctx.caps.max_invocations);
+    let Some(&first) = ranked.first() else {
+        return Err(Error::limit(
+            OP,
+            format!("workgroup bytes for head dim {d}"),
+            16384,
+            ctx.caps.max_workgroup_storage as u64,
+        ));
+    };
+    let t = tuned_tiling(ctx, q, k, heads, causal, &ranked).unwrap_or(first);
     attention_tiled(ctx, rec, q, k, v, out, heads, causal, scale, t)
+}
+
+/// Tilings the autotune measures per shape class: the best few by preference.
+const TUNE_CANDIDATES: usize = 6;
+
+/// The fastest of the first [`TUNE_CANDIDATES`] tilings for this shape class (dtype, head dim,
+/// query and key counts rounded up to powers of two, causal), measured on first use where the
+/// context autotunes (see [`autotune`]); `None` where it does not or the operands are huge.
+fn tuned_tiling(
+    ctx: &Context,
+    q: &GpuTensor,
+    k: &GpuTensor,
+    heads: usize,
+    causal: bool,
+    ranked: &[Tiling],
+) -> Option<Tiling> {
+    let (b, sq, hd, sk) = (q.shape[0], q.shape[1], q.shape[2], k.shape[1]);
+    if !autotune::enabled(ctx) || b * sq * hd > 1 << 26 || b * sk * hd > 1 << 26 || b * sq == 0 {
+        return None;
+    }
+    let d = hd / heads.max(1);
+    let p2 = |v: usize| v.next_power_of_two();
+    let key = format!("attention.{}.d{d}.sq{}.sk{}.c{}", q.dtype.name(), p2(sq), p2(sk), causal as u8);
+    let dt = q.dtype;
+    // Uploaded tensors are never arena tensors, so a search may run inside a graph recording.
+    let up = |rows: usize| GpuTensor::from_slice(ctx, &[b, rows, hd], &vec![0.1; b * rows * hd], dt);
+    let (tq, tk, tv, to) = (up(sq).ok()?, up(sk).ok()?, up(sk).ok()?, up(sq).ok()?);
+    let record =
+        |rec: &mut Recorder, t: &Tiling| attention_dispatches(ctx, rec, &tq, &tk, &tv, &to, heads, causal, 0.1, *t);
+    let flops = 4.0 * (b * sq * sk * hd) as f64;
+    Some(autotune::pick(
+        ctx,
+        Search {
+            key,
+            candidates: ranked.iter().take(TUNE_CANDIDATES).copied().collect(),
+            fallback: ranked[0],
+            name: Tiling::name,
+            parse: Tiling::parse,
+            record: &record,
+            reps: (1e8 / flops).clamp(1.0, 20.0) as usize,
+        },
+    ))
 }
 
 /// Checks shared by both kernels: `out` matches q and aliases no input; the scale is finite.
