@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use lorafuse::gpu::Autotune;
 use lorafuse::kernels::attention::{attention, Tiling};
+use lorafuse::kernels::conv2d::{conv2d_packed, Conv2dParams, ConvTile, PackedConvWeight};
 use lorafuse::kernels::matmul::{linear, matmul, GemmKernel};
 use lorafuse::{reference, Context, ContextOptions, DType, GpuTensor, Recorder};
 
@@ -113,6 +114,39 @@ fn autotune_picks_and_reuses_an_attention_tiling() {
     let ctx = tuned_ctx(&dir);
     assert_eq!(ctx.tune.get(key), Some(chosen), "read back from disk");
     assert_close("attention with the stored tiling", &run(&ctx), &want, TOL_F32);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Convolutions pick their workgroup size and pixels per invocation the same way (the channel
+/// block was fixed when the weight was packed).
+#[test]
+fn autotune_picks_and_reuses_a_conv_tile() {
+    let dir = std::env::temp_dir().join(format!("lorafuse-autotune-conv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut r = rng("autotune_conv");
+    let (xs, ws) = ([1usize, 3, 13, 12], [4usize, 3, 3, 3]);
+    let x = rand_vec(&mut r, xs.iter().product(), 1.0, DType::F32);
+    let w = rand_vec(&mut r, ws.iter().product(), 1.0, DType::F32);
+    let p = Conv2dParams::same(3, 1);
+    let (want, _) = reference::conv2d::conv2d(&x, xs, &w, ws, None, p);
+    let run = |ctx: &Context| {
+        let xt = GpuTensor::from_slice(ctx, &xs, &x, DType::F32).unwrap();
+        let wp = PackedConvWeight::from_host(ctx, &w, ws, ConvTile::tm_for(ctx, ws[0]), DType::F32).unwrap();
+        let mut rec = Recorder::new();
+        let y = conv2d_packed(ctx, &mut rec, &xt, &wp, None, p).unwrap();
+        rec.submit(ctx).unwrap();
+        y.to_vec(ctx).unwrap()
+    };
+    let key = "conv.f32.k3x3.s1.4to4.1x16x16";
+    let chosen = {
+        let ctx = tuned_ctx(&dir);
+        assert_close("conv after autotune", &run(&ctx), &want, TOL_F32);
+        ctx.tune.get(key).unwrap_or_else(|| panic!("no choice for {key}: {:?}", ctx.tune.entries()))
+    };
+    let ctx = tuned_ctx(&dir);
+    assert_eq!(ctx.tune.get(key), Some(chosen), "read back from disk");
+    assert_close("conv with the stored tile", &run(&ctx), &want, TOL_F32);
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,7 @@ use std::sync::LazyLock;
 
 use bytemuck::{Pod, Zeroable};
 
+use super::autotune::{self, Search};
 pub use super::conv_pack::{pack_host, pack_weight, packed_len, unpack_host, PackedConvWeight};
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder, Work};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
@@ -349,8 +350,68 @@ pub fn conv2d_packed(
     let d = check(x, w.shape, w.packed.dtype, bias, p)?;
     let y = GpuTensor::empty(ctx, &[d.n, d.cout, d.ho, d.wo], x.dtype)?;
     let t = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo);
-    conv2d_packed_tiled(ctx, rec, x, w, bias, p, &y, t.wg, t.tn, ConvForce::default())?;
+    let (wg, tn) = tuned_tile(ctx, x, w, p, &d, (t.wg, t.tn));
+    conv2d_packed_tiled(ctx, rec, x, w, bias, p, &y, wg, tn, ConvForce::default())?;
     Ok(y)
+}
+
+/// Workgroup size and pixels per invocation for this convolution: `default`, or where the context
+/// autotunes (GPUs) the fastest of a few, measured at the first convolution of each shape class
+/// (dtype, kernel, stride, channels, output size rounded up to powers of two). The channel block
+/// `tm` was fixed when the weight was packed.
+fn tuned_tile(
+    ctx: &Context,
+    x: &GpuTensor,
+    w: &PackedConvWeight,
+    p: Conv2dParams,
+    d: &Dims,
+    default: (u32, u32),
+) -> (u32, u32) {
+    if !autotune::enabled(ctx) || x.numel() > 1 << 26 || d.n * d.cout * d.ho * d.wo > 1 << 26 {
+        return default;
+    }
+    let p2 = |v: usize| v.next_power_of_two();
+    let key = format!(
+        "conv.{}.k{}x{}.s{}.{}to{}.{}x{}x{}",
+        x.dtype.name(),
+        d.kh,
+        d.kw,
+        p.stride,
+        p2(d.cin),
+        p2(d.cout),
+        p2(d.n),
+        p2(d.ho),
+        p2(d.wo)
+    );
+    let valid = |&(wg, tn): &(u32, u32)| ConvTile { wg, tm: w.tm, tn }.valid(ctx);
+    let candidates: Vec<(u32, u32)> =
+        [(32, 4), (64, 4), (128, 4), (64, 8), (128, 8), (256, 4)].into_iter().filter(valid).collect();
+    // Uploaded tensors are never arena tensors, so a search may run inside a graph recording.
+    let Ok(tx) = GpuTensor::from_slice(ctx, &x.shape, &vec![0.1; x.numel()], x.dtype) else { return default };
+    let Ok(ty) =
+        GpuTensor::from_slice(ctx, &[d.n, d.cout, d.ho, d.wo], &vec![0.0; d.n * d.cout * d.ho * d.wo], x.dtype)
+    else {
+        return default;
+    };
+    let record = |rec: &mut Recorder, &(wg, tn): &(u32, u32)| {
+        conv2d_packed_dispatches(ctx, rec, &tx, w, None, p, &ty, wg, tn, ConvForce::default())
+    };
+    let flops = 2.0 * (d.n * d.cout * d.ho * d.wo * d.cin * d.kh * d.kw) as f64;
+    autotune::pick(
+        ctx,
+        Search {
+            key,
+            candidates,
+            fallback: default,
+            name: |&(wg, tn)| format!("{wg}x{tn}"),
+            parse: |s| {
+                let (a, b) = s.split_once('x')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            },
+            record: &record,
+            reps: (1e8 / flops).clamp(1.0, 20.0) as usize,
+        },
+    )
 }
 
 /// [`conv2d_packed`] into `y` with `wg` invocations per workgroup, `tn` pixels per invocation and
