@@ -46,6 +46,8 @@ override BK: u32 = 16u;
 override WG: u32 = 256u;
 // `sg`: lanes per subgroup (= workgroup size; lavapipe on AVX2: 8).
 override SG: u32 = 8u;
+// `sg`: row blocks of 32 per workgroup (1 or 2; 2 shares each B load between 64 rows).
+override RB: u32 = 1u;
 
 struct Params {
     m: u32, n: u32, k1: u32, k2: u32,
@@ -207,7 +209,7 @@ fn put4(c_base: u32, row: u32, col: u32, v: vec4<f32>) {
 @compute @workgroup_size(SG)
 fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
       @builtin(subgroup_invocation_id) lane: u32) {
-    let id = tile_id(wg, nwg, 32u, 8u * SG);
+    let id = tile_id(wg, nwg, 32u * RB, 8u * SG);
     let col = id.n0 + lane * 8u;
     let r8 = lane % 8u;
     var nk = p.k1 / 4u;
@@ -218,6 +220,10 @@ fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
     let ra1 = min(id.m0 + 8u + r8, mlast);
     let ra2 = min(id.m0 + 16u + r8, mlast);
     let ra3 = min(id.m0 + 24u + r8, mlast);
+    let ra4 = min(id.m0 + 32u + r8, mlast);
+    let ra5 = min(id.m0 + 40u + r8, mlast);
+    let ra6 = min(id.m0 + 48u + r8, mlast);
+    let ra7 = min(id.m0 + 56u + r8, mlast);
     let a_v = (p.a_shift + id.bi * p.a_bstride) / 4u;
     let b_v = (p.b_shift + id.bi * p.b_bstride) / 4u;
     let lda4 = p.lda / 4u;
@@ -246,11 +252,22 @@ fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             let q5 = vec4<f32>(b4[w5 + t]);
             let q6 = vec4<f32>(b4[w6 + t]);
             let q7 = vec4<f32>(b4[w7 + t]);
-            mac(x0, x1, x2, x3,
-                vec4(q0.x, q1.x, q2.x, q3.x), vec4(q0.y, q1.y, q2.y, q3.y),
-                vec4(q0.z, q1.z, q2.z, q3.z), vec4(q0.w, q1.w, q2.w, q3.w),
-                vec4(q4.x, q5.x, q6.x, q7.x), vec4(q4.y, q5.y, q6.y, q7.y),
-                vec4(q4.z, q5.z, q6.z, q7.z), vec4(q4.w, q5.w, q6.w, q7.w));
+            let bl0 = vec4(q0.x, q1.x, q2.x, q3.x);
+            let bl1 = vec4(q0.y, q1.y, q2.y, q3.y);
+            let bl2 = vec4(q0.z, q1.z, q2.z, q3.z);
+            let bl3 = vec4(q0.w, q1.w, q2.w, q3.w);
+            let br0 = vec4(q4.x, q5.x, q6.x, q7.x);
+            let br1 = vec4(q4.y, q5.y, q6.y, q7.y);
+            let br2 = vec4(q4.z, q5.z, q6.z, q7.z);
+            let br3 = vec4(q4.w, q5.w, q6.w, q7.w);
+            mac(x0, x1, x2, x3, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            if (RB == 2u) {
+                let x4 = vec4<f32>(a4[a_v + ra4 * lda4 + t]);
+                let x5 = vec4<f32>(a4[a_v + ra5 * lda4 + t]);
+                let x6 = vec4<f32>(a4[a_v + ra6 * lda4 + t]);
+                let x7 = vec4<f32>(a4[a_v + ra7 * lda4 + t]);
+                mac_hi(x4, x5, x6, x7, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            }
         }
     } else {
         // B is [K, N]: this lane's 8 columns are two vec4s of each row of B (N % 4 == 0).
@@ -262,11 +279,22 @@ fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             let x2 = vec4<f32>(a4[a_v + ra2 * lda4 + t]);
             let x3 = vec4<f32>(a4[a_v + ra3 * lda4 + t]);
             let k0 = 4u * t * ldb4;
-            mac(x0, x1, x2, x3,
-                vec4<f32>(b4[cl + k0]), vec4<f32>(b4[cl + k0 + ldb4]),
-                vec4<f32>(b4[cl + k0 + 2u * ldb4]), vec4<f32>(b4[cl + k0 + 3u * ldb4]),
-                vec4<f32>(b4[cr + k0]), vec4<f32>(b4[cr + k0 + ldb4]),
-                vec4<f32>(b4[cr + k0 + 2u * ldb4]), vec4<f32>(b4[cr + k0 + 3u * ldb4]));
+            let bl0 = vec4<f32>(b4[cl + k0]);
+            let bl1 = vec4<f32>(b4[cl + k0 + ldb4]);
+            let bl2 = vec4<f32>(b4[cl + k0 + 2u * ldb4]);
+            let bl3 = vec4<f32>(b4[cl + k0 + 3u * ldb4]);
+            let br0 = vec4<f32>(b4[cr + k0]);
+            let br1 = vec4<f32>(b4[cr + k0 + ldb4]);
+            let br2 = vec4<f32>(b4[cr + k0 + 2u * ldb4]);
+            let br3 = vec4<f32>(b4[cr + k0 + 3u * ldb4]);
+            mac(x0, x1, x2, x3, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            if (RB == 2u) {
+                let x4 = vec4<f32>(a4[a_v + ra4 * lda4 + t]);
+                let x5 = vec4<f32>(a4[a_v + ra5 * lda4 + t]);
+                let x6 = vec4<f32>(a4[a_v + ra6 * lda4 + t]);
+                let x7 = vec4<f32>(a4[a_v + ra7 * lda4 + t]);
+                mac_hi(x4, x5, x6, x7, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            }
         }
     }
     if (SEG2 != 0u) {
@@ -298,17 +326,31 @@ fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             let q5 = vec4<f32>(b24[w5 + t]);
             let q6 = vec4<f32>(b24[w6 + t]);
             let q7 = vec4<f32>(b24[w7 + t]);
-            mac(x0, x1, x2, x3,
-                vec4(q0.x, q1.x, q2.x, q3.x), vec4(q0.y, q1.y, q2.y, q3.y),
-                vec4(q0.z, q1.z, q2.z, q3.z), vec4(q0.w, q1.w, q2.w, q3.w),
-                vec4(q4.x, q5.x, q6.x, q7.x), vec4(q4.y, q5.y, q6.y, q7.y),
-                vec4(q4.z, q5.z, q6.z, q7.z), vec4(q4.w, q5.w, q6.w, q7.w));
+            let bl0 = vec4(q0.x, q1.x, q2.x, q3.x);
+            let bl1 = vec4(q0.y, q1.y, q2.y, q3.y);
+            let bl2 = vec4(q0.z, q1.z, q2.z, q3.z);
+            let bl3 = vec4(q0.w, q1.w, q2.w, q3.w);
+            let br0 = vec4(q4.x, q5.x, q6.x, q7.x);
+            let br1 = vec4(q4.y, q5.y, q6.y, q7.y);
+            let br2 = vec4(q4.z, q5.z, q6.z, q7.z);
+            let br3 = vec4(q4.w, q5.w, q6.w, q7.w);
+            mac(x0, x1, x2, x3, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            if (RB == 2u) {
+                let x4 = vec4<f32>(a24[a2_v + ra4 * lda24 + t]);
+                let x5 = vec4<f32>(a24[a2_v + ra5 * lda24 + t]);
+                let x6 = vec4<f32>(a24[a2_v + ra6 * lda24 + t]);
+                let x7 = vec4<f32>(a24[a2_v + ra7 * lda24 + t]);
+                mac_hi(x4, x5, x6, x7, bl0, bl1, bl2, bl3, br0, br1, br2, br3);
+            }
         }
     }
     if (!id.live) { return; }
     let bl = vec4<f32>(bias_at(col), bias_at(col + 1u), bias_at(col + 2u), bias_at(col + 3u));
     let br = vec4<f32>(bias_at(col + 4u), bias_at(col + 5u), bias_at(col + 6u), bias_at(col + 7u));
     sg_store_all(p.c_shift + id.bi * p.c_bstride, id.m0, col, bl, br);
+    if (RB == 2u) {
+        sg_store_all_hi(p.c_shift + id.bi * p.c_bstride, id.m0, col, bl, br);
+    }
 }
 
 fn sg_store(c_base: u32, row: u32, col: u32, l: vec4<f32>, r: vec4<f32>) {
@@ -383,6 +425,70 @@ var<private> acc30l: vec4<f32>;
 var<private> acc30r: vec4<f32>;
 var<private> acc31l: vec4<f32>;
 var<private> acc31r: vec4<f32>;
+var<private> acc32l: vec4<f32>;
+var<private> acc32r: vec4<f32>;
+var<private> acc33l: vec4<f32>;
+var<private> acc33r: vec4<f32>;
+var<private> acc34l: vec4<f32>;
+var<private> acc34r: vec4<f32>;
+var<private> acc35l: vec4<f32>;
+var<private> acc35r: vec4<f32>;
+var<private> acc36l: vec4<f32>;
+var<private> acc36r: vec4<f32>;
+var<private> acc37l: vec4<f32>;
+var<private> acc37r: vec4<f32>;
+var<private> acc38l: vec4<f32>;
+var<private> acc38r: vec4<f32>;
+var<private> acc39l: vec4<f32>;
+var<private> acc39r: vec4<f32>;
+var<private> acc40l: vec4<f32>;
+var<private> acc40r: vec4<f32>;
+var<private> acc41l: vec4<f32>;
+var<private> acc41r: vec4<f32>;
+var<private> acc42l: vec4<f32>;
+var<private> acc42r: vec4<f32>;
+var<private> acc43l: vec4<f32>;
+var<private> acc43r: vec4<f32>;
+var<private> acc44l: vec4<f32>;
+var<private> acc44r: vec4<f32>;
+var<private> acc45l: vec4<f32>;
+var<private> acc45r: vec4<f32>;
+var<private> acc46l: vec4<f32>;
+var<private> acc46r: vec4<f32>;
+var<private> acc47l: vec4<f32>;
+var<private> acc47r: vec4<f32>;
+var<private> acc48l: vec4<f32>;
+var<private> acc48r: vec4<f32>;
+var<private> acc49l: vec4<f32>;
+var<private> acc49r: vec4<f32>;
+var<private> acc50l: vec4<f32>;
+var<private> acc50r: vec4<f32>;
+var<private> acc51l: vec4<f32>;
+var<private> acc51r: vec4<f32>;
+var<private> acc52l: vec4<f32>;
+var<private> acc52r: vec4<f32>;
+var<private> acc53l: vec4<f32>;
+var<private> acc53r: vec4<f32>;
+var<private> acc54l: vec4<f32>;
+var<private> acc54r: vec4<f32>;
+var<private> acc55l: vec4<f32>;
+var<private> acc55r: vec4<f32>;
+var<private> acc56l: vec4<f32>;
+var<private> acc56r: vec4<f32>;
+var<private> acc57l: vec4<f32>;
+var<private> acc57r: vec4<f32>;
+var<private> acc58l: vec4<f32>;
+var<private> acc58r: vec4<f32>;
+var<private> acc59l: vec4<f32>;
+var<private> acc59r: vec4<f32>;
+var<private> acc60l: vec4<f32>;
+var<private> acc60r: vec4<f32>;
+var<private> acc61l: vec4<f32>;
+var<private> acc61r: vec4<f32>;
+var<private> acc62l: vec4<f32>;
+var<private> acc62r: vec4<f32>;
+var<private> acc63l: vec4<f32>;
+var<private> acc63r: vec4<f32>;
 
 // acc += x·b for 4 values of k: row r's 4 k-values come from lane r % 8 of x{r / 8}; bl{s}/br{s} are
 // this lane's columns 0-3 / 4-7 at k + s.
@@ -487,6 +593,108 @@ fn mac(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
     acc31r = fma(vec4(v31.w), br3, fma(vec4(v31.z), br2, fma(vec4(v31.y), br1, fma(vec4(v31.x), br0, acc31r))));
 }
 
+// Rows 32-63 of an RB = 2 tile: `mac` for the second block of accumulators.
+fn mac_hi(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+       bl0: vec4<f32>, bl1: vec4<f32>, bl2: vec4<f32>, bl3: vec4<f32>,
+       br0: vec4<f32>, br1: vec4<f32>, br2: vec4<f32>, br3: vec4<f32>) {
+    let v32 = subgroupBroadcast(x0, 0u);
+    acc32l = fma(vec4(v32.w), bl3, fma(vec4(v32.z), bl2, fma(vec4(v32.y), bl1, fma(vec4(v32.x), bl0, acc32l))));
+    acc32r = fma(vec4(v32.w), br3, fma(vec4(v32.z), br2, fma(vec4(v32.y), br1, fma(vec4(v32.x), br0, acc32r))));
+    let v33 = subgroupBroadcast(x0, 1u);
+    acc33l = fma(vec4(v33.w), bl3, fma(vec4(v33.z), bl2, fma(vec4(v33.y), bl1, fma(vec4(v33.x), bl0, acc33l))));
+    acc33r = fma(vec4(v33.w), br3, fma(vec4(v33.z), br2, fma(vec4(v33.y), br1, fma(vec4(v33.x), br0, acc33r))));
+    let v34 = subgroupBroadcast(x0, 2u);
+    acc34l = fma(vec4(v34.w), bl3, fma(vec4(v34.z), bl2, fma(vec4(v34.y), bl1, fma(vec4(v34.x), bl0, acc34l))));
+    acc34r = fma(vec4(v34.w), br3, fma(vec4(v34.z), br2, fma(vec4(v34.y), br1, fma(vec4(v34.x), br0, acc34r))));
+    let v35 = subgroupBroadcast(x0, 3u);
+    acc35l = fma(vec4(v35.w), bl3, fma(vec4(v35.z), bl2, fma(vec4(v35.y), bl1, fma(vec4(v35.x), bl0, acc35l))));
+    acc35r = fma(vec4(v35.w), br3, fma(vec4(v35.z), br2, fma(vec4(v35.y), br1, fma(vec4(v35.x), br0, acc35r))));
+    let v36 = subgroupBroadcast(x0, 4u);
+    acc36l = fma(vec4(v36.w), bl3, fma(vec4(v36.z), bl2, fma(vec4(v36.y), bl1, fma(vec4(v36.x), bl0, acc36l))));
+    acc36r = fma(vec4(v36.w), br3, fma(vec4(v36.z), br2, fma(vec4(v36.y), br1, fma(vec4(v36.x), br0, acc36r))));
+    let v37 = subgroupBroadcast(x0, 5u);
+    acc37l = fma(vec4(v37.w), bl3, fma(vec4(v37.z), bl2, fma(vec4(v37.y), bl1, fma(vec4(v37.x), bl0, acc37l))));
+    acc37r = fma(vec4(v37.w), br3, fma(vec4(v37.z), br2, fma(vec4(v37.y), br1, fma(vec4(v37.x), br0, acc37r))));
+    let v38 = subgroupBroadcast(x0, 6u);
+    acc38l = fma(vec4(v38.w), bl3, fma(vec4(v38.z), bl2, fma(vec4(v38.y), bl1, fma(vec4(v38.x), bl0, acc38l))));
+    acc38r = fma(vec4(v38.w), br3, fma(vec4(v38.z), br2, fma(vec4(v38.y), br1, fma(vec4(v38.x), br0, acc38r))));
+    let v39 = subgroupBroadcast(x0, 7u);
+    acc39l = fma(vec4(v39.w), bl3, fma(vec4(v39.z), bl2, fma(vec4(v39.y), bl1, fma(vec4(v39.x), bl0, acc39l))));
+    acc39r = fma(vec4(v39.w), br3, fma(vec4(v39.z), br2, fma(vec4(v39.y), br1, fma(vec4(v39.x), br0, acc39r))));
+    let v40 = subgroupBroadcast(x1, 0u);
+    acc40l = fma(vec4(v40.w), bl3, fma(vec4(v40.z), bl2, fma(vec4(v40.y), bl1, fma(vec4(v40.x), bl0, acc40l))));
+    acc40r = fma(vec4(v40.w), br3, fma(vec4(v40.z), br2, fma(vec4(v40.y), br1, fma(vec4(v40.x), br0, acc40r))));
+    let v41 = subgroupBroadcast(x1, 1u);
+    acc41l = fma(vec4(v41.w), bl3, fma(vec4(v41.z), bl2, fma(vec4(v41.y), bl1, fma(vec4(v41.x), bl0, acc41l))));
+    acc41r = fma(vec4(v41.w), br3, fma(vec4(v41.z), br2, fma(vec4(v41.y), br1, fma(vec4(v41.x), br0, acc41r))));
+    let v42 = subgroupBroadcast(x1, 2u);
+    acc42l = fma(vec4(v42.w), bl3, fma(vec4(v42.z), bl2, fma(vec4(v42.y), bl1, fma(vec4(v42.x), bl0, acc42l))));
+    acc42r = fma(vec4(v42.w), br3, fma(vec4(v42.z), br2, fma(vec4(v42.y), br1, fma(vec4(v42.x), br0, acc42r))));
+    let v43 = subgroupBroadcast(x1, 3u);
+    acc43l = fma(vec4(v43.w), bl3, fma(vec4(v43.z), bl2, fma(vec4(v43.y), bl1, fma(vec4(v43.x), bl0, acc43l))));
+    acc43r = fma(vec4(v43.w), br3, fma(vec4(v43.z), br2, fma(vec4(v43.y), br1, fma(vec4(v43.x), br0, acc43r))));
+    let v44 = subgroupBroadcast(x1, 4u);
+    acc44l = fma(vec4(v44.w), bl3, fma(vec4(v44.z), bl2, fma(vec4(v44.y), bl1, fma(vec4(v44.x), bl0, acc44l))));
+    acc44r = fma(vec4(v44.w), br3, fma(vec4(v44.z), br2, fma(vec4(v44.y), br1, fma(vec4(v44.x), br0, acc44r))));
+    let v45 = subgroupBroadcast(x1, 5u);
+    acc45l = fma(vec4(v45.w), bl3, fma(vec4(v45.z), bl2, fma(vec4(v45.y), bl1, fma(vec4(v45.x), bl0, acc45l))));
+    acc45r = fma(vec4(v45.w), br3, fma(vec4(v45.z), br2, fma(vec4(v45.y), br1, fma(vec4(v45.x), br0, acc45r))));
+    let v46 = subgroupBroadcast(x1, 6u);
+    acc46l = fma(vec4(v46.w), bl3, fma(vec4(v46.z), bl2, fma(vec4(v46.y), bl1, fma(vec4(v46.x), bl0, acc46l))));
+    acc46r = fma(vec4(v46.w), br3, fma(vec4(v46.z), br2, fma(vec4(v46.y), br1, fma(vec4(v46.x), br0, acc46r))));
+    let v47 = subgroupBroadcast(x1, 7u);
+    acc47l = fma(vec4(v47.w), bl3, fma(vec4(v47.z), bl2, fma(vec4(v47.y), bl1, fma(vec4(v47.x), bl0, acc47l))));
+    acc47r = fma(vec4(v47.w), br3, fma(vec4(v47.z), br2, fma(vec4(v47.y), br1, fma(vec4(v47.x), br0, acc47r))));
+    let v48 = subgroupBroadcast(x2, 0u);
+    acc48l = fma(vec4(v48.w), bl3, fma(vec4(v48.z), bl2, fma(vec4(v48.y), bl1, fma(vec4(v48.x), bl0, acc48l))));
+    acc48r = fma(vec4(v48.w), br3, fma(vec4(v48.z), br2, fma(vec4(v48.y), br1, fma(vec4(v48.x), br0, acc48r))));
+    let v49 = subgroupBroadcast(x2, 1u);
+    acc49l = fma(vec4(v49.w), bl3, fma(vec4(v49.z), bl2, fma(vec4(v49.y), bl1, fma(vec4(v49.x), bl0, acc49l))));
+    acc49r = fma(vec4(v49.w), br3, fma(vec4(v49.z), br2, fma(vec4(v49.y), br1, fma(vec4(v49.x), br0, acc49r))));
+    let v50 = subgroupBroadcast(x2, 2u);
+    acc50l = fma(vec4(v50.w), bl3, fma(vec4(v50.z), bl2, fma(vec4(v50.y), bl1, fma(vec4(v50.x), bl0, acc50l))));
+    acc50r = fma(vec4(v50.w), br3, fma(vec4(v50.z), br2, fma(vec4(v50.y), br1, fma(vec4(v50.x), br0, acc50r))));
+    let v51 = subgroupBroadcast(x2, 3u);
+    acc51l = fma(vec4(v51.w), bl3, fma(vec4(v51.z), bl2, fma(vec4(v51.y), bl1, fma(vec4(v51.x), bl0, acc51l))));
+    acc51r = fma(vec4(v51.w), br3, fma(vec4(v51.z), br2, fma(vec4(v51.y), br1, fma(vec4(v51.x), br0, acc51r))));
+    let v52 = subgroupBroadcast(x2, 4u);
+    acc52l = fma(vec4(v52.w), bl3, fma(vec4(v52.z), bl2, fma(vec4(v52.y), bl1, fma(vec4(v52.x), bl0, acc52l))));
+    acc52r = fma(vec4(v52.w), br3, fma(vec4(v52.z), br2, fma(vec4(v52.y), br1, fma(vec4(v52.x), br0, acc52r))));
+    let v53 = subgroupBroadcast(x2, 5u);
+    acc53l = fma(vec4(v53.w), bl3, fma(vec4(v53.z), bl2, fma(vec4(v53.y), bl1, fma(vec4(v53.x), bl0, acc53l))));
+    acc53r = fma(vec4(v53.w), br3, fma(vec4(v53.z), br2, fma(vec4(v53.y), br1, fma(vec4(v53.x), br0, acc53r))));
+    let v54 = subgroupBroadcast(x2, 6u);
+    acc54l = fma(vec4(v54.w), bl3, fma(vec4(v54.z), bl2, fma(vec4(v54.y), bl1, fma(vec4(v54.x), bl0, acc54l))));
+    acc54r = fma(vec4(v54.w), br3, fma(vec4(v54.z), br2, fma(vec4(v54.y), br1, fma(vec4(v54.x), br0, acc54r))));
+    let v55 = subgroupBroadcast(x2, 7u);
+    acc55l = fma(vec4(v55.w), bl3, fma(vec4(v55.z), bl2, fma(vec4(v55.y), bl1, fma(vec4(v55.x), bl0, acc55l))));
+    acc55r = fma(vec4(v55.w), br3, fma(vec4(v55.z), br2, fma(vec4(v55.y), br1, fma(vec4(v55.x), br0, acc55r))));
+    let v56 = subgroupBroadcast(x3, 0u);
+    acc56l = fma(vec4(v56.w), bl3, fma(vec4(v56.z), bl2, fma(vec4(v56.y), bl1, fma(vec4(v56.x), bl0, acc56l))));
+    acc56r = fma(vec4(v56.w), br3, fma(vec4(v56.z), br2, fma(vec4(v56.y), br1, fma(vec4(v56.x), br0, acc56r))));
+    let v57 = subgroupBroadcast(x3, 1u);
+    acc57l = fma(vec4(v57.w), bl3, fma(vec4(v57.z), bl2, fma(vec4(v57.y), bl1, fma(vec4(v57.x), bl0, acc57l))));
+    acc57r = fma(vec4(v57.w), br3, fma(vec4(v57.z), br2, fma(vec4(v57.y), br1, fma(vec4(v57.x), br0, acc57r))));
+    let v58 = subgroupBroadcast(x3, 2u);
+    acc58l = fma(vec4(v58.w), bl3, fma(vec4(v58.z), bl2, fma(vec4(v58.y), bl1, fma(vec4(v58.x), bl0, acc58l))));
+    acc58r = fma(vec4(v58.w), br3, fma(vec4(v58.z), br2, fma(vec4(v58.y), br1, fma(vec4(v58.x), br0, acc58r))));
+    let v59 = subgroupBroadcast(x3, 3u);
+    acc59l = fma(vec4(v59.w), bl3, fma(vec4(v59.z), bl2, fma(vec4(v59.y), bl1, fma(vec4(v59.x), bl0, acc59l))));
+    acc59r = fma(vec4(v59.w), br3, fma(vec4(v59.z), br2, fma(vec4(v59.y), br1, fma(vec4(v59.x), br0, acc59r))));
+    let v60 = subgroupBroadcast(x3, 4u);
+    acc60l = fma(vec4(v60.w), bl3, fma(vec4(v60.z), bl2, fma(vec4(v60.y), bl1, fma(vec4(v60.x), bl0, acc60l))));
+    acc60r = fma(vec4(v60.w), br3, fma(vec4(v60.z), br2, fma(vec4(v60.y), br1, fma(vec4(v60.x), br0, acc60r))));
+    let v61 = subgroupBroadcast(x3, 5u);
+    acc61l = fma(vec4(v61.w), bl3, fma(vec4(v61.z), bl2, fma(vec4(v61.y), bl1, fma(vec4(v61.x), bl0, acc61l))));
+    acc61r = fma(vec4(v61.w), br3, fma(vec4(v61.z), br2, fma(vec4(v61.y), br1, fma(vec4(v61.x), br0, acc61r))));
+    let v62 = subgroupBroadcast(x3, 6u);
+    acc62l = fma(vec4(v62.w), bl3, fma(vec4(v62.z), bl2, fma(vec4(v62.y), bl1, fma(vec4(v62.x), bl0, acc62l))));
+    acc62r = fma(vec4(v62.w), br3, fma(vec4(v62.z), br2, fma(vec4(v62.y), br1, fma(vec4(v62.x), br0, acc62r))));
+    let v63 = subgroupBroadcast(x3, 7u);
+    acc63l = fma(vec4(v63.w), bl3, fma(vec4(v63.z), bl2, fma(vec4(v63.y), bl1, fma(vec4(v63.x), bl0, acc63l))));
+    acc63r = fma(vec4(v63.w), br3, fma(vec4(v63.z), br2, fma(vec4(v63.y), br1, fma(vec4(v63.x), br0, acc63r))));
+}
+
 fn sg_store_all(c_base: u32, row0: u32, col: u32, bl: vec4<f32>, br: vec4<f32>) {
     sg_store(c_base, row0 + 0u, col, acc00l + bl, acc00r + br);
     sg_store(c_base, row0 + 1u, col, acc01l + bl, acc01r + br);
@@ -520,4 +728,39 @@ fn sg_store_all(c_base: u32, row0: u32, col: u32, bl: vec4<f32>, br: vec4<f32>) 
     sg_store(c_base, row0 + 29u, col, acc29l + bl, acc29r + br);
     sg_store(c_base, row0 + 30u, col, acc30l + bl, acc30r + br);
     sg_store(c_base, row0 + 31u, col, acc31l + bl, acc31r + br);
+}
+
+fn sg_store_all_hi(c_base: u32, row0: u32, col: u32, bl: vec4<f32>, br: vec4<f32>) {
+    sg_store(c_base, row0 + 32u, col, acc32l + bl, acc32r + br);
+    sg_store(c_base, row0 + 33u, col, acc33l + bl, acc33r + br);
+    sg_store(c_base, row0 + 34u, col, acc34l + bl, acc34r + br);
+    sg_store(c_base, row0 + 35u, col, acc35l + bl, acc35r + br);
+    sg_store(c_base, row0 + 36u, col, acc36l + bl, acc36r + br);
+    sg_store(c_base, row0 + 37u, col, acc37l + bl, acc37r + br);
+    sg_store(c_base, row0 + 38u, col, acc38l + bl, acc38r + br);
+    sg_store(c_base, row0 + 39u, col, acc39l + bl, acc39r + br);
+    sg_store(c_base, row0 + 40u, col, acc40l + bl, acc40r + br);
+    sg_store(c_base, row0 + 41u, col, acc41l + bl, acc41r + br);
+    sg_store(c_base, row0 + 42u, col, acc42l + bl, acc42r + br);
+    sg_store(c_base, row0 + 43u, col, acc43l + bl, acc43r + br);
+    sg_store(c_base, row0 + 44u, col, acc44l + bl, acc44r + br);
+    sg_store(c_base, row0 + 45u, col, acc45l + bl, acc45r + br);
+    sg_store(c_base, row0 + 46u, col, acc46l + bl, acc46r + br);
+    sg_store(c_base, row0 + 47u, col, acc47l + bl, acc47r + br);
+    sg_store(c_base, row0 + 48u, col, acc48l + bl, acc48r + br);
+    sg_store(c_base, row0 + 49u, col, acc49l + bl, acc49r + br);
+    sg_store(c_base, row0 + 50u, col, acc50l + bl, acc50r + br);
+    sg_store(c_base, row0 + 51u, col, acc51l + bl, acc51r + br);
+    sg_store(c_base, row0 + 52u, col, acc52l + bl, acc52r + br);
+    sg_store(c_base, row0 + 53u, col, acc53l + bl, acc53r + br);
+    sg_store(c_base, row0 + 54u, col, acc54l + bl, acc54r + br);
+    sg_store(c_base, row0 + 55u, col, acc55l + bl, acc55r + br);
+    sg_store(c_base, row0 + 56u, col, acc56l + bl, acc56r + br);
+    sg_store(c_base, row0 + 57u, col, acc57l + bl, acc57r + br);
+    sg_store(c_base, row0 + 58u, col, acc58l + bl, acc58r + br);
+    sg_store(c_base, row0 + 59u, col, acc59l + bl, acc59r + br);
+    sg_store(c_base, row0 + 60u, col, acc60l + bl, acc60r + br);
+    sg_store(c_base, row0 + 61u, col, acc61l + bl, acc61r + br);
+    sg_store(c_base, row0 + 62u, col, acc62l + bl, acc62r + br);
+    sg_store(c_base, row0 + 63u, col, acc63l + bl, acc63r + br);
 }

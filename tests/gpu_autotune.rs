@@ -73,10 +73,10 @@ fn autotune_picks_keeps_and_reuses_a_gemm_tile() {
 
 #[test]
 fn autotune_choice_names_round_trip() {
-    for k in [GemmKernel::Tiled { bm: 128, bn: 64, bk: 16 }, GemmKernel::Subgroup { lanes: 8 }] {
+    for k in [GemmKernel::Tiled { bm: 128, bn: 64, bk: 16 }, GemmKernel::Subgroup { lanes: 8, rows: 64 }] {
         assert_eq!(GemmKernel::parse(&k.name()), Some(k));
     }
-    for bad in ["", "tiled", "tiled:64x64", "tiled:axbxc", "sg:", "wmma:16"] {
+    for bad in ["", "tiled", "tiled:64x64", "tiled:axbxc", "sg:", "sg:8", "wmma:16"] {
         assert_eq!(GemmKernel::parse(bad), None, "{bad:?}");
     }
     let t = Tiling::choose(40, 4096, DType::F16, 16384, 256).unwrap();

@@ -64,6 +64,8 @@ fn lora_linear_1_3_16_adapters() {
         check(&[1, 77], 33, 65, count, count != 3);
         check(&[3, 26], 64, 40, count, count == 3);
     }
+    // Large enough for the 64-row subgroup tile on CPU adapters (a partial row block).
+    check(&[2, 70], 260, 300, 3, true);
 }
 
 #[test]

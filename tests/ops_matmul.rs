@@ -10,6 +10,10 @@ use lorafuse::{reference, DType, GpuTensor, Recorder};
 /// default (64x64, 256 threads), the small-GPU default (32x32) and an odd small tile.
 fn kernels() -> Vec<GemmKernel> {
     let mut v = vec![default_kernel(ctx())];
+    // The 64-row subgroup tile that large linear layers get on CPU adapters.
+    if let GemmKernel::Subgroup { lanes, .. } = v[0] {
+        v.push(GemmKernel::Subgroup { lanes, rows: 64 });
+    }
     for k in [
         GemmKernel::Tiled { bm: 64, bn: 64, bk: 16 },
         GemmKernel::Tiled { bm: 32, bn: 32, bk: 16 },
@@ -134,7 +138,15 @@ fn linear_more_than_65535_workgroups() {
     // One row of output tiles per 65536 workgroups, plus a ragged one: M = 65536·tile_m + 77 with
     // a skinny K and N so it stays cheap; the grid must be folded into 2-D.
     let ctx = ctx();
-    let kernel = default_kernel(ctx);
+    for kernel in
+        kernels().into_iter().filter(|k| matches!(k, GemmKernel::Subgroup { .. })).chain([default_kernel(ctx)])
+    {
+        linear_folded(kernel);
+    }
+}
+
+fn linear_folded(kernel: GemmKernel) {
+    let ctx = ctx();
     let (tm, _) = kernel.tile();
     let (m, k, n) = (65536 * tm + 77, 4, 5);
     let mut r = rng("linear_fold");
@@ -147,7 +159,7 @@ fn linear_more_than_65535_workgroups() {
     let wt = GpuTensor::from_slice(ctx, &[n, k], &w, dt).unwrap();
     let bt = GpuTensor::from_slice(ctx, &[n], &b, dt).unwrap();
     let mut rec = Recorder::new();
-    let y = linear(ctx, &mut rec, &xt, &wt, Some(&bt)).unwrap();
+    let y = linear_with(ctx, &mut rec, &xt, &wt, Some(&bt), kernel).unwrap();
     assert!(rec.dispatches.iter().any(|d| d.groups[1] > 1), "grid was not folded: {:?}", rec.dispatches[0].groups);
     rec.submit(ctx).unwrap();
     let want = reference::matmul::linear(&x, &w, Some(&b), m, n, k);
