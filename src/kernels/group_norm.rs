@@ -6,6 +6,9 @@
 //! (count, pivot, mean − pivot, M2) per chunk; pass `apply` merges a segment's partials (Chan's
 //! formula) in every workgroup and normalizes its chunk. Both passes walk the chunks in windows that
 //! fit one storage binding, so a segment may straddle windows and the tensor may exceed a binding.
+//!
+//! On CPU adapters [`group_norm`] hands the same passes to `group_norm_sg.wgsl` (one-subgroup
+//! workgroups, vec4 accesses) wherever that kernel applies; see [`group_norm_sg`].
 
 use bytemuck::{Pod, Zeroable};
 
