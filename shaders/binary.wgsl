@@ -7,6 +7,11 @@
 // coordinates c reads a[a_shift + Σ c_d·sa_d] and b[b_shift + Σ c_d·sb_d]; a stride of 0 is a
 // broadcast dimension. `*_shift` also absorb where the chunk starts inside each window, so all
 // indices here are chunk-local and fit u32.
+// `main4` computes 4 consecutive outputs per invocation with vec4 accesses, for CPU adapters (a
+// storage access costs a per-lane loop whatever its width). The launcher uses it when the
+// innermost extent and every window length and shift are multiples of 4 and each operand's
+// innermost stride is 1 (then its other strides are multiples of 4) or 0 (one value, picked from
+// its vec4). n and o_shift count vec4s there; a_shift, b_shift and strides count elements.
 
 alias ST = f32;
 
@@ -35,6 +40,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<ST>;
 @group(0) @binding(3) var<uniform> p: Params;
 
+@group(0) @binding(0) var<storage, read> a4: array<vec4<ST>>;
+@group(0) @binding(1) var<storage, read> b4: array<vec4<ST>>;
+@group(0) @binding(2) var<storage, read_write> out4: array<vec4<ST>>;
+
 fn apply(x: f32, y: f32) -> f32 {
     switch OP {
         case 0u: { return x + y; }
@@ -42,6 +51,40 @@ fn apply(x: f32, y: f32) -> f32 {
         case 2u: { return x * y; }
         default: { return p.alpha * x + p.beta * y; }
     }
+}
+
+// Chunk-local offsets into a and b of output element i.
+fn offsets(i: u32) -> vec2<u32> {
+    var ia = 0u;
+    var ib = 0u;
+    var rest = i;
+    // Innermost dimension first; dimension 0 takes what is left (no modulo needed).
+    for (var d = NDIM - 1u; d > 0u; d = d - 1u) {
+        let ext = p.shape[d / 4u][d % 4u];
+        let c = rest % ext;
+        rest = rest / ext;
+        ia = ia + c * p.sa[d / 4u][d % 4u];
+        ib = ib + c * p.sb[d / 4u][d % 4u];
+    }
+    return vec2<u32>(ia + rest * p.sa[0].x, ib + rest * p.sb[0].x);
+}
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + li;
+    if (i >= p.n) { return; }
+    let o = offsets(4u * i);
+    let last = (NDIM - 1u) % 8u;
+    let ea = p.a_shift + o.x;
+    let eb = p.b_shift + o.y;
+    var va = vec4<f32>(a4[ea / 4u]);
+    var vb = vec4<f32>(b4[eb / 4u]);
+    if (p.sa[last / 4u][last % 4u] == 0u) { va = vec4<f32>(va[ea % 4u]); }
+    if (p.sb[last / 4u][last % 4u] == 0u) { vb = vec4<f32>(vb[eb % 4u]); }
+    out4[p.o_shift + i] =
+        vec4<ST>(vec4<f32>(apply(va.x, vb.x), apply(va.y, vb.y), apply(va.z, vb.z),
+                           apply(va.w, vb.w)));
 }
 
 @compute @workgroup_size(WG)

@@ -2,6 +2,9 @@
 // CLIP) and scale (y = alpha·x). One invocation per element; f32 math whatever the storage type.
 // Dispatch: ceil(n/WG) workgroups, folded over x and y (see kernels::registry::fold_groups).
 // `in_shift`/`out_shift` are the element offsets of the windows inside their bindings.
+// `main4` is the same op with one vec4 per invocation (n, shifts in vec4s), for CPU adapters where
+// each storage access costs a per-lane loop whatever its width; the launcher uses it when the
+// element count and both shifts are multiples of 4.
 
 alias ST = f32;
 
@@ -19,6 +22,9 @@ struct Params {
 @group(0) @binding(0) var<storage, read> x: array<ST>;
 @group(0) @binding(1) var<storage, read_write> y: array<ST>;
 @group(0) @binding(2) var<uniform> p: Params;
+
+@group(0) @binding(0) var<storage, read> x4: array<vec4<ST>>;
+@group(0) @binding(1) var<storage, read_write> y4: array<vec4<ST>>;
 
 // 1 + erf(u) without the cancellation of adding -0.99999 to 1 for negative u: there it is
 // erfc(|u|), which the rational form computes directly (GELU of x = -4 is then exact to f32).
@@ -46,4 +52,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let i = (wg.x + wg.y * nwg.x) * WG + li;
     if (i >= p.n) { return; }
     y[p.out_shift + i] = ST(apply(f32(x[p.in_shift + i])));
+}
+
+@compute @workgroup_size(WG)
+fn main4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) li: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + li;
+    if (i >= p.n) { return; }
+    let v = vec4<f32>(x4[p.in_shift + i]);
+    y4[p.out_shift + i] = vec4<ST>(vec4<f32>(apply(v.x), apply(v.y), apply(v.z), apply(v.w)));
 }

@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use lorafuse::kernels::group_norm::{group_norm, group_norm_tuned};
+use lorafuse::kernels::group_norm_sg::group_norm_sg;
 use lorafuse::kernels::layer_norm::layer_norm;
 use lorafuse::kernels::softmax::softmax;
 use lorafuse::{reference, DType, Error, GpuTensor, Recorder};
@@ -225,6 +226,92 @@ fn group_norm_timing_report() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// group_norm_sg (the subgroup kernel group_norm picks on CPU adapters)
+
+/// Whether this adapter runs group_norm_sg (a CPU adapter with one fixed subgroup width).
+fn has_sg() -> bool {
+    let c = &ctx().caps;
+    c.is_cpu() && c.subgroups && c.subgroup_min_size == c.subgroup_max_size
+}
+
+/// group_norm_sg of `offset + U(-scale, scale)` with chunks of at most `max_chunk`, x viewed
+/// `off` elements into its buffer (a multiple of 4: window shifts 4k), vs the reference.
+fn gn_sg_check(shape: &[usize], groups: usize, silu: bool, offset: [f32; 2], max_chunk: usize, off: usize) {
+    if !has_sg() {
+        eprintln!("group_norm_sg: skipped, adapter has no fixed-width subgroups or is not a CPU");
+        return;
+    }
+    let ctx = ctx();
+    let mut r = rng("group_norm_sg");
+    let n: usize = shape.iter().product();
+    let dts = if n > 1 << 24 { vec![DType::F32] } else { dtypes() };
+    for dt in dts {
+        let o = if dt == DType::F32 { offset[0] } else { offset[1] };
+        let x = offset_vec(&mut r, n, o, 1.0, dt);
+        let (g, b) = affine(&mut r, shape[1], dt);
+        let xt = upload_at(shape, &x, dt, off);
+        let (gt, bt) = upload_affine(&g, &b, dt);
+        let mut rec = Recorder::new();
+        let y = group_norm_sg(ctx, &mut rec, &xt, groups, &gt, &bt, 1e-5, silu, max_chunk).unwrap();
+        let y = y.unwrap_or_else(|| panic!("group_norm_sg declined {shape:?} groups={groups}"));
+        rec.submit(ctx).unwrap();
+        let got = y.to_vec(ctx).unwrap();
+        let want = reference::group_norm_sg::group_norm(&x, shape, groups, &g, &b, 1e-5, silu).unwrap();
+        let what = format!("group_norm_sg {shape:?} groups={groups} silu={silu} offset={o} {dt:?} chunk≤{max_chunk}");
+        assert_close(&what, &got, &want, tol(dt));
+    }
+}
+
+#[test]
+fn group_norm_sg_awkward_shapes() {
+    for silu in [false, true] {
+        gn_sg_check(&[2, 64, 8, 8], 32, silu, [0.0, 0.0], 8192, 0);
+        // Groups of 3 channels × 84: 252 values, not a multiple of the 32-value vec4 step.
+        gn_sg_check(&[3, 96, 7, 12], 32, silu, [0.0, 0.0], 8192, 4);
+        gn_sg_check(&[1, 8, 4], 2, silu, [0.0, 0.0], 8192, 4);
+        // Many chunks per group (max_chunk 1000 becomes 992), several partials per lane.
+        gn_sg_check(&[1, 32, 64, 68], 4, silu, [0.0, 0.0], 1000, 4);
+        gn_sg_check(&[1, 4, 500, 612], 1, silu, [0.0, 0.0], 4096, 0);
+    }
+}
+
+#[test]
+fn group_norm_sg_large_offset_is_stable() {
+    gn_sg_check(&[2, 64, 32, 32], 32, false, [1000.0, 100.0], 8192, 4);
+    gn_sg_check(&[1, 32, 64, 64], 4, true, [1000.0, 100.0], 2048, 0);
+    gn_sg_check(&[3, 6, 7, 12], 3, false, [-3000.0, -200.0], 8192, 4);
+}
+
+#[test]
+fn group_norm_sg_more_than_65535_workgroups() {
+    // 70400 (n, group) segments of 8 values.
+    gn_sg_check(&[2200, 64, 4], 32, true, [0.0, 0.0], 8192, 4);
+}
+
+#[test]
+fn group_norm_sg_tensor_larger_than_one_binding() {
+    if !has_sg() {
+        return;
+    }
+    let l = (ctx().caps.max_binding / 4 / 32) as usize / 4 * 4 + 36;
+    // One group larger than a binding; then 32 groups whose windows start inside a group.
+    gn_sg_check(&[1, 32, l], 1, true, [5.0, 5.0], 8192, 0);
+    gn_sg_check(&[2, 32, l / 2 / 4 * 4 + 8200], 32, false, [-2.0, -2.0], 8192, 0);
+}
+
+#[test]
+fn group_norm_sg_declines_what_it_cannot_do() {
+    let ctx = ctx();
+    let mut rec = Recorder::new();
+    let (g, b) = upload_affine(&[1.0; 6], &[0.0; 6], DType::F32);
+    let x = |shape: &[usize], off: usize| upload_at(shape, &vec![1.0; shape.iter().product()], DType::F32, off);
+    // Spatial size not a multiple of 4, and a window shift of 3.
+    assert!(group_norm_sg(ctx, &mut rec, &x(&[1, 6, 3, 3], 0), 3, &g, &b, 1e-5, false, 8192).unwrap().is_none());
+    assert!(group_norm_sg(ctx, &mut rec, &x(&[1, 6, 4, 4], 3), 3, &g, &b, 1e-5, false, 8192).unwrap().is_none());
+    assert!(rec.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

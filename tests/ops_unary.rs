@@ -52,6 +52,26 @@ fn unary_tensor_larger_than_one_binding() {
 }
 
 #[test]
+fn unary_vec4_and_unaligned_windows() {
+    // Views `off` elements into their buffer: shifts 0 and 4 (with n % 4 == 0) take the vec4
+    // entry point on CPU adapters, shift 3 or n % 4 != 0 the scalar one.
+    let ctx = ctx();
+    let mut r = rng("unary_vec4");
+    for dt in dtypes() {
+        for (n, off) in [(4096, 0), (4096, 4), (4096, 3), (4098, 4)] {
+            let x = rand_vec(&mut r, n + off, 4.0, dt);
+            let xt = GpuTensor::from_slice(ctx, &[n + off], &x, dt).unwrap().view(off, &[n]).unwrap();
+            let mut rec = Recorder::new();
+            let y = unary(ctx, &mut rec, &xt, UnaryOp::Gelu).unwrap();
+            rec.submit(ctx).unwrap();
+            let got = y.to_vec(ctx).unwrap();
+            let want = reference::unary::unary(&x[off..], UnaryOp::Gelu);
+            assert_close(&format!("unary Gelu n={n} off={off} {dt:?}"), &got, &want, tol(dt));
+        }
+    }
+}
+
+#[test]
 fn unary_rejects_mismatched_output() {
     let ctx = ctx();
     let x = GpuTensor::zeros(ctx, &[10], lorafuse::DType::F32).unwrap();

@@ -210,7 +210,15 @@ fn run(
     let inner_a: usize = dims[k + 1..].iter().map(|x| (x.ext - 1) * x.sa).sum();
     let inner_b: usize = dims[k + 1..].iter().map(|x| (x.ext - 1) * x.sb).sum();
     let nd = (r - k) as u32;
-    let key = PipelineKey::new(&SRC, "main", a.dtype).with("WG", WG).with("NDIM", nd).with("OP", code);
+    let key1 = PipelineKey::new(&SRC, "main", a.dtype).with("WG", WG).with("NDIM", nd).with("OP", code);
+    let key4 = PipelineKey::new(&SRC, "main4", a.dtype).with("WG", WG).with("NDIM", nd).with("OP", code);
+    // main4 (CPU adapters): each operand's innermost stride is 1, its others multiples of 4, or 0.
+    let vec_strides = |s: &dyn Fn(&Dim) -> usize| match s(&dims[r - 1]) {
+        0 => true,
+        1 => dims[k..r - 1].iter().all(|d| s(d).is_multiple_of(4)),
+        _ => false,
+    };
+    let vec_ok = ctx.caps.is_cpu() && vec_strides(&|d| d.sa) && vec_strides(&|d| d.sb);
 
     for pfx in 0..prefix {
         let (mut base_a, mut base_b, mut rem) = (0usize, 0usize, pfx);
@@ -228,11 +236,17 @@ fn run(
             let aw = a.window(ctx, a_start, (span - 1) * dims[k].sa + inner_a + 1)?;
             let bw = b.window(ctx, b_start, (span - 1) * dims[k].sb + inner_b + 1)?;
             let ow = out.window(ctx, o_start, len)?;
+            let inner_ext = if k == r - 1 { span } else { dims[r - 1].ext };
+            let lens = [inner_ext, aw.shift as usize, bw.shift as usize, ow.shift as usize, len];
+            let lens =
+                [lens.as_slice(), &[(span - 1) * dims[k].sa + inner_a + 1, (span - 1) * dims[k].sb + inner_b + 1]];
+            let v = if vec_ok && lens.concat().iter().all(|x| x.is_multiple_of(4)) { 4 } else { 1 };
+            let key = if v == 4 { &key4 } else { &key1 };
             let p = Params {
-                n: len as u32,
+                n: (len / v) as u32,
                 a_shift: aw.shift,
                 b_shift: bw.shift,
-                o_shift: ow.shift,
+                o_shift: ow.shift / v as u32,
                 alpha,
                 beta,
                 pad0: 0,
@@ -241,9 +255,9 @@ fn run(
                 sa: pack(dims[k..].iter().map(|x| x.sa)),
                 sb: pack(dims[k..].iter().map(|x| x.sb)),
             };
-            let groups = flat_groups(ctx, op, len, WG)?;
+            let groups = flat_groups(ctx, op, len / v, WG)?;
             let args = [Arg::Read(aw), Arg::Read(bw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
-            launch(ctx, rec, &SRC, &key, &args, groups, vec![a.keep(), b.keep(), out.keep()])?;
+            launch(ctx, rec, &SRC, key, &args, groups, vec![a.keep(), b.keep(), out.keep()])?;
         }
     }
     Ok(out)

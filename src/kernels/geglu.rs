@@ -49,25 +49,29 @@ pub fn geglu(ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTens
     let cap = max_window_elems(ctx, x.dtype).clamp(1, 1 << 31) as usize;
     let cw = half.min(cap);
     let rows_per = if cw < half { 1 } else { ((cap - half) / last + 1).min(rows) };
-    let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG);
+    let key1 = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG);
+    let key4 = PipelineKey::new(&SRC, "main4", x.dtype).with("WG", WG);
     for (r0, nr) in chunks(rows, rows_per) {
         for (c0, nc) in chunks(half, cw) {
             let span_in = (nr - 1) * last + nc;
             let hw = x.window(ctx, r0 * last + c0, span_in)?;
             let gw = x.window(ctx, r0 * last + half + c0, span_in)?;
             let ow = out.window(ctx, r0 * half + c0, (nr - 1) * half + nc)?;
-            let n = nr * nc;
+            // vec4 accesses on CPU adapters (4× fewer per-lane memory operations) where aligned.
+            let aligned = (half | nc | hw.shift as usize | gw.shift as usize | ow.shift as usize).is_multiple_of(4);
+            let (v, key) = if ctx.caps.is_cpu() && aligned { (4, &key4) } else { (1, &key1) };
+            let n = nr * nc / v;
             let p = Params {
                 n: n as u32,
-                cols: nc as u32,
-                half: half as u32,
-                h_shift: hw.shift,
-                g_shift: gw.shift,
-                o_shift: ow.shift,
+                cols: (nc / v) as u32,
+                half: (half / v) as u32,
+                h_shift: hw.shift / v as u32,
+                g_shift: gw.shift / v as u32,
+                o_shift: ow.shift / v as u32,
             };
             let groups = flat_groups(ctx, OP, n, WG)?;
             let args = [Arg::Read(hw), Arg::Read(gw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
-            launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), out.keep()])?;
+            launch(ctx, rec, &SRC, key, &args, groups, vec![x.keep(), out.keep()])?;
         }
     }
     Ok(out)

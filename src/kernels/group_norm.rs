@@ -6,11 +6,15 @@
 //! (count, pivot, mean − pivot, M2) per chunk; pass `apply` merges a segment's partials (Chan's
 //! formula) in every workgroup and normalizes its chunk. Both passes walk the chunks in windows that
 //! fit one storage binding, so a segment may straddle windows and the tensor may exceed a binding.
+//!
+//! On CPU adapters [`group_norm`] hands the same passes to `group_norm_sg.wgsl` (one-subgroup
+//! workgroups, vec4 accesses) wherever that kernel applies; see [`group_norm_sg`].
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
 use crate::kernels::affine::check_affine;
+use crate::kernels::group_norm_sg::{group_norm_sg, SG_MAX_CHUNK};
 use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -73,13 +77,16 @@ pub fn group_norm(
     eps: f32,
     silu: bool,
 ) -> Result<GpuTensor> {
+    if let Some(y) = group_norm_sg(ctx, rec, x, groups, gamma, beta, eps, silu, SG_MAX_CHUNK)? {
+        return Ok(y);
+    }
     let target = if ctx.caps.is_cpu() { TARGET_WORKGROUPS_CPU } else { TARGET_WORKGROUPS };
     group_norm_tuned(ctx, rec, x, groups, gamma, beta, eps, silu, target)
 }
 
 /// [`group_norm`] with an explicit grid target: the chunking aims at about `target_workgroups`
-/// workgroups per pass (within 4..=32 values per thread). For tuning, and for tests that cover
-/// the GPU chunking on a CPU adapter.
+/// workgroups per pass (within 4..=32 values per thread). Always the workgroup-memory kernel: for
+/// tuning, and for tests that cover the GPU chunking on a CPU adapter.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_tuned(
     ctx: &Context,
@@ -92,22 +99,39 @@ pub fn group_norm_tuned(
     silu: bool,
     target_workgroups: usize,
 ) -> Result<GpuTensor> {
+    let g = check(x, groups, gamma, beta, eps)?;
+    let max_window = max_window_elems(ctx, x.dtype) as usize;
+    let (wg, chunk) = chunking(x.numel(), g.seg_len, max_window, target_workgroups.max(1));
+    let split = Split {
+        src: &SRC,
+        stats: PipelineKey::new(&SRC, "stats", x.dtype).with("WG", wg as u32),
+        apply: PipelineKey::new(&SRC, "apply", x.dtype).with("WG", wg as u32).with("SILU", silu as u32),
+        chunk,
+    };
+    run_split(ctx, rec, x, &g, gamma, beta, eps, &split)
+}
+
+/// The sizes of a valid GroupNorm call.
+pub(crate) struct Geometry {
+    pub spatial: usize,
+    pub cpg: usize,
+    pub seg_len: usize,
+    pub groups: usize,
+}
+
+/// Validate a GroupNorm call's shapes and parameters.
+pub(crate) fn check(x: &GpuTensor, groups: usize, gamma: &GpuTensor, beta: &GpuTensor, eps: f32) -> Result<Geometry> {
     if x.shape.len() < 2 {
         return Err(Error::shape(OP, format!("x must be [N, C, ...spatial], got {:?}", x.shape)));
     }
-    let (n, c) = (x.shape[0], x.shape[1]);
+    let c = x.shape[1];
     let spatial: usize = x.shape[2..].iter().product();
     if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::shape(OP, format!("C = {c} of x {:?} is not divisible by groups = {groups}", x.shape)));
     }
     check_affine(OP, x, c, gamma, beta, eps)?;
-    let y = GpuTensor::empty(ctx, &x.shape, x.dtype)?;
-    if x.numel() == 0 {
-        return Ok(y);
-    }
     let cpg = c / groups;
     let seg_len = cpg * spatial;
-    let segs = n * groups;
     if seg_len > i32::MAX as usize {
         return Err(Error::limit(
             OP,
@@ -116,8 +140,37 @@ pub fn group_norm_tuned(
             i32::MAX as u64,
         ));
     }
+    Ok(Geometry { spatial, cpg, seg_len, groups })
+}
+
+/// The two pipelines of a split GroupNorm (group_norm.wgsl or group_norm_sg.wgsl: the same
+/// bindings and Params) and the chunk length.
+pub(crate) struct Split {
+    pub src: &'static KernelSource,
+    pub stats: PipelineKey,
+    pub apply: PipelineKey,
+    pub chunk: usize,
+}
+
+/// Record both passes of a split GroupNorm of a checked call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_split(
+    ctx: &Context,
+    rec: &mut Recorder,
+    x: &GpuTensor,
+    g: &Geometry,
+    gamma: &GpuTensor,
+    beta: &GpuTensor,
+    eps: f32,
+    split: &Split,
+) -> Result<GpuTensor> {
+    let y = GpuTensor::empty(ctx, &x.shape, x.dtype)?;
+    if x.numel() == 0 {
+        return Ok(y);
+    }
+    let (seg_len, chunk) = (g.seg_len, split.chunk);
+    let segs = x.shape[0] * g.groups;
     let max_window = max_window_elems(ctx, x.dtype) as usize;
-    let (wg, chunk) = chunking(x.numel(), seg_len, max_window, target_workgroups.max(1));
     let nchunks = seg_len.div_ceil(chunk);
     let total = segs * nchunks;
     if total > u32::MAX as usize {
@@ -133,9 +186,9 @@ pub fn group_norm_tuned(
         seg_len: seg_len as u32,
         chunk: chunk as u32,
         nchunks: nchunks as u32,
-        spatial: spatial as u32,
-        cpg: cpg as u32,
-        groups: groups as u32,
+        spatial: g.spatial as u32,
+        cpg: g.cpg as u32,
+        groups: g.groups as u32,
         j0: 0,
         count: 0,
         x_shift: 0,
@@ -155,8 +208,7 @@ pub fn group_norm_tuned(
     };
     // Chunks per dispatch: consecutive chunks are contiguous and each is ≤ chunk elements long.
     let per = (max_window / chunk).max(1);
-    let stats_key = PipelineKey::new(&SRC, "stats", x.dtype).with("WG", wg as u32);
-    let apply_key = PipelineKey::new(&SRC, "apply", x.dtype).with("WG", wg as u32).with("SILU", silu as u32);
+    let src = split.src;
     for pass in 0..2 {
         for (j0, count) in chunks(total, per) {
             let j1 = j0 + count;
@@ -167,7 +219,7 @@ pub fn group_norm_tuned(
             let mut p = Params { j0: j0 as u32, count: count as u32, x_shift: xw.shift, ..base };
             if pass == 0 {
                 let args = [Arg::Read(xw), Arg::Write(part.full(ctx)?), Arg::Uniform(bytemuck::bytes_of(&p))];
-                launch(ctx, rec, &SRC, &stats_key, &args, groups3, vec![x.keep(), part.keep()])?;
+                launch(ctx, rec, src, &split.stats, &args, groups3, vec![x.keep(), part.keep()])?;
             } else {
                 let yw = y.window(ctx, start, end - start)?;
                 p.y_shift = yw.shift;
@@ -182,8 +234,8 @@ pub fn group_norm_tuned(
                 launch(
                     ctx,
                     rec,
-                    &SRC,
-                    &apply_key,
+                    src,
+                    &split.apply,
                     &args,
                     groups3,
                     vec![x.keep(), part.keep(), gamma.keep(), beta.keep(), y.keep()],

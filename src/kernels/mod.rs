@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod fma_peak;
 pub mod geglu;
 pub mod group_norm;
+pub mod group_norm_sg;
 pub mod layer_norm;
 pub mod lora_linear;
 pub mod lora_merge;

@@ -55,13 +55,18 @@ pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTenso
     }
     let alpha = if let UnaryOp::Scale(a) = op { a } else { 0.0 };
     let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG).with("OP", op.code());
+    let key4 = PipelineKey::new(&SRC, "main4", x.dtype).with("WG", WG).with("OP", op.code());
     for (start, len) in chunks(x.numel(), flat_run(ctx, x.dtype)) {
         let xw = x.window(ctx, start, len)?;
         let yw = y.window(ctx, start, len)?;
-        let p = Params { n: len as u32, in_shift: xw.shift, out_shift: yw.shift, alpha };
-        let groups = flat_groups(ctx, OP, len, WG)?;
+        // vec4 accesses on CPU adapters (4× fewer per-lane memory operations) where aligned.
+        let v =
+            if ctx.caps.is_cpu() && (len | xw.shift as usize | yw.shift as usize).is_multiple_of(4) { 4 } else { 1 };
+        let p = Params { n: (len / v) as u32, in_shift: xw.shift / v as u32, out_shift: yw.shift / v as u32, alpha };
+        let key = if v == 4 { &key4 } else { &key };
+        let groups = flat_groups(ctx, OP, len / v, WG)?;
         let args = [Arg::Read(xw), Arg::Write(yw), Arg::Uniform(bytemuck::bytes_of(&p))];
-        launch(ctx, rec, &SRC, &key, &args, groups, vec![x.keep(), y.keep()])?;
+        launch(ctx, rec, &SRC, key, &args, groups, vec![x.keep(), y.keep()])?;
     }
     Ok(())
 }

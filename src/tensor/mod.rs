@@ -249,6 +249,13 @@ impl GpuTensor {
         Ok(Window { buffer: self.buf.buffer(), offset: base, size, shift: ((first - base) / es) as u32 })
     }
 
+    /// Whether windows of this tensor starting at a multiple of 4 elements have a shift that is
+    /// a multiple of 4, so kernels may bind them as arrays of vec4.
+    pub fn vec4_aligned(&self, ctx: &Context) -> bool {
+        let es = self.dtype.size() as u64;
+        (self.offset / es).is_multiple_of(4) && ctx.caps.storage_align.max(4).is_multiple_of(4 * es)
+    }
+
     /// The whole tensor as one binding.
     pub fn full(&self, ctx: &Context) -> Result<Window<'_>> {
         self.window(ctx, 0, self.numel())
