@@ -21,7 +21,7 @@ use std::sync::{Mutex, OnceLock};
 use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
-use crate::kernels::attention;
+use crate::kernels::attention_checks::{annotate, check_out, head_dim};
 use crate::tensor::{chunks, max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
@@ -257,7 +257,7 @@ pub fn attention_sg_into(
 ) -> Result<()> {
     let from = rec.len();
     attention_sg_dispatches(ctx, rec, q, k, v, out, heads, causal, scale, r)?;
-    attention::annotate(rec, from, q, k, heads);
+    annotate(rec, from, q, k, heads);
     Ok(())
 }
 
@@ -274,8 +274,8 @@ fn attention_sg_dispatches(
     scale: f32,
     r: u32,
 ) -> Result<()> {
-    let d = attention::head_dim(q, k, v, heads)?;
-    attention::check_out(q, k, v, out, scale)?;
+    let d = head_dim(q, k, v, heads)?;
+    check_out(q, k, v, out, scale)?;
     let sg = check(ctx, d, r)?;
     let (b, sq, sk, hd) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2]);
     if b * sq == 0 {

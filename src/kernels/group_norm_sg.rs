@@ -5,7 +5,7 @@
 
 use crate::gpu::{KernelSource, PipelineKey, Recorder};
 use crate::kernels::attention_sg::lanes;
-use crate::kernels::group_norm::{check, run_split, Split};
+use crate::kernels::group_norm_split::{check, run_split, Split};
 use crate::tensor::{max_window_elems, GpuTensor};
 use crate::{wgsl, Context, Result};
 

@@ -6,6 +6,7 @@
 
 mod affine;
 pub mod attention;
+mod attention_checks;
 pub mod attention_sg;
 pub mod autotune;
 pub mod binary;
@@ -17,6 +18,7 @@ pub mod fma_peak;
 pub mod geglu;
 pub mod group_norm;
 pub mod group_norm_sg;
+mod group_norm_split;
 pub mod layer_norm;
 pub mod lora_linear;
 pub mod lora_merge;
