@@ -90,6 +90,11 @@ fn the_tiny_unet_profile_names_every_heavy_launch_and_counts_its_flops() {
     assert!(u.classes.iter().any(|c| c.class.starts_with("attention cross ")));
     assert!(u.classes.iter().any(|c| c.class.starts_with("attention self ")));
     assert!(r.vae_decode.classes.iter().any(|c| c.class.starts_with("conv3x3/1 ")));
+    // Every kernel the models launch has a family (a new kernel must be named in bench::profile).
+    for p in [u, &r.vae_decode] {
+        let other: Vec<_> = p.classes.iter().filter(|c| c.family == "other").map(|c| &c.class).collect();
+        assert!(other.is_empty(), "launches without a family: {other:?}");
+    }
     assert!(u.total_ms > 0.0 && r.peak_gflops > 0.0);
     print!("{}", u.table("tiny UNet step", Some(r.peak_gflops)));
 }

@@ -51,8 +51,9 @@ pub fn family(d: &Dispatch) -> &'static str {
     match d.label {
         "matmul" | "lora_linear" => "gemm",
         "conv2d" => "conv",
-        "attention" => "attention",
-        "group_norm" | "layer_norm" | "softmax" => "norm",
+        "attention" | "attention_sg" => "attention",
+        "group_norm" | "group_norm_sg" | "layer_norm" | "softmax" => "norm",
+        "conv_pack" => "copy",
         "binary" | "unary" | "geglu" | "timestep_embedding" | "lora_merge" => "elementwise",
         "concat" | "upsample" | "embedding" => "copy",
         _ => "other",
