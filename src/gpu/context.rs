@@ -116,7 +116,7 @@ pub struct Context {
 }
 
 /// Queued upload bytes after which pending writes are submitted (see [`Context::note_upload`]).
-const UPLOAD_FLUSH: u64 = 256 << 20;
+const UPLOAD_FLUSH: u64 = 16 << 20;
 
 /// An open arena scope; closing it (drop) drops the scope's free list. Returned by
 /// [`Context::arena`]; a guard from a nested call owns nothing.

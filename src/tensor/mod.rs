@@ -158,9 +158,9 @@ impl GpuTensor {
     fn write_bytes(&self, ctx: &Context, bytes: &[u8]) {
         // Large uploads go in slices so wgpu's staging memory stays bounded; a ragged tail is
         // padded to the 4-byte copy granularity.
-        const CHUNK: usize = 64 << 20;
-        ctx.note_upload(bytes.len());
+        const CHUNK: usize = 16 << 20;
         for (i, c) in bytes.chunks(CHUNK).enumerate() {
+            ctx.note_upload(c.len());
             let off = self.offset + (i * CHUNK) as u64;
             if c.len() % 4 == 0 {
                 ctx.queue.write_buffer(self.buf.buffer(), off, c);
