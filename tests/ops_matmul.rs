@@ -295,3 +295,24 @@ fn matmul_tiled_pipelines_need_no_subgroups() {
     validate(&specialize(tiled, DType::F16).unwrap(), Capabilities::SHADER_FLOAT16).unwrap();
     assert!(validate(&specialize(&SRC, DType::F32).unwrap(), Capabilities::empty()).is_err());
 }
+
+/// The `sg` kernel's generated part expands into a module that validates in both dtypes, with all
+/// 64 rows of accumulators and both row blocks' helpers.
+#[test]
+fn matmul_sg_expansion_validates() {
+    use lorafuse::gpu::pipelines::specialize;
+    use lorafuse::kernels::matmul::sg_source;
+    let src = sg_source();
+    assert!(!src.source.contains("//# begin sg\n"), "template not expanded");
+    assert_eq!(src.source.matches("var<private> acc").count(), 128);
+    for f in ["fn mac(", "fn mac_hi(", "fn sg_store_all(", "fn sg_store_all_hi("] {
+        assert_eq!(src.source.matches(f).count(), 1, "{f}");
+    }
+    for dt in [DType::F32, DType::F16] {
+        let text = specialize(src, dt).unwrap();
+        let module = naga::front::wgsl::parse_str(&text).unwrap_or_else(|e| panic!("{}", e.emit_to_string(&text)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{dt:?}: {e:?}"));
+    }
+}

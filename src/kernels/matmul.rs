@@ -36,6 +36,58 @@ pub fn tiled_source() -> &'static KernelSource {
     })
 }
 
+/// `shaders/matmul.wgsl` with the `sg` kernel's regular part generated in place of its stubs (the
+/// lines from `//# begin sg` to `//# end sg`): 64 rows of accumulators, `mac`/`mac_hi` and
+/// `sg_store_all`/`sg_store_all_hi`, each one block per row.
+pub fn sg_source() -> &'static KernelSource {
+    static SG: OnceLock<KernelSource> = OnceLock::new();
+    SG.get_or_init(|| {
+        let (begin, end) = ("//# begin sg\n", "//# end sg\n");
+        let text = match (SRC.source.find(begin), SRC.source.find(end)) {
+            (Some(b), Some(e)) if b < e => {
+                format!("{}{}{}", &SRC.source[..b], sg_generated(), &SRC.source[e + end.len()..])
+            }
+            _ => SRC.source.to_string(), // a broken template fails validation at pipeline creation
+        };
+        KernelSource { name: SRC.name, source: Box::leak(text.into_boxed_str()) }
+    })
+}
+
+fn sg_generated() -> String {
+    use std::fmt::Write as _;
+    // `write!` into a String cannot fail.
+    let mut s = String::new();
+    for r in 0..64 {
+        let _ = writeln!(s, "var<private> acc{r:02}l: vec4<f32>;\nvar<private> acc{r:02}r: vec4<f32>;");
+    }
+    for (name, base) in [("mac", 0), ("mac_hi", 32)] {
+        let _ = writeln!(s, "fn {name}(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,");
+        let _ = writeln!(s, "    bl0: vec4<f32>, bl1: vec4<f32>, bl2: vec4<f32>, bl3: vec4<f32>,");
+        let _ = writeln!(s, "    br0: vec4<f32>, br1: vec4<f32>, br2: vec4<f32>, br3: vec4<f32>) {{");
+        for i in 0..32 {
+            let r = base + i;
+            let _ = writeln!(s, "    let v{r:02} = subgroupBroadcast(x{}, {}u);", i / 8, i % 8);
+            for side in ['l', 'r'] {
+                let b = if side == 'l' { "bl" } else { "br" };
+                let _ = writeln!(
+                    s,
+                    "    acc{r:02}{side} = fma(vec4(v{r:02}.w), {b}3, fma(vec4(v{r:02}.z), {b}2, fma(vec4(v{r:02}.y), {b}1, \
+                     fma(vec4(v{r:02}.x), {b}0, acc{r:02}{side}))));"
+                );
+            }
+        }
+        let _ = writeln!(s, "}}");
+    }
+    for (name, base) in [("sg_store_all", 0), ("sg_store_all_hi", 32)] {
+        let _ = writeln!(s, "fn {name}(c_base: u32, row0: u32, col: u32, bl: vec4<f32>, br: vec4<f32>) {{");
+        for r in base..base + 32 {
+            let _ = writeln!(s, "    sg_store(c_base, row0 + {r}u, col, acc{r:02}l + bl, acc{r:02}r + br);");
+        }
+        let _ = writeln!(s, "}}");
+    }
+    s
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
 struct Params {
@@ -194,7 +246,7 @@ fn loop_iterations(kernel: GemmKernel) -> (usize, usize) {
 fn pipeline(g: &Gemm<'_>, dt: DType, kernel: GemmKernel) -> (&'static KernelSource, PipelineKey) {
     let src = match kernel {
         GemmKernel::Tiled { .. } => tiled_source(),
-        GemmKernel::Subgroup { .. } => &SRC,
+        GemmKernel::Subgroup { .. } => sg_source(),
     };
     let base = match kernel {
         GemmKernel::Tiled { bm, bn, bk } => PipelineKey::new(src, "tiled", dt)
