@@ -270,7 +270,7 @@ fn conv2d_sd_level1_throughput() {
         let xt = GpuTensor::from_slice(ctx, &xs, &x, dt).unwrap();
         let wt = GpuTensor::from_slice(ctx, &ws, &w, dt).unwrap();
         let mut rec = Recorder::new();
-        let wp = pack_weight(ctx, &mut rec, &wt, ConvTile::pick(ctx, 320, 64, 4096).tm).unwrap();
+        let wp = pack_weight(ctx, &mut rec, &wt, ConvTile::pick(ctx, 320, 64, 4096, 320 * 9 * 320).tm).unwrap();
         rec.submit(ctx).unwrap();
         let y = conv2d_packed(ctx, &mut rec, &xt, &wp, None, p).unwrap();
         match rec.time_gpu(ctx, 1).unwrap() {

@@ -222,7 +222,7 @@ pub fn conv2d_into(
     y: &GpuTensor,
 ) -> Result<()> {
     let d = check(x, weight_shape(w)?, w.dtype, bias, p)?;
-    let tile = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo);
+    let tile = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo, d.cin * d.kh * d.kw * d.cout);
     conv2d_tiled(ctx, rec, x, w, bias, p, y, tile)
 }
 
@@ -263,7 +263,7 @@ pub fn conv2d_packed(
 ) -> Result<GpuTensor> {
     let d = check(x, w.shape, w.packed.dtype, bias, p)?;
     let y = GpuTensor::empty(ctx, &[d.n, d.cout, d.ho, d.wo], x.dtype)?;
-    let t = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo);
+    let t = ConvTile::pick(ctx, d.cout, d.wo, d.n * d.ho * d.wo, d.cin * d.kh * d.kw * d.cout);
     let (wg, tn) = tuned_tile(ctx, x, w, p, &d, (t.wg, t.tn));
     conv2d_packed_tiled(ctx, rec, x, w, bias, p, &y, wg, tn, ConvForce::default())?;
     Ok(y)

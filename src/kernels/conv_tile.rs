@@ -43,6 +43,9 @@ pub struct ConvTile {
     pub tn: u32,
 }
 
+/// Weights (Cin·KH·KW·Cout) below which a convolution is "small" for [`ConvTile::pick`].
+pub const SMALL_CONV: usize = 65536;
+
 /// Largest `tn` the shader's accumulator blocks are written out for.
 pub const TN_MAX: u32 = 16;
 
@@ -68,10 +71,15 @@ impl ConvTile {
     /// only within a subgroup, so a bigger workgroup measured no faster (8 to 64 within ±10 % at
     /// SD shapes), while each workgroup size is a separate JIT of this large body (10–30 s each on
     /// lavapipe, the bulk of a cold first run).
-    pub fn pick(ctx: &Context, cout: usize, wo: usize, pixels: usize) -> ConvTile {
+    ///
+    /// A small convolution (`weights` = Cin·KH·KW·Cout under [`SMALL_CONV`]) gets 4 pixels per
+    /// invocation on a CPU adapter as on a GPU: its wider tiles gain nothing measurable (a few
+    /// milliseconds a step), while each is another 5–17 s JIT on a cold lavapipe. This keeps the
+    /// bundled tiny model's first run short and touches only SD's conv_in/conv_out.
+    pub fn pick(ctx: &Context, cout: usize, wo: usize, pixels: usize, weights: usize) -> ConvTile {
         let cpu = ctx.caps.is_cpu();
         let tm = Self::tm_for(ctx, cout);
-        let tn_max = if cpu { TN_MAX as usize } else { 4 };
+        let tn_max = if cpu && weights >= SMALL_CONV { TN_MAX as usize } else { 4 };
         let tn = [16, 8, 4].into_iter().find(|&t| t <= tn_max && wo.is_multiple_of(t)).unwrap_or(4);
         let wg = if cpu { 8 } else { pixels.div_ceil(tn).next_power_of_two().clamp(8, 64) as u32 };
         ConvTile { wg, tm, tn: tn as u32 }
