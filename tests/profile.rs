@@ -98,3 +98,29 @@ fn the_tiny_unet_profile_names_every_heavy_launch_and_counts_its_flops() {
     assert!(u.total_ms > 0.0 && r.peak_gflops > 0.0);
     print!("{}", u.table("tiny UNet step", Some(r.peak_gflops)));
 }
+
+/// `bench kernels` says which speed goals its cases meet (attention ≥ 30 %, GEMM and conv ≥ 50 %
+/// of the probe), counting from the rows it printed.
+#[test]
+fn bench_kernels_reports_the_goals() {
+    use lorafuse::bench::{result, Report};
+    let peak = 100.0;
+    let row = |name: &str, gflops: f64| result(name, "s", 1.0, gflops * 1e6, 0.0, peak);
+    let report = Report {
+        adapter: "a".into(),
+        backend: "b".into(),
+        peak_gflops: peak,
+        timer: "t".into(),
+        kernels: vec![
+            row("attention", 35.0),
+            row("cross_attention_f16", 20.0),
+            row("matmul_f32", 55.0),
+            row("conv3x3", 40.0),
+            row("group_norm", 1.0),
+        ],
+    };
+    let t = report.targets();
+    assert!(t.contains("attention at ≥ 30 % of the probe: 1 of 2 cases meet it (20.0–35.0 %)"), "{t}");
+    assert!(t.contains("GEMM and conv at ≥ 50 % of the probe: 1 of 2 cases meet it (40.0–55.0 %)"), "{t}");
+    assert!(report.table().ends_with(&t));
+}

@@ -110,6 +110,38 @@ impl Report {
                 100.0 * k.ratio_to_peak
             ));
         }
+        s.push_str(&self.targets());
+        s
+    }
+
+    /// The speed goals (attention ≥ 30 %, GEMM and conv ≥ 50 % of the probe), met or not, per case
+    /// family, so a run says where it stands without reading the rows.
+    pub fn targets(&self) -> String {
+        let mut s = String::from("\n");
+        for (what, goal, prefixes) in [
+            ("attention", 0.30, &["attention", "cross_attention"][..]),
+            ("GEMM and conv", 0.50, &["matmul", "conv"][..]),
+        ] {
+            let cases: Vec<f64> = self
+                .kernels
+                .iter()
+                .filter(|k| prefixes.iter().any(|p| k.name.starts_with(p)))
+                .map(|k| k.ratio_to_peak)
+                .collect();
+            if cases.is_empty() || self.peak_gflops <= 0.0 {
+                continue;
+            }
+            let met = cases.iter().filter(|&&r| r >= goal).count();
+            let (lo, hi) = cases.iter().fold((f64::INFINITY, 0f64), |(a, b), &r| (a.min(r), b.max(r)));
+            s.push_str(&format!(
+                "goal: {what} at ≥ {:.0} % of the probe: {met} of {} cases meet it ({:.1}–{:.1} %){}\n",
+                100.0 * goal,
+                cases.len(),
+                100.0 * lo,
+                100.0 * hi,
+                if met < cases.len() { "; BENCHMARKS.md says what limits the others" } else { "" }
+            ));
+        }
         s
     }
 }
