@@ -20,41 +20,18 @@
 //! Big tensors: launches cover whole batches whose q/k/v/out slices fit one binding; a batch whose
 //! q slice alone is too big is split by query rows. A single batch's K or V must fit one binding.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
-use crate::kernels::attention_checks::{annotate, check_out, head_dim};
+use crate::gpu::{KernelSource, PipelineKey, Recorder};
+use crate::kernels::attention_launch::{annotate, check_out, head_dim, launch_attention};
 use crate::kernels::attention_sg;
 use crate::kernels::autotune::{self, Search};
-use crate::tensor::{chunks, max_window_elems, DType, GpuTensor};
+use crate::tensor::{DType, GpuTensor};
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("attention");
 
-pub use super::attention_checks::MAX_HEAD_DIM;
+pub use super::attention_launch::MAX_HEAD_DIM;
 
 const OP: &str = "attention";
-
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    nb: u32,
-    sq: u32,
-    nr: u32,
-    row0: u32,
-    sk: u32,
-    heads: u32,
-    hd: u32,
-    nqt: u32,
-    groups: u32,
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    causal: u32,
-    scale_log2: f32,
-    d: u32,
-}
 
 /// One tiling of the kernel (its WGSL override constants; see the shader's header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,12 +326,7 @@ fn attention_dispatches(
     let d = head_dim(q, k, v, heads)?;
     t.validate(ctx, d, q.dtype)?;
     check_out(q, k, v, out, scale)?;
-    let (b, sq, sk, hd) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2]);
-    if b * sq == 0 {
-        return Ok(());
-    }
-    let dt = q.dtype;
-    let key = PipelineKey::new(&SRC, "main", dt)
+    let key = PipelineKey::new(&SRC, "main", q.dtype)
         .with("NT", t.nt)
         .with("BQ", t.bq)
         .with("BK", t.bk)
@@ -367,57 +339,5 @@ fn attention_dispatches(
         .with("KSTR4", t.kstr4)
         .with("PSTR4", t.pstr4);
 
-    let maxe = max_window_elems(ctx, dt) as usize;
-    let (qb, kb) = (sq * hd, sk * hd);
-    if kb > maxe {
-        return Err(Error::limit(
-            OP,
-            format!("elements of one batch's k/v [{sk}, {hd}] (one storage binding)"),
-            kb as u64,
-            maxe as u64,
-        ));
-    }
-    let scale_log2 = scale * std::f32::consts::LOG2_E;
-    // (first batch, batches, first row, rows) per launch.
-    let runs: Vec<_> = if qb <= maxe {
-        let per = (maxe / qb).min(maxe / kb.max(1)).max(1);
-        chunks(b, per).map(|(b0, nb)| (b0, nb, 0, sq)).collect()
-    } else {
-        let rows = (maxe / hd / t.bq as usize * t.bq as usize).max(1);
-        (0..b).flat_map(|bi| chunks(sq, rows).map(move |(r0, nr)| (bi, 1, r0, nr))).collect()
-    };
-    for (b0, nb, r0, nr) in runs {
-        let qlen = ((nb - 1) * sq + nr) * hd;
-        let qw = q.window(ctx, (b0 * sq + r0) * hd, qlen)?;
-        let ow = out.window(ctx, (b0 * sq + r0) * hd, qlen)?;
-        let kw = k.window(ctx, b0 * kb, nb * kb)?;
-        let vw = v.window(ctx, b0 * kb, nb * kb)?;
-        let nqt = nr.div_ceil(t.bq as usize);
-        let groups = (nb * heads * nqt) as u64;
-        if groups > u32::MAX as u64 {
-            return Err(Error::limit(OP, "workgroups", groups, u32::MAX as u64));
-        }
-        let p = Params {
-            nb: nb as u32,
-            sq: sq as u32,
-            nr: nr as u32,
-            row0: r0 as u32,
-            sk: sk as u32,
-            heads: heads as u32,
-            hd: hd as u32,
-            nqt: nqt as u32,
-            groups: groups as u32,
-            q_shift: qw.shift,
-            k_shift: kw.shift,
-            v_shift: vw.shift,
-            o_shift: ow.shift,
-            causal: causal as u32,
-            scale_log2,
-            d: d as u32,
-        };
-        let grid = fold_groups(ctx, OP, groups)?;
-        let args = [Arg::Read(qw), Arg::Read(kw), Arg::Read(vw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
-        launch(ctx, rec, &SRC, &key, &args, grid, vec![q.keep(), k.keep(), v.keep(), out.keep()])?;
-    }
-    Ok(())
+    launch_attention(ctx, rec, OP, &SRC, &key, q, k, v, out, heads, causal, scale, d, t.bq as usize, false)
 }

@@ -18,11 +18,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::gpu::{fold_groups, launch, Arg, KernelSource, PipelineKey, Recorder};
-use crate::kernels::attention_checks::{annotate, check_out, head_dim};
-use crate::tensor::{chunks, max_window_elems, GpuTensor};
+use crate::gpu::{KernelSource, PipelineKey, Recorder};
+use crate::kernels::attention_launch::{annotate, check_out, head_dim, launch_attention};
+use crate::tensor::GpuTensor;
 use crate::{wgsl, Context, Error, Result};
 
 pub static SRC: KernelSource = wgsl!("attention_sg");
@@ -37,28 +35,6 @@ const OP: &str = "attention_sg";
 /// Lavapipe ends a shader's loops after 65535 iterations per invocation; the key loop runs
 /// `sk / SG` times.
 const LOOP_BUDGET: usize = 60000;
-
-/// The uniform block, identical to `attention.wgsl`'s.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    nb: u32,
-    sq: u32,
-    nr: u32,
-    row0: u32,
-    sk: u32,
-    heads: u32,
-    hd: u32,
-    nqt: u32,
-    groups: u32,
-    q_shift: u32,
-    k_shift: u32,
-    v_shift: u32,
-    o_shift: u32,
-    causal: u32,
-    scale_log2: f32,
-    d: u32,
-}
 
 /// The subgroup width the kernel is unrolled for on this device, if it has one fixed width.
 pub fn lanes(ctx: &Context) -> Option<u32> {
@@ -277,7 +253,7 @@ fn attention_sg_dispatches(
     let d = head_dim(q, k, v, heads)?;
     check_out(q, k, v, out, scale)?;
     let sg = check(ctx, d, r)?;
-    let (b, sq, sk, hd) = (q.shape[0], q.shape[1], k.shape[1], q.shape[2]);
+    let (b, sq, sk) = (q.shape[0], q.shape[1], k.shape[1]);
     if b * sq == 0 {
         return Ok(());
     }
@@ -287,61 +263,7 @@ fn attention_sg_dispatches(
     let dt = q.dtype;
     let src = expanded_source((d / 4) as u32, sg, r);
     let key = PipelineKey::new(src, "main", dt).with("SG", sg).with("R", r).with("D4", (d / 4) as u32);
-    let bq = (sg * r) as usize;
-    let maxe = max_window_elems(ctx, dt) as usize;
-    let (qb, kb) = (sq * hd, sk * hd);
-    if kb > maxe {
-        return Err(Error::limit(
-            OP,
-            format!("elements of one batch's k/v [{sk}, {hd}] (one storage binding)"),
-            kb as u64,
-            maxe as u64,
-        ));
-    }
-    let runs: Vec<_> = if qb <= maxe {
-        let per = (maxe / qb).min(maxe / kb.max(1)).max(1);
-        chunks(b, per).map(|(b0, nb)| (b0, nb, 0, sq)).collect()
-    } else {
-        let rows = (maxe / hd / bq * bq).max(1);
-        (0..b).flat_map(|bi| chunks(sq, rows).map(move |(r0, nr)| (bi, 1, r0, nr))).collect()
-    };
-    for (b0, nb, r0, nr) in runs {
-        let qlen = ((nb - 1) * sq + nr) * hd;
-        let qw = q.window(ctx, (b0 * sq + r0) * hd, qlen)?;
-        let ow = out.window(ctx, (b0 * sq + r0) * hd, qlen)?;
-        let kw = k.window(ctx, b0 * kb, nb * kb)?;
-        let vw = v.window(ctx, b0 * kb, nb * kb)?;
-        if [qw.shift, ow.shift, kw.shift, vw.shift].iter().any(|s| s % 4 != 0) {
-            return Err(Error::invalid(OP, "q, k, v and out must start at multiples of 4 elements"));
-        }
-        let nqt = nr.div_ceil(bq);
-        let groups = (nb * heads * nqt) as u64;
-        if groups > u32::MAX as u64 {
-            return Err(Error::limit(OP, "workgroups", groups, u32::MAX as u64));
-        }
-        let p = Params {
-            nb: nb as u32,
-            sq: sq as u32,
-            nr: nr as u32,
-            row0: r0 as u32,
-            sk: sk as u32,
-            heads: heads as u32,
-            hd: hd as u32,
-            nqt: nqt as u32,
-            groups: groups as u32,
-            q_shift: qw.shift,
-            k_shift: kw.shift,
-            v_shift: vw.shift,
-            o_shift: ow.shift,
-            causal: causal as u32,
-            scale_log2: scale * std::f32::consts::LOG2_E,
-            d: d as u32,
-        };
-        let grid = fold_groups(ctx, OP, groups)?;
-        let args = [Arg::Read(qw), Arg::Read(kw), Arg::Read(vw), Arg::Write(ow), Arg::Uniform(bytemuck::bytes_of(&p))];
-        launch(ctx, rec, src, &key, &args, grid, vec![q.keep(), k.keep(), v.keep(), out.keep()])?;
-    }
-    Ok(())
+    launch_attention(ctx, rec, OP, src, &key, q, k, v, out, heads, causal, scale, d, (sg * r) as usize, true)
 }
 
 /// Whether the windows of `t` would start at multiples of 4 elements (its offset is aligned).

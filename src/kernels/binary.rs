@@ -233,14 +233,14 @@ fn run(
             let len = span * inner[k];
             let a_start = base_a + lo * dims[k].sa;
             let b_start = base_b + lo * dims[k].sb;
-            let aw = a.window(ctx, a_start, (span - 1) * dims[k].sa + inner_a + 1)?;
-            let bw = b.window(ctx, b_start, (span - 1) * dims[k].sb + inner_b + 1)?;
+            let a_len = (span - 1) * dims[k].sa + inner_a + 1;
+            let b_len = (span - 1) * dims[k].sb + inner_b + 1;
+            let aw = a.window(ctx, a_start, a_len)?;
+            let bw = b.window(ctx, b_start, b_len)?;
             let ow = out.window(ctx, o_start, len)?;
             let inner_ext = if k == r - 1 { span } else { dims[r - 1].ext };
-            let lens = [inner_ext, aw.shift as usize, bw.shift as usize, ow.shift as usize, len];
-            let lens =
-                [lens.as_slice(), &[(span - 1) * dims[k].sa + inner_a + 1, (span - 1) * dims[k].sb + inner_b + 1]];
-            let v = if vec_ok && lens.concat().iter().all(|x| x.is_multiple_of(4)) { 4 } else { 1 };
+            let counts = [inner_ext, aw.shift as usize, bw.shift as usize, ow.shift as usize, len, a_len, b_len];
+            let v = if vec_ok && counts.iter().all(|x| x.is_multiple_of(4)) { 4 } else { 1 };
             let key = if v == 4 { &key4 } else { &key1 };
             let p = Params {
                 n: (len / v) as u32,

@@ -6,7 +6,7 @@
 
 mod affine;
 pub mod attention;
-mod attention_checks;
+mod attention_launch;
 pub mod attention_sg;
 pub mod autotune;
 pub mod binary;
