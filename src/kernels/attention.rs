@@ -284,7 +284,7 @@ fn tuned_tiling(
             name: Tiling::name,
             parse: Tiling::parse,
             record: &record,
-            reps: (1e8 / flops).clamp(1.0, 20.0) as usize,
+            flops,
         },
     ))
 }

@@ -33,8 +33,9 @@ pub struct Search<'a, K> {
     pub parse: fn(&str) -> Option<K>,
     /// Record one run of the real shape with a candidate.
     pub record: &'a dyn Fn(&mut Recorder, &K) -> Result<()>,
-    /// Runs per submission, so that the submission's own cost does not decide.
-    pub reps: usize,
+    /// Flops of one run: a submission repeats the run up to about 0.1 GFLOP (at most 20 times),
+    /// so that the submission's own cost does not decide.
+    pub flops: f64,
 }
 
 /// The stored choice for the search's class, else the fastest candidate, measured now and stored.
@@ -70,7 +71,8 @@ fn measure<K: Clone + PartialEq>(ctx: &Context, s: &Search<'_, K>) -> Result<K> 
     for cand in cands {
         let mut rec = Recorder::new();
         let mut ok = true;
-        for _ in 0..s.reps.max(1) {
+        let reps = (1e8 / s.flops.max(1.0)).clamp(1.0, 20.0) as usize;
+        for _ in 0..reps {
             ok &= (s.record)(&mut rec, &cand).is_ok();
         }
         if !ok || rec.is_empty() {

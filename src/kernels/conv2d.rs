@@ -323,7 +323,7 @@ fn tuned_tile(
                 Some((a.parse().ok()?, b.parse().ok()?))
             },
             record: &record,
-            reps: (1e8 / flops).clamp(1.0, 20.0) as usize,
+            flops,
         },
     )
 }

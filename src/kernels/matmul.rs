@@ -183,7 +183,7 @@ pub fn kernel_for(ctx: &Context, m: usize, n: usize, k: usize, dtype: DType, tra
             name: GemmKernel::name,
             parse: GemmKernel::parse,
             record: &record,
-            reps: ((1e8 / (2.0 * (m * n * k) as f64)) as usize).clamp(1, 20),
+            flops: 2.0 * (m * n * k) as f64,
         },
     )
 }
