@@ -230,7 +230,7 @@ pub fn attention_into(
     let d = head_dim(q, k, v, heads)?;
     // CPU adapters: the subgroup kernel (no workgroup memory, no barriers), where it can run.
     if let Some(r) = attention_sg::default_rows(ctx, d) {
-        if [q, k, v, out].iter().all(|t| attention_sg::aligned(t)) {
+        if [q, k, v, out].iter().all(|t| t.vec4_aligned(ctx)) {
             return attention_sg::attention_sg_into(ctx, rec, q, k, v, out, heads, causal, scale, r);
         }
     }

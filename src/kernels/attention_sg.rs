@@ -265,8 +265,3 @@ fn attention_sg_dispatches(
     let key = PipelineKey::new(src, "main", dt).with("SG", sg).with("R", r).with("D4", (d / 4) as u32);
     launch_attention(ctx, rec, OP, src, &key, q, k, v, out, heads, causal, scale, d, (sg * r) as usize, true)
 }
-
-/// Whether the windows of `t` would start at multiples of 4 elements (its offset is aligned).
-pub fn aligned(t: &GpuTensor) -> bool {
-    t.offset.is_multiple_of(4 * t.dtype.size() as u64)
-}
