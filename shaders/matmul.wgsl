@@ -6,7 +6,7 @@
 //   A  [batch, M, K]        a[a_shift + bi*a_bstride + m*lda + k]
 //   B  TRANS_B=1: [N, K]    b[b_shift + bi*b_bstride + n*ldb + k]    (PyTorch linear weight)
 //      TRANS_B=0: [K, N]    b[b_shift + bi*b_bstride + k*ldb + n]
-//   A2 [M, K2], B2 [N, K2]  second K segment (SEG2=1): the LoRA pair [x | t]·[W | B_cat]ᵀ
+//   A2 [M, K2], B2 [N, K2]  second K segment (K2 > 0): the LoRA pair [x | t]·[W | B_cat]ᵀ
 //   bias [N] (flags bit 0), C [batch, M, N] c[c_shift + bi*c_bstride + m*ldc + n];
 //   flags bit 1 adds the C already stored (K split over several launches).
 // Bindings: 0 A, 1 B, 2 A2, 3 B2, 4 bias (read; unused ones are bound to any buffer), 5 C
@@ -39,7 +39,6 @@
 alias ST = f32;
 
 override TRANS_B: u32 = 1u;
-override SEG2: u32 = 0u;
 // `tiled` tile sizes: BM, BN multiples of 4, WG = (BM / 4) * (BN / 4).
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -123,7 +122,7 @@ fn tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc3 = vec4<f32>(0.0);
     let nt1 = (p.k1 + BK - 1u) / BK;
     var nt = nt1;
-    if (SEG2 != 0u) { nt += (p.k2 + BK - 1u) / BK; }
+    nt += (p.k2 + BK - 1u) / BK;
     if (!id.live) { nt = 0u; }
     // `nt` is uniform over the workgroup, so every thread reaches the same barriers.
     for (var t = 0u; t < nt; t++) {
@@ -298,7 +297,7 @@ fn sg(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             }
         }
     }
-    if (SEG2 != 0u) {
+    if (p.k2 != 0u) {
         var nk2 = p.k2 / 4u;
         if (!id.live) { nk2 = 0u; }
         let a2_v = p.a2_shift / 4u;

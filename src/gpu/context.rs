@@ -10,6 +10,7 @@ use crate::gpu::disk_cache::DiskCache;
 use crate::gpu::pipelines::PipelineCache;
 use crate::gpu::pool::{Arena, BufferPool};
 use crate::gpu::tune::{Autotune, TuneStore};
+use crate::gpu::twin::Twin;
 use crate::{Error, Result};
 
 /// What kind of adapter the device runs on. Kernels pick CPU-friendly variants (bigger tiles,
@@ -113,6 +114,10 @@ pub struct Context {
     /// Bytes written by `queue.write_buffer` since the last flush (see [`Context::note_upload`]).
     queued_upload: std::sync::atomic::AtomicU64,
     pub autotune: Autotune,
+    /// The adapter, where this context created the device (not for [`Context::from_device`]).
+    adapter: Option<wgpu::Adapter>,
+    /// A second device that compiles ahead (see [`Twin`]); opened at first need.
+    twin: std::sync::OnceLock<Option<Twin>>,
 }
 
 /// Queued upload bytes after which pending writes are submitted (see [`Context::note_upload`]).
@@ -232,6 +237,7 @@ impl Context {
         ctx.disk_cache = opts.pipeline_cache_dir.as_deref().and_then(|d| DiskCache::open(&ctx.device, &info, d));
         ctx.tune = TuneStore::open(&info, opts.pipeline_cache_dir.as_deref());
         ctx.autotune = opts.autotune;
+        ctx.adapter = Some(adapter);
         Ok(ctx)
     }
 
@@ -294,6 +300,8 @@ impl Context {
             autotune: Autotune::default(),
             lost,
             arena: Mutex::new(None),
+            adapter: None,
+            twin: Default::default(),
         }
     }
 
@@ -390,6 +398,20 @@ impl Context {
             return Err(Error::Gpu { op, msg: e.to_string() });
         }
         r
+    }
+
+    /// The second device that compiles pipelines ahead on CPU adapters with at least two cores,
+    /// where the adapter gives one (see [`Twin`]).
+    pub(crate) fn twin(&self) -> Option<&Twin> {
+        self.twin
+            .get_or_init(|| {
+                let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                match &self.adapter {
+                    Some(a) if self.caps.is_cpu() && cores >= 2 => Twin::open(a, &self.device),
+                    _ => None,
+                }
+            })
+            .as_ref()
     }
 
     /// Bytes currently held by the buffer pool (free and in use).

@@ -10,10 +10,11 @@ pub mod pool;
 pub(crate) mod readback;
 pub mod recorder;
 pub mod tune;
+pub(crate) mod twin;
 
 pub use binding::Window;
 pub use context::{AdapterKind, Caps, Context, ContextOptions};
 pub use dtype::DType;
 pub use pipelines::{flat_groups, fold_groups, launch, Arg, KernelSource, PipelineKey};
-pub use recorder::{Dispatch, Recorder, Work};
+pub use recorder::{Dispatch, Recorder, WarmUp, Work};
 pub use tune::{Autotune, TuneStore};

@@ -15,7 +15,7 @@ use crate::gpu::{DType, Dispatch, Recorder, Window, Work};
 use crate::{Context, Error, Result};
 
 /// An embedded kernel source.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct KernelSource {
     /// The file stem in `shaders/` (also the stem of its launcher and reference).
     pub name: &'static str,
@@ -93,6 +93,7 @@ struct Compiled {
     layout: wgpu::BindGroupLayout,
     pipeline: wgpu::ComputePipeline,
     label: Arc<str>,
+    recipe: Arc<Recipe>,
 }
 
 /// A pipeline is compiled per key and per binding layout.
@@ -121,6 +122,78 @@ pub fn specialize(src: &KernelSource, dtype: DType) -> Result<String> {
     }
 }
 
+/// Everything needed to build one pipeline again, on this device or another one of the same
+/// adapter (see [`Twin`](crate::gpu::twin::Twin)).
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    pub src: KernelSource,
+    pub key: PipelineKey,
+    pub kinds: Vec<BindKind>,
+}
+
+/// Build the bind group layout and pipeline of `recipe` on `device`; the caller opens the error
+/// scope.
+pub(crate) fn build_pipeline(
+    device: &wgpu::Device,
+    cache: Option<&wgpu::PipelineCache>,
+    recipe: &Recipe,
+    label: &str,
+) -> Result<(wgpu::BindGroupLayout, wgpu::ComputePipeline)> {
+    let text = specialize(&recipe.src, recipe.key.dtype)?;
+    let entries: Vec<wgpu::BindGroupLayoutEntry> = recipe
+        .kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: match k {
+                BindKind::Uniform => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                BindKind::Read | BindKind::ReadWrite => wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: *k == BindKind::Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+            },
+            count: None,
+        })
+        .collect();
+    let layout =
+        device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &entries });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(&layout)],
+        immediate_size: 0,
+    });
+    // SAFETY: the kernels in shaders/ are ours, tested against CPU references at awkward shapes;
+    // every index is guarded by explicit bounds tests in the WGSL, so wgpu's injected clamping
+    // would only cost time (17-40% on matmul).
+    let module = unsafe {
+        device.create_shader_module_trusted(
+            wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(text.into()) },
+            wgpu::ShaderRuntimeChecks::unchecked(),
+        )
+    };
+    let constants: Vec<(&str, f64)> = recipe.key.constants.iter().map(|(k, v)| (*k, *v as f64)).collect();
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: Some(&pl),
+        module: &module,
+        entry_point: Some(recipe.key.entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &constants,
+            // Kernels write workgroup memory before reading it; zero-init only costs.
+            zero_initialize_workgroup_memory: false,
+        },
+        cache,
+    });
+    Ok((layout, pipeline))
+}
+
 impl PipelineCache {
     fn get(&self, ctx: &Context, src: &KernelSource, key: &PipelineKey, kinds: &[BindKind]) -> Result<Arc<Compiled>> {
         let k = (key.clone(), kinds.to_vec());
@@ -131,69 +204,16 @@ impl PipelineCache {
             return Err(Error::dtype(src.name, "the f16 variant needs SHADER_F16, which this adapter lacks"));
         }
         let label = key.label();
-        let text = specialize(src, key.dtype)?;
+        let recipe = Arc::new(Recipe { src: *src, key: key.clone(), kinds: kinds.to_vec() });
         let started = std::time::Instant::now();
         let compiled = ctx
             .scoped(src.name, || {
-                let entries: Vec<wgpu::BindGroupLayoutEntry> = kinds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| wgpu::BindGroupLayoutEntry {
-                        binding: i as u32,
-                        visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: match k {
-                            BindKind::Uniform => wgpu::BindingType::Buffer {
-                                ty: wgpu::BufferBindingType::Uniform,
-                                has_dynamic_offset: false,
-                                min_binding_size: None,
-                            },
-                            BindKind::Read | BindKind::ReadWrite => wgpu::BindingType::Buffer {
-                                ty: wgpu::BufferBindingType::Storage { read_only: *k == BindKind::Read },
-                                has_dynamic_offset: false,
-                                min_binding_size: None,
-                            },
-                        },
-                        count: None,
-                    })
-                    .collect();
-                let layout = ctx.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(&label),
-                    entries: &entries,
-                });
-                let pl = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(&label),
-                    bind_group_layouts: &[Some(&layout)],
-                    immediate_size: 0,
-                });
-                // SAFETY: the kernels in shaders/ are ours, tested against CPU references at
-                // awkward shapes; every index is guarded by explicit bounds tests in the WGSL, so
-                // wgpu's injected clamping would only cost time (17-40% on matmul).
-                let module = unsafe {
-                    ctx.device.create_shader_module_trusted(
-                        wgpu::ShaderModuleDescriptor {
-                            label: Some(&label),
-                            source: wgpu::ShaderSource::Wgsl(text.into()),
-                        },
-                        wgpu::ShaderRuntimeChecks::unchecked(),
-                    )
-                };
-                let constants: Vec<(&str, f64)> = key.constants.iter().map(|(k, v)| (*k, *v as f64)).collect();
-                let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&label),
-                    layout: Some(&pl),
-                    module: &module,
-                    entry_point: Some(key.entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        // Kernels write workgroup memory before reading it; zero-init only costs.
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: ctx.disk_cache.as_ref().map(|c| &c.cache),
-                });
+                let (layout, pipeline) =
+                    build_pipeline(&ctx.device, ctx.disk_cache.as_ref().map(|c| &c.cache), &recipe, &label)?;
                 if let Some(c) = &ctx.disk_cache {
                     c.mark_dirty();
                 }
-                Ok(Compiled { layout, pipeline, label: Arc::from(label.as_str()) })
+                Ok(Compiled { layout, pipeline, label: Arc::from(label.as_str()), recipe: recipe.clone() })
             })
             .map_err(|e| Error::Shader { kernel: label.clone(), msg: e.to_string() })?;
         log::debug!("compiled {label} in {:.2} s", started.elapsed().as_secs_f64());
@@ -228,12 +248,23 @@ pub fn launch(
     }
     let kinds: Vec<BindKind> = args.iter().map(|a| a.kind()).collect();
     let compiled = ctx.pipelines.get(ctx, src, key, &kinds)?;
-    let uniforms: Vec<Option<wgpu::Buffer>> = args
+    let padded: Vec<Vec<u8>> = args
         .iter()
-        .map(|a| match a {
+        .filter_map(|a| match a {
             Arg::Uniform(bytes) => {
                 let mut b = bytes.to_vec();
                 b.resize(b.len().div_ceil(16).max(1) * 16, 0);
+                Some(b)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut next_uniform = padded.iter();
+    let uniforms: Vec<Option<wgpu::Buffer>> = args
+        .iter()
+        .map(|a| match a {
+            Arg::Uniform(_) => {
+                let b = next_uniform.next().expect("one padded block per uniform");
                 let buf = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("lorafuse.params"),
                     size: b.len() as u64,
@@ -241,7 +272,7 @@ pub fn launch(
                     mapped_at_creation: true,
                 });
                 match buf.slice(..).get_mapped_range_mut() {
-                    Ok(mut v) => v.copy_from_slice(&b),
+                    Ok(mut v) => v.copy_from_slice(b),
                     Err(e) => return Err(Error::Gpu { op: src.name, msg: format!("map params: {e}") }),
                 }
                 buf.unmap();
@@ -272,6 +303,8 @@ pub fn launch(
     rec.push(Dispatch {
         label: src.name,
         variant: compiled.label.clone(),
+        recipe: compiled.recipe.clone(),
+        uniforms: Arc::new(padded),
         work: Work::default(),
         class: None,
         pipeline: compiled.pipeline.clone(),

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::gpu::pipelines::Recipe;
 use crate::gpu::pool::PooledBuffer;
 use crate::{Context, Error, Result};
 
@@ -17,6 +18,12 @@ pub struct Dispatch {
     pub label: &'static str,
     /// The pipeline variant (kernel, entry, dtype and override constants), for profiles.
     pub variant: Arc<str>,
+    /// How to build the pipeline again (a second device compiles ahead with it).
+    pub recipe: Arc<Recipe>,
+    /// The bytes of each uniform binding, in binding order: drivers that specialize a pipeline
+    /// on uniform values (lavapipe inlines those that bound loops) must see the same ones when
+    /// compiling ahead.
+    pub uniforms: Arc<Vec<Vec<u8>>>,
     /// The arithmetic and memory traffic of this dispatch where its launcher counts them (GEMM,
     /// conv, attention), for profiles; zero elsewhere.
     pub work: Work,
@@ -40,6 +47,15 @@ pub struct Work {
 /// Dispatches per query set when profiling (two timestamps each; wgpu caps a set at 4096).
 const PROFILE_CHUNK: usize = 2048;
 
+/// What [`Recorder::warm_up`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarmUp {
+    /// Pipeline variants that ran for the first time on this context.
+    pub variants: usize,
+    /// How many of them the second device compiled ahead.
+    pub ahead: usize,
+}
+
 #[derive(Default, Clone)]
 pub struct Recorder {
     pub dispatches: Vec<Dispatch>,
@@ -62,14 +78,14 @@ impl Recorder {
         self.dispatches.is_empty()
     }
 
-    /// Compile ahead, visibly: run one workgroup of the first dispatch of each pipeline variant
+    /// Compile ahead, visibly: dispatch zero workgroups of each pipeline variant of this recording
     /// that this context has not run yet, one submission at a time, calling `report(done, total)`
-    /// after each. Drivers that compile a pipeline at its first dispatch (lavapipe: 1–25 s per
+    /// after each. Drivers that compile a pipeline at its first dispatch (lavapipe: 1–7 s per
     /// large kernel) then spend that time here, where a caller can show it, instead of silently
-    /// inside the first real submission. Only for recordings whose every dispatch is rewritten by
-    /// the real run (a graph computing fresh outputs from its inputs): the extra workgroup writes
-    /// partial results that the real run overwrites. Returns how many variants it ran.
-    pub fn warm_up(&self, ctx: &Context, mut report: impl FnMut(usize, usize)) -> Result<usize> {
+    /// inside the first real submission; a zero-sized dispatch compiles without running, so any
+    /// recording can be warmed. Where the context has a [`Twin`](crate::gpu::twin::Twin), it takes
+    /// variants from the other end of the list on a second thread.
+    pub fn warm_up(&self, ctx: &Context, mut report: impl FnMut(usize, usize)) -> Result<WarmUp> {
         let mut seen = ctx.warmed.lock().unwrap_or_else(|e| e.into_inner());
         let mut fresh: Vec<&Dispatch> = Vec::new();
         for d in &self.dispatches {
@@ -78,14 +94,56 @@ impl Recorder {
             }
         }
         let total = fresh.len();
-        for (i, d) in fresh.into_iter().enumerate() {
-            let one = Recorder { dispatches: vec![Dispatch { groups: [1, 1, 1], ..d.clone() }] };
-            one.replay(ctx)?;
-            ctx.sync()?;
-            seen.insert(d.variant.clone());
-            report(i + 1, total);
-        }
-        Ok(total)
+        let twin = if total >= 2 { ctx.twin() } else { None };
+        let claims = Claims::new(total);
+        let ahead = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| -> Result<()> {
+            if let Some(twin) = twin {
+                let claims = &claims;
+                let fresh = &fresh;
+                let ahead = &ahead;
+                s.spawn(move || {
+                    // Marks everything the twin took as done on every exit, panics included, so
+                    // the main thread never waits for a variant nobody compiles.
+                    let _release = claims.release_on_drop();
+                    for i in (0..fresh.len()).rev() {
+                        if !claims.take(i, Claim::Twin) {
+                            break;
+                        }
+                        let started = std::time::Instant::now();
+                        let recipe = &fresh[i].recipe;
+                        match twin.compile(recipe, &fresh[i].uniforms) {
+                            Ok(()) => {
+                                ahead.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let secs = started.elapsed().as_secs_f64();
+                                log::debug!("compiled {} ahead in {secs:.2} s", recipe.key.label());
+                            }
+                            Err(e) => log::debug!("compiling ahead failed (the main device compiles it): {e}"),
+                        }
+                        claims.finish(i);
+                    }
+                });
+            }
+            let result = (|| {
+                for (i, d) in fresh.iter().enumerate() {
+                    if !claims.take(i, Claim::Main) {
+                        claims.wait(i);
+                    }
+                    let started = std::time::Instant::now();
+                    let one = Recorder { dispatches: vec![Dispatch { groups: [0, 0, 0], ..(*d).clone() }] };
+                    one.replay(ctx)?;
+                    ctx.sync()?;
+                    log::debug!("first dispatch of {} took {:.2} s", d.variant, started.elapsed().as_secs_f64());
+                    seen.insert(d.variant.clone());
+                    report(i + 1, total);
+                }
+                Ok(())
+            })();
+            // On an error, stop the twin at its next variant.
+            claims.close();
+            result
+        })?;
+        Ok(WarmUp { variants: total, ahead: ahead.into_inner() })
     }
 
     /// Name the dispatches recorded since index `from` as one launch of `class` and spread its
@@ -239,5 +297,77 @@ impl Recorder {
             return Err(Error::Device("timestamp query returned no elapsed time".into()));
         }
         Ok(Some(ns / 1e6 / reps.max(1) as f64))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Free,
+    Main,
+    Twin,
+    Done,
+}
+
+/// Which thread compiles which variant during [`Recorder::warm_up`].
+struct Claims {
+    state: std::sync::Mutex<Vec<Claim>>,
+    changed: std::sync::Condvar,
+}
+
+impl Claims {
+    fn new(n: usize) -> Self {
+        Claims { state: std::sync::Mutex::new(vec![Claim::Free; n]), changed: std::sync::Condvar::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Claim>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claim variant `i` for `who`; false if another thread had it.
+    fn take(&self, i: usize, who: Claim) -> bool {
+        let mut g = self.lock();
+        if g[i] == Claim::Free {
+            g[i] = who;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn finish(&self, i: usize) {
+        self.lock()[i] = Claim::Done;
+        self.changed.notify_all();
+    }
+
+    /// Block until the twin is done with variant `i` (no-op for any other state).
+    fn wait(&self, i: usize) {
+        let mut g = self.lock();
+        while g[i] == Claim::Twin {
+            g = self.changed.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Claim every free variant for the main thread, so the twin stops.
+    fn close(&self) {
+        for c in self.lock().iter_mut() {
+            if *c == Claim::Free {
+                *c = Claim::Main;
+            }
+        }
+    }
+
+    fn release_on_drop(&self) -> impl Drop + '_ {
+        struct Release<'a>(&'a Claims);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                for c in self.0.lock().iter_mut() {
+                    if *c == Claim::Twin {
+                        *c = Claim::Done;
+                    }
+                }
+                self.0.changed.notify_all();
+            }
+        }
+        Release(self)
     }
 }

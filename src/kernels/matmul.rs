@@ -256,7 +256,9 @@ fn pipeline(g: &Gemm<'_>, dt: DType, kernel: GemmKernel) -> (&'static KernelSour
             .with("WG", (bm / 4) * (bn / 4)),
         GemmKernel::Subgroup { lanes, rows } => PipelineKey::new(src, "sg", dt).with("SG", lanes).with("RB", rows / 32),
     };
-    (src, base.with("TRANS_B", g.trans_b as u32).with("SEG2", g.seg2.is_some() as u32))
+    // The second K segment is a uniform (k2 = 0 skips it), not an override constant: a separate
+    // variant for the fused LoRA linear cost lavapipe another 8 s of JIT for the same speed.
+    (src, base.with("TRANS_B", g.trans_b as u32))
 }
 
 /// Record `g` with `kernel` (which must pass [`check_kernel`]).
