@@ -67,7 +67,17 @@ pub fn size_class(bytes: u64) -> u64 {
 
 impl BufferPool {
     pub fn get(&self, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
-        let class = size_class(bytes);
+        self.get_class(device, size_class(bytes))
+    }
+
+    /// A buffer of `bytes` rounded up only to 256, for long-lived tensors (weights, uploads): a
+    /// size class would waste up to an eighth of each, and wgpu zero-fills that tail on first use,
+    /// so it would be resident memory (85 MB of SD1.5's weights in f16).
+    pub fn get_exact(&self, device: &wgpu::Device, bytes: u64) -> PooledBuffer {
+        self.get_class(device, bytes.max(256).div_ceil(256) * 256)
+    }
+
+    fn get_class(&self, device: &wgpu::Device, class: u64) -> PooledBuffer {
         let mut g = self.inner.lock().expect("pool lock");
         let reused = g.free.get_mut(&class).and_then(|v| v.pop());
         let buffer = match reused {

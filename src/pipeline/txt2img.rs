@@ -343,6 +343,12 @@ impl Pipeline {
                 progress(Progress::Step { step: schedule.len(), steps: schedule.len() });
             }
             latents_all.extend(x.to_vec(ctx)?);
+            if b + 1 == req.batch {
+                // The UNet graph's intermediates are dead once the last image is sampled: give
+                // them back before the VAE allocates its own, so the two never add up.
+                graph.dispatches.clear();
+                ctx.trim_pool();
+            }
             progress(Progress::Decode);
             let inv = 1.0 / self.config.vae.scaling_factor;
             let z = unary(ctx, &mut rec, &x, UnaryOp::Scale(inv))?;

@@ -71,7 +71,8 @@ impl GpuTensor {
 
     /// [`GpuTensor::empty`] that never takes part in an arena: for tensors whose contents come
     /// from the CPU or from work submitted at record time (uploads, clears, copies), which
-    /// `queue` ordering would put before the recorded pass.
+    /// `queue` ordering would put before the recorded pass. Mostly long-lived (weights), so its
+    /// buffer is sized exactly rather than by size class.
     pub(crate) fn empty_outside_arena(ctx: &Context, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         Self::alloc(ctx, shape, dtype, false)
     }
@@ -99,6 +100,7 @@ impl GpuTensor {
                 let token = Arc::new(ArenaToken::new(buf.clone(), &a));
                 (buf, Some(token))
             }
+            None if !in_arena => (Arc::new(ctx.pool.get_exact(&ctx.device, bytes)), None),
             None => (Arc::new(ctx.pool.get(&ctx.device, bytes)), None),
         };
         let t = GpuTensor { buf, offset: 0, shape: shape.to_vec(), dtype, arena };
