@@ -51,9 +51,9 @@ fn the_tiny_unet_profile_names_every_heavy_launch_and_counts_its_flops() {
     let cfg = &pipe.config.unet;
     // Attention FLOPs from the config alone: per transformer block one self-attention over the
     // level's tokens and one cross-attention over 77, each 4·S·Sk·width, batch 2 (CFG).
-    let attn = |side: usize, ch: usize| {
+    let attn = |side: usize, ch: usize, depth: usize| {
         let s = (side * side) as f64;
-        2.0 * 4.0 * (s * s + s * 77.0) * ch as f64 * cfg.transformer_layers_per_block as f64
+        2.0 * 4.0 * (s * s + s * 77.0) * ch as f64 * depth as f64
     };
     let levels = cfg.block_out_channels.len();
     let mut sides = vec![size / 8];
@@ -65,16 +65,16 @@ fn the_tiny_unet_profile_names_every_heavy_launch_and_counts_its_flops() {
     for (i, &side) in sides.iter().enumerate() {
         let ch = cfg.block_out_channels[i];
         if cfg.down_cross_attention[i] {
-            want_attn += cfg.layers_per_block as f64 * attn(side, ch);
+            want_attn += cfg.layers_per_block as f64 * attn(side, ch, cfg.down_transformer_depth[i]);
         }
         // up_blocks.j works at the size of down level levels-1-j, with that level's channels
         let j = levels - 1 - i;
         if cfg.up_cross_attention[j] {
-            want_attn += (cfg.layers_per_block + 1) as f64 * attn(side, ch);
+            want_attn += (cfg.layers_per_block + 1) as f64 * attn(side, ch, cfg.up_transformer_depth[j]);
         }
     }
     if cfg.mid_cross_attention {
-        want_attn += attn(sides[levels - 1], cfg.block_out_channels[levels - 1]);
+        want_attn += attn(sides[levels - 1], cfg.block_out_channels[levels - 1], cfg.mid_transformer_depth);
     }
     let got_attn: f64 = u.classes.iter().filter(|c| c.family == "attention").map(|c| c.gflop * 1e9).sum();
     let rel = (got_attn - want_attn).abs() / want_attn;

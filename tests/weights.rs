@@ -109,7 +109,8 @@ fn mapping_reaches_every_ldm_key_and_round_trips() {
             unet_layers_per_block: 2,
             unet_up_attention: vec![false, true, true, true],
             vae_levels: 4,
-            text_legacy: false
+            text_legacy: false,
+            sdxl_text: false,
         }
     );
     let mut reached = BTreeSet::new();
@@ -132,6 +133,7 @@ fn mapping_matches_the_spec_tables() {
         unet_up_attention: vec![false, true, true, true],
         vae_levels: 4,
         text_legacy: false,
+        sdxl_text: false,
     };
     // formats.md §1.2–1.4, SD1 indices (LDM keys without their component prefix).
     let unet = [
@@ -204,10 +206,17 @@ fn detection_gives_the_fixture_configs_for_both_layouts() {
     assert_eq!(a.unet.cross_attention_dim as u64, u["cross_attention_dim"].as_u64().unwrap());
     assert_eq!(a.unet.in_channels as u64, u["in_channels"].as_u64().unwrap());
     assert_eq!(a.unet.out_channels as u64, u["out_channels"].as_u64().unwrap());
-    assert_eq!(a.unet.num_heads as u64, u["attention_head_dim"].as_u64().unwrap());
+    assert_eq!(a.unet.heads, vec![u["attention_head_dim"].as_u64().unwrap() as usize; a.unet.block_out_channels.len()]);
     assert_eq!(a.unet.norm_num_groups as u64, u["norm_num_groups"].as_u64().unwrap());
     assert_eq!(a.unet.use_linear_projection, u["use_linear_projection"].as_bool().unwrap());
-    assert_eq!(a.unet.transformer_layers_per_block as u64, u["transformer_layers_per_block"].as_u64().unwrap());
+    let depth = u["transformer_layers_per_block"].as_u64().unwrap() as usize;
+    let per_level = |flags: &[bool]| flags.iter().map(|&f| if f { depth } else { 0 }).collect::<Vec<_>>();
+    assert_eq!(a.unet.down_transformer_depth, per_level(&a.unet.down_cross_attention));
+    assert_eq!(a.unet.up_transformer_depth, per_level(&a.unet.up_cross_attention));
+    assert_eq!(a.unet.mid_transformer_depth, depth);
+    assert_eq!(a.unet.addition, None);
+    assert_eq!(a.family, lorafuse::weights::detect::Family::Sd1);
+    assert_eq!(a.clip2, None);
     let cross = |v: &Value| {
         v.as_array().unwrap().iter().map(|t| t.as_str().unwrap().starts_with("CrossAttn")).collect::<Vec<_>>()
     };

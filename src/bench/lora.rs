@@ -59,7 +59,7 @@ fn trained(c: Component, path: &str) -> bool {
                     .iter()
                     .any(|s| m.ends_with(s))
         }
-        Component::TextEncoder => {
+        Component::TextEncoder | Component::TextEncoder2 => {
             ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"].iter().any(|s| m.ends_with(s))
         }
         Component::Vae => false,

@@ -53,7 +53,7 @@ pub fn sd15_config(base: &ModelConfig) -> ModelConfig {
     c.unet.block_out_channels = vec![320, 640, 1280, 1280];
     c.unet.cross_attention_dim = 768;
     c.unet.time_embed_dim = 1280;
-    c.unet.num_heads = 8;
+    c.unet.heads = vec![8; 4];
     c.unet.norm_num_groups = 32;
     c.vae.block_out_channels = vec![128, 256, 512, 512];
     c.vae.norm_num_groups = 32;

@@ -22,7 +22,7 @@ use std::path::Path;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use crate::weights::detect::{ClipConfig, ModelConfig, UNetConfig, VaeConfig};
+use crate::weights::detect::{ClipConfig, Family, ModelConfig, UNetConfig, VaeConfig};
 use crate::weights::names::{diffusers_to_ldm, Component, LdmLayout};
 use crate::weights::StDType;
 use crate::{Error, Result};
@@ -59,6 +59,7 @@ pub struct WriteSummary {
 /// CLIP ViT-L/14 text model (12 layers, 768 wide, 3072 MLP, 49408 tokens, 77 positions).
 pub fn sd15_model_config() -> ModelConfig {
     ModelConfig {
+        family: Family::Sd1,
         unet: UNetConfig {
             in_channels: 4,
             out_channels: 4,
@@ -67,12 +68,15 @@ pub fn sd15_model_config() -> ModelConfig {
             down_cross_attention: vec![true, true, true, false],
             up_cross_attention: vec![false, true, true, true],
             mid_cross_attention: true,
-            transformer_layers_per_block: 1,
+            down_transformer_depth: vec![1, 1, 1, 0],
+            up_transformer_depth: vec![0, 1, 1, 1],
+            mid_transformer_depth: 1,
             cross_attention_dim: 768,
-            num_heads: 8,
+            heads: vec![8; 4],
             time_embed_dim: 1280,
             use_linear_projection: false,
             norm_num_groups: 32,
+            addition: None,
         },
         vae: VaeConfig {
             in_channels: 3,
@@ -92,7 +96,9 @@ pub fn sd15_model_config() -> ModelConfig {
             num_attention_heads: 12,
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
+            projection_dim: None,
         },
+        clip2: None,
         v_prediction: false,
     }
 }
@@ -129,11 +135,11 @@ impl Names {
         }
     }
     /// A UNet `Transformer2DModel` of width `c` with `ctx`-wide cross-attention.
-    fn transformer(&mut self, p: &str, c: usize, ctx: usize, u: &UNetConfig) {
+    fn transformer(&mut self, p: &str, c: usize, ctx: usize, depth: usize, u: &UNetConfig) {
         let proj: &[usize] = if u.use_linear_projection { &[c, c] } else { &[c, c, 1, 1] };
         self.norm(&format!("{p}.norm"), c);
         self.wb(&format!("{p}.proj_in"), proj);
-        for k in 0..u.transformer_layers_per_block {
+        for k in 0..depth {
             let b = format!("{p}.transformer_blocks.{k}");
             for (attn, kv) in [("attn1", c), ("attn2", ctx)] {
                 self.add(format!("{b}.{attn}.to_q.weight"), &[c, c]);
@@ -181,7 +187,7 @@ fn unet_names(u: &UNetConfig) -> Result<Names> {
             n.resnet(&format!("down_blocks.{b}.resnets.{j}"), cur, c, Some(t));
             cur = c;
             if u.down_cross_attention[b] {
-                n.transformer(&format!("down_blocks.{b}.attentions.{j}"), c, ctx, u);
+                n.transformer(&format!("down_blocks.{b}.attentions.{j}"), c, ctx, u.down_transformer_depth[b], u);
             }
             skips.push(c);
         }
@@ -192,7 +198,7 @@ fn unet_names(u: &UNetConfig) -> Result<Names> {
     }
     n.resnet("mid_block.resnets.0", cur, cur, Some(t));
     if u.mid_cross_attention {
-        n.transformer("mid_block.attentions.0", cur, ctx, u);
+        n.transformer("mid_block.attentions.0", cur, ctx, u.mid_transformer_depth, u);
     }
     n.resnet("mid_block.resnets.1", cur, cur, Some(t));
     for (b, &c) in ch.iter().rev().enumerate() {
@@ -201,7 +207,7 @@ fn unet_names(u: &UNetConfig) -> Result<Names> {
             n.resnet(&format!("up_blocks.{b}.resnets.{j}"), cur + skip, c, Some(t));
             cur = c;
             if u.up_cross_attention[b] {
-                n.transformer(&format!("up_blocks.{b}.attentions.{j}"), c, ctx, u);
+                n.transformer(&format!("up_blocks.{b}.attentions.{j}"), c, ctx, u.up_transformer_depth[b], u);
             }
         }
         if b + 1 < levels {
@@ -291,6 +297,7 @@ pub fn ldm_layout(config: &ModelConfig) -> LdmLayout {
         unet_up_attention: config.unet.up_cross_attention.clone(),
         vae_levels: config.vae.block_out_channels.len(),
         text_legacy: false,
+        sdxl_text: false,
     }
 }
 

@@ -8,7 +8,7 @@
 //! SD1 rules (8 UNet heads, CLIP head width 64, 32 norm groups, quick_gelu, VAE scale 0.18215);
 //! a folder's `config.json` overrides those.
 
-use super::names::{Component, LDM_TEXT, LDM_UNET, LDM_VAE};
+use super::names::{Component, LDM_TEXT, LDM_UNET, LDM_VAE, SDXL_TEXT1, SDXL_TEXT2};
 use super::safetensors::quoted;
 use super::var_builder::{Store, VarBuilder};
 use super::{Layout, ModelFiles};
@@ -19,6 +19,43 @@ const OP: &str = "detect";
 /// Levels, resnets or layers counted from names stop here: no SD model comes close, and it
 /// bounds the probing on hostile files.
 const MAX_COUNT: usize = 64;
+
+/// The model families lorafuse runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// SD 1.x: one CLIP ViT-L text encoder, 4-level UNet.
+    Sd1,
+    /// SDXL base and its fine-tunes (Pony, Illustrious, NoobAI, ...): two text encoders, pooled
+    /// text and size conditioning (`text_time`).
+    Sdxl,
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd1 => "SD1.x",
+            Family::Sdxl => "SDXL",
+        }
+    }
+}
+
+/// diffusers' `text_time` added conditioning (SDXL): six size/crop numbers, each embedded
+/// sinusoidally at `time_embed_dim`, concatenated with the pooled text embedding and projected
+/// into the time embedding by `add_embedding`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdditionConfig {
+    /// `addition_time_embed_dim` (SDXL: 256).
+    pub time_embed_dim: usize,
+    /// Input width of `add_embedding.linear_1`: pooled width + 6 · `time_embed_dim` (SDXL: 2816).
+    pub in_dim: usize,
+}
+
+impl AdditionConfig {
+    /// The pooled text embedding's width.
+    pub fn pooled_dim(&self) -> usize {
+        self.in_dim - 6 * self.time_embed_dim
+    }
+}
 
 /// The UNet (diffusers `UNet2DConditionModel` fields).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,17 +71,35 @@ pub struct UNetConfig {
     /// Per up level, bottom (diffusers `up_blocks.0`) first.
     pub up_cross_attention: Vec<bool>,
     pub mid_cross_attention: bool,
-    /// Transformer blocks per attention module.
-    pub transformer_layers_per_block: usize,
-    /// Width of the text context (CLIP hidden size).
+    /// Transformer blocks per attention module, per down level (top first; 0 without attention).
+    pub down_transformer_depth: Vec<usize>,
+    /// The same per up level (bottom first); SDXL's are the down levels' reversed.
+    pub up_transformer_depth: Vec<usize>,
+    pub mid_transformer_depth: usize,
+    /// Width of the text context (CLIP hidden size; SDXL: both encoders' widths together).
     pub cross_attention_dim: usize,
-    /// Attention heads in every transformer (SD1 rule: 8; diffusers' `attention_head_dim`).
-    pub num_heads: usize,
+    /// Attention heads per down level (SD1 rule: 8 everywhere; SDXL: width / 64). Up level i
+    /// has the heads of down level `levels - 1 - i`, the mid block those of the last level.
+    pub heads: Vec<usize>,
     /// Width of the timestep embedding MLP (4 × block_out_channels[0] in SD).
     pub time_embed_dim: usize,
     /// `proj_in`/`proj_out` are linear (SD2 style) rather than 1×1 convs.
     pub use_linear_projection: bool,
     pub norm_num_groups: usize,
+    /// SDXL's pooled-text and size conditioning; `None` for SD1.
+    pub addition: Option<AdditionConfig>,
+}
+
+impl UNetConfig {
+    /// Heads of up level `i` (diffusers reverses the per-level list for the up blocks).
+    pub fn up_heads(&self, i: usize) -> usize {
+        let n = self.heads.len();
+        self.heads[n - 1 - i.min(n - 1)]
+    }
+
+    pub fn mid_heads(&self) -> usize {
+        self.heads.last().copied().unwrap_or(8)
+    }
 }
 
 /// The VAE (diffusers `AutoencoderKL` fields).
@@ -72,13 +127,19 @@ pub struct ClipConfig {
     pub num_attention_heads: usize,
     pub max_position_embeddings: usize,
     pub hidden_act: String,
+    /// Width of `text_projection` (SDXL's second encoder: the pooled embedding); `None` when the
+    /// encoder has none.
+    pub projection_dim: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
+    pub family: Family,
     pub unet: UNetConfig,
     pub vae: VaeConfig,
     pub clip: ClipConfig,
+    /// SDXL's second text encoder (OpenCLIP ViT-bigG, with projection).
+    pub clip2: Option<ClipConfig>,
     /// The checkpoint is marked v-prediction (`v_pred` key, or the folder's scheduler config).
     pub v_prediction: bool,
 }
@@ -87,31 +148,49 @@ fn fail(files: &ModelFiles, msg: impl std::fmt::Display) -> Error {
     Error::invalid(OP, format!("{}: {msg}", files.path().display()))
 }
 
-/// Detects the family of `files` and reads the SD1.x configuration from their shapes.
-/// SD2.x, SDXL and files that are not checkpoints (LoRAs, VAEs, ...) are errors saying what was
+/// Detects the family of `files` and reads its configuration from their shapes. SD2.x, the
+/// SDXL refiner and files that are not checkpoints (LoRAs, VAEs, ...) are errors saying what was
 /// found.
 pub fn detect(files: &ModelFiles) -> Result<ModelConfig> {
-    match files.layout() {
+    let family = match files.layout() {
         Layout::SingleFile => classify_single(files)?,
         Layout::DiffusersFolder => classify_folder(files)?,
-    }
-    let unet = unet_config(files)?;
-    let vae = vae_config(files)?;
-    let clip = clip_config(files)?;
-    if clip.hidden_size != unet.cross_attention_dim {
+    };
+    let clip = clip_config(files, Component::TextEncoder)?;
+    let clip2 = match family {
+        Family::Sd1 => None,
+        Family::Sdxl => Some(clip_config(files, Component::TextEncoder2)?),
+    };
+    let unet = unet_config(files, family, clip2.as_ref())?;
+    let vae = vae_config(files, family)?;
+    let context = clip.hidden_size + clip2.as_ref().map_or(0, |c| c.hidden_size);
+    if context != unet.cross_attention_dim {
+        let widths = match &clip2 {
+            Some(c2) => format!("text encoder widths {} + {} = {context}", clip.hidden_size, c2.hidden_size),
+            None => format!("text encoder width {context}"),
+        };
         return Err(fail(
             files,
-            format!(
-                "text encoder width {} does not match the UNet cross-attention width {}",
-                clip.hidden_size, unet.cross_attention_dim
-            ),
+            format!("{widths} does not match the UNet cross-attention width {}", unet.cross_attention_dim),
         ));
+    }
+    if let (Some(a), Some(c2)) = (&unet.addition, &clip2) {
+        if c2.projection_dim != Some(a.pooled_dim()) {
+            return Err(fail(
+                files,
+                format!(
+                    "the UNet's add_embedding expects a {}-wide pooled text embedding, text encoder 2 projects to {:?}",
+                    a.pooled_dim(),
+                    c2.projection_dim
+                ),
+            ));
+        }
     }
     let v_prediction = match files.layout() {
         Layout::SingleFile => files.raw_store(Component::Unet).info("v_pred").is_some(),
         Layout::DiffusersFolder => scheduler_prediction(files) == Some("v_prediction".to_string()),
     };
-    Ok(ModelConfig { unet, vae, clip, v_prediction })
+    Ok(ModelConfig { family, unet, vae, clip, clip2, v_prediction })
 }
 
 fn scheduler_prediction(files: &ModelFiles) -> Option<String> {
@@ -136,21 +215,48 @@ fn context_and_projection(store: &Store, keys: &[&str], prefix: &str) -> (Option
     (width, rank)
 }
 
-fn classify_single(files: &ModelFiles) -> Result<()> {
+fn classify_single(files: &ModelFiles) -> Result<Family> {
     let store = files.raw_store(Component::Unet);
     let keys = store.keys();
-    if let Some(k) =
-        find(&keys, |k| k.starts_with("conditioner.embedders.1.") || k.contains("diffusion_model.label_emb."))
-    {
-        return Err(fail(files, format!("not supported yet: SDXL (found {})", quoted(k))));
-    }
-    if let Some(k) =
-        find(&keys, |k| k.starts_with("cond_stage_model.model.") || k.starts_with("conditioner.embedders.0.model."))
-    {
-        return Err(fail(files, format!("not supported yet: SD2.x (OpenCLIP text encoder, found {})", quoted(k))));
-    }
+    let has = |p: &str| keys.iter().any(|k| k.starts_with(p));
     if !keys.iter().any(|k| k.starts_with(LDM_UNET)) {
         return Err(fail(files, not_a_checkpoint(&keys)));
+    }
+    if has(SDXL_TEXT2) || has(SDXL_TEXT1) {
+        for (prefix, what) in [(SDXL_TEXT1, "CLIP ViT-L text encoder"), (SDXL_TEXT2, "OpenCLIP ViT-bigG text encoder")]
+        {
+            if !has(prefix) {
+                return Err(fail(files, format!("SDXL checkpoint without its {what} ({prefix}* keys)")));
+            }
+        }
+        if !has(&format!("{LDM_UNET}label_emb.")) {
+            return Err(fail(
+                files,
+                format!("SDXL checkpoint whose UNet has no {LDM_UNET}label_emb.* (the pooled-text and size embedding)"),
+            ));
+        }
+        if !has(LDM_VAE) {
+            return Err(fail(files, format!("checkpoint has a UNet but no VAE ({LDM_VAE}* keys)")));
+        }
+        return Ok(Family::Sdxl);
+    }
+    if let Some(k) = find(&keys, |k| k.starts_with("conditioner.embedders.0.model.")) {
+        return Err(fail(
+            files,
+            format!("not supported yet: the SDXL refiner (OpenCLIP-only conditioner, found {})", quoted(k)),
+        ));
+    }
+    if let Some(k) = find(&keys, |k| k.contains("diffusion_model.label_emb.")) {
+        return Err(fail(
+            files,
+            format!(
+                "not supported yet: a UNet with class/size conditioning but no SDXL text encoders (found {})",
+                quoted(k)
+            ),
+        ));
+    }
+    if let Some(k) = find(&keys, |k| k.starts_with("cond_stage_model.model.")) {
+        return Err(fail(files, format!("not supported yet: SD2.x (OpenCLIP text encoder, found {})", quoted(k))));
     }
     if let (Some(1024), Some(2)) = context_and_projection(store, &keys, LDM_UNET) {
         return Err(fail(files, "not supported yet: SD2.x (linear proj_in with 1024-wide context)"));
@@ -160,22 +266,29 @@ fn classify_single(files: &ModelFiles) -> Result<()> {
             return Err(fail(files, format!("checkpoint has a UNet but no {what} ({prefix}* keys)")));
         }
     }
-    Ok(())
+    Ok(Family::Sd1)
 }
 
-fn classify_folder(files: &ModelFiles) -> Result<()> {
-    if files.path().join("text_encoder_2").is_dir() {
-        return Err(fail(files, "not supported yet: SDXL (folder has text_encoder_2/)"));
-    }
+fn classify_folder(files: &ModelFiles) -> Result<Family> {
     let unet = files.raw_store(Component::Unet);
     let keys = unet.keys();
-    if let Some(k) = find(&keys, |k| k.starts_with("add_embedding.")) {
-        return Err(fail(files, format!("not supported yet: SDXL (unet has {})", quoted(k))));
+    let add_embedding = find(&keys, |k| k.starts_with("add_embedding."));
+    if files.has(Component::TextEncoder2) {
+        if add_embedding.is_none() {
+            return Err(fail(files, "SDXL folder (text_encoder_2/) whose UNet has no add_embedding.* weights"));
+        }
+        return Ok(Family::Sdxl);
+    }
+    if let Some(k) = add_embedding {
+        return Err(fail(
+            files,
+            format!("the UNet has {} (SDXL-style added conditioning) but the folder has no text_encoder_2/", quoted(k)),
+        ));
     }
     if let (Some(1024), Some(2)) = context_and_projection(unet, &keys, "") {
         return Err(fail(files, "not supported yet: SD2.x (linear proj_in with 1024-wide context)"));
     }
-    Ok(())
+    Ok(Family::Sd1)
 }
 
 /// Says what a file without SD checkpoint keys looks like.
@@ -245,7 +358,18 @@ fn cfg_usize(files: &ModelFiles, c: Component, field: &str) -> Option<usize> {
     files.config_json(c)?.get(field)?.as_u64().and_then(|v| usize::try_from(v).ok())
 }
 
-fn unet_config(files: &ModelFiles) -> Result<UNetConfig> {
+/// Per-level integers of a folder's UNet config field (an int for every level or a list).
+fn cfg_levels(files: &ModelFiles, field: &str, levels: usize) -> Option<Vec<usize>> {
+    let v = files.config_json(Component::Unet)?.get(field)?;
+    if let Some(n) = v.as_u64() {
+        return Some(vec![usize::try_from(n).ok()?; levels]);
+    }
+    let list: Vec<usize> =
+        v.as_array()?.iter().map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok())).collect::<Option<_>>()?;
+    (list.len() == levels).then_some(list)
+}
+
+fn unet_config(files: &ModelFiles, family: Family, clip2: Option<&ClipConfig>) -> Result<UNetConfig> {
     let vb = files.unet();
     let in_channels = dim(&vb, "conv_in.weight", 1)?;
     let out_channels = dim(&vb, "conv_out.weight", 0)?;
@@ -258,6 +382,10 @@ fn unet_config(files: &ModelFiles) -> Result<UNetConfig> {
         .map(|b| dim(&vb, &format!("down_blocks.{b}.resnets.0.conv1.weight"), 0))
         .collect::<Result<Vec<_>>>()?;
     let layers_per_block = count(&vb, |j| format!("down_blocks.0.resnets.{j}.conv1.weight"));
+    let depth = |p: String| count(&vb, |k| format!("{p}.attentions.0.transformer_blocks.{k}.norm1.weight"));
+    let down_transformer_depth: Vec<usize> = (0..levels).map(|b| depth(format!("down_blocks.{b}"))).collect();
+    let up_transformer_depth: Vec<usize> = (0..levels).map(|b| depth(format!("up_blocks.{b}"))).collect();
+    let mid_transformer_depth = depth("mid_block".to_string());
     let has_attn = |p: String| vb.contains(&format!("{p}.attentions.0.proj_in.weight"));
     let down_cross_attention: Vec<bool> = (0..levels).map(|b| has_attn(format!("down_blocks.{b}"))).collect();
     let up_cross_attention: Vec<bool> = (0..levels).map(|b| has_attn(format!("up_blocks.{b}"))).collect();
@@ -269,15 +397,45 @@ fn unet_config(files: &ModelFiles) -> Result<UNetConfig> {
         .or_else(|| mid_cross_attention.then(|| "mid_block.attentions.0".to_string()))
         .ok_or_else(|| fail(files, "the UNet has no cross-attention transformer"))?;
     let attn = vb.pp(&first_attn);
-    let transformer_layers_per_block = count(&attn, |k| format!("transformer_blocks.{k}.norm1.weight"));
     let cross_attention_dim = dim(&attn, "transformer_blocks.0.attn2.to_k.weight", 1)?;
     let use_linear_projection = shape(&attn, "proj_in.weight")?.len() == 2;
     let time_embed_dim = dim(&vb, "time_embedding.linear_1.weight", 0)?;
 
-    let heads = cfg_usize(files, Component::Unet, "num_attention_heads")
-        .or_else(|| cfg_usize(files, Component::Unet, "attention_head_dim"))
-        .unwrap_or(8);
+    // diffusers' `attention_head_dim` holds the head count when `num_attention_heads` is unset
+    // (a historical misnomer that every SD config relies on).
+    let heads = cfg_levels(files, "num_attention_heads", levels)
+        .or_else(|| cfg_levels(files, "attention_head_dim", levels))
+        .unwrap_or_else(|| match family {
+            Family::Sd1 => vec![8; levels],
+            // SDXL fixes the head width at 64 (ComfyUI's `num_head_channels`).
+            Family::Sdxl => block_out_channels.iter().map(|c| (c / 64).max(1)).collect(),
+        });
     let groups = cfg_usize(files, Component::Unet, "norm_num_groups").unwrap_or(32);
+    let addition = match family {
+        Family::Sd1 => None,
+        Family::Sdxl => {
+            let in_dim = dim(&vb, "add_embedding.linear_1.weight", 1)?;
+            let pooled = clip2.and_then(|c| c.projection_dim).unwrap_or(0);
+            let time = cfg_usize(files, Component::Unet, "addition_time_embed_dim")
+                .or_else(|| (in_dim > pooled && (in_dim - pooled).is_multiple_of(6)).then(|| (in_dim - pooled) / 6))
+                .ok_or_else(|| {
+                    fail(
+                        files,
+                        format!(
+                            "add_embedding takes {in_dim} inputs, which is not the {pooled}-wide pooled text embedding \
+                             plus six size embeddings"
+                        ),
+                    )
+                })?;
+            if 6 * time >= in_dim || time % 2 != 0 {
+                return Err(fail(
+                    files,
+                    format!("addition_time_embed_dim {time} does not fit add_embedding's {in_dim} inputs"),
+                ));
+            }
+            Some(AdditionConfig { time_embed_dim: time, in_dim })
+        }
+    };
     Ok(UNetConfig {
         in_channels,
         out_channels,
@@ -286,16 +444,19 @@ fn unet_config(files: &ModelFiles) -> Result<UNetConfig> {
         down_cross_attention,
         up_cross_attention,
         mid_cross_attention,
-        transformer_layers_per_block,
+        down_transformer_depth,
+        up_transformer_depth,
+        mid_transformer_depth,
         cross_attention_dim,
-        num_heads: heads,
+        heads,
         time_embed_dim,
         use_linear_projection,
         norm_num_groups: groups,
+        addition,
     })
 }
 
-fn vae_config(files: &ModelFiles) -> Result<VaeConfig> {
+fn vae_config(files: &ModelFiles, family: Family) -> Result<VaeConfig> {
     let vb = files.vae();
     let in_channels = dim(&vb, "encoder.conv_in.weight", 1)?;
     let out_channels = dim(&vb, "decoder.conv_out.weight", 0)?;
@@ -310,7 +471,11 @@ fn vae_config(files: &ModelFiles) -> Result<VaeConfig> {
     let latent_channels = dim(&vb, "decoder.conv_in.weight", 1)?;
     let mid_attention = vb.contains("encoder.mid_block.attentions.0.to_q.weight");
     let cfg = files.config_json(Component::Vae);
-    let scaling_factor = cfg.and_then(|c| c.get("scaling_factor")?.as_f64()).map_or(0.18215, |v| v as f32);
+    let default_scale = match family {
+        Family::Sd1 => 0.18215,
+        Family::Sdxl => 0.13025,
+    };
+    let scaling_factor = cfg.and_then(|c| c.get("scaling_factor")?.as_f64()).map_or(default_scale, |v| v as f32);
     let groups = cfg_usize(files, Component::Vae, "norm_num_groups").unwrap_or(32);
     Ok(VaeConfig {
         in_channels,
@@ -324,8 +489,12 @@ fn vae_config(files: &ModelFiles) -> Result<VaeConfig> {
     })
 }
 
-fn clip_config(files: &ModelFiles) -> Result<ClipConfig> {
-    let vb = files.text_encoder().pp("text_model");
+fn clip_config(files: &ModelFiles, c: Component) -> Result<ClipConfig> {
+    let top = match c {
+        Component::TextEncoder2 => files.text_encoder_2(),
+        _ => files.text_encoder(),
+    };
+    let vb = top.pp("text_model");
     let tok = shape(&vb, "embeddings.token_embedding.weight")?;
     let (vocab_size, hidden_size) = match tok[..] {
         [v, h] => (v, h),
@@ -337,17 +506,23 @@ fn clip_config(files: &ModelFiles) -> Result<ClipConfig> {
         dim(&vb, "encoder.layers.0.layer_norm1.weight", 0)?;
     }
     let intermediate_size = dim(&vb, "encoder.layers.0.mlp.fc1.weight", 0)?;
-    let num_attention_heads = match cfg_usize(files, Component::TextEncoder, "num_attention_heads") {
+    let num_attention_heads = match cfg_usize(files, c, "num_attention_heads") {
         Some(h) => h,
         None if hidden_size >= 64 && hidden_size % 64 == 0 => hidden_size / 64,
         None => {
-            return Err(fail(files, format!("CLIP width {hidden_size} is not a multiple of the SD1 head width 64")));
+            return Err(fail(files, format!("CLIP width {hidden_size} is not a multiple of the head width 64")));
         }
     };
+    // OpenCLIP ViT-bigG (SDXL's second encoder) uses exact GELU, OpenAI's CLIP the quick one.
+    let default_act = if c == Component::TextEncoder2 { "gelu" } else { "quick_gelu" };
     let hidden_act = files
-        .config_json(Component::TextEncoder)
-        .and_then(|c| c.get("hidden_act")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| "quick_gelu".to_string());
+        .config_json(c)
+        .and_then(|j| j.get("hidden_act")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| default_act.to_string());
+    let projection_dim = match c {
+        Component::TextEncoder2 => Some(dim(&top, "text_projection.weight", 0)?),
+        _ => None,
+    };
     Ok(ClipConfig {
         vocab_size,
         hidden_size,
@@ -356,5 +531,6 @@ fn clip_config(files: &ModelFiles) -> Result<ClipConfig> {
         num_attention_heads,
         max_position_embeddings,
         hidden_act,
+        projection_dim,
     })
 }

@@ -52,8 +52,8 @@ pub enum Layout {
 pub struct ModelFiles {
     layout: Layout,
     path: PathBuf,
-    /// Single file: one store shared by the three components. Folder: unet, vae, text encoder.
-    stores: Vec<Arc<Store>>,
+    /// Single file: one store shared by every component. Folder: one per component present.
+    stores: BTreeMap<Component, Arc<Store>>,
     ldm: Option<Arc<LdmLayout>>,
     configs: BTreeMap<Component, serde_json::Value>,
 }
@@ -75,20 +75,25 @@ impl ModelFiles {
         let file = SafeTensorsFile::open(path)?;
         let ldm = Arc::new(LdmLayout::from_keys(file.names()));
         let store = Store::new(file.label().to_string(), vec![file])?;
+        let store = Arc::new(store);
         Ok(ModelFiles {
             layout: Layout::SingleFile,
             path: path.to_path_buf(),
-            stores: vec![Arc::new(store)],
+            stores: Component::ALL.iter().map(|&c| (c, store.clone())).collect(),
             ldm: Some(ldm),
             configs: BTreeMap::new(),
         })
     }
 
     fn open_folder(dir: &Path) -> Result<ModelFiles> {
-        let mut stores = Vec::new();
+        let mut stores = BTreeMap::new();
         let mut configs = BTreeMap::new();
         for c in Component::ALL {
             let sub = dir.join(c.name());
+            // Only SDXL folders have a second text encoder.
+            if c == Component::TextEncoder2 && !sub.exists() {
+                continue;
+            }
             if !sub.is_dir() {
                 return Err(Error::invalid(
                     OP,
@@ -99,7 +104,7 @@ impl ModelFiles {
                     ),
                 ));
             }
-            stores.push(Arc::new(open_component(&sub, c)?));
+            stores.insert(c, Arc::new(open_component(&sub, c)?));
             let cfg = sub.join("config.json");
             if cfg.is_file() {
                 configs.insert(c, read_json(&cfg)?);
@@ -127,13 +132,16 @@ impl ModelFiles {
         self.configs.get(&c)
     }
 
+    /// Whether the files hold component `c` (a folder's `text_encoder_2/`; a single file has a
+    /// store for every component, detection checks its keys).
+    pub fn has(&self, c: Component) -> bool {
+        self.stores.contains_key(&c)
+    }
+
     fn store(&self, c: Component) -> &Arc<Store> {
-        let i = match self.layout {
-            Layout::SingleFile => 0,
-            Layout::DiffusersFolder => c as usize,
-        };
-        // `stores` has one entry per component for folders, one in total for single files.
-        &self.stores[i.min(self.stores.len() - 1)]
+        // Unet, vae and text_encoder always exist (open fails otherwise); a folder without
+        // text_encoder_2 reads it from the text encoder's store, where its names are missing.
+        self.stores.get(&c).or_else(|| self.stores.get(&Component::TextEncoder)).expect("text encoder store")
     }
 
     /// The weights of `c`, by diffusers names.
@@ -157,6 +165,10 @@ impl ModelFiles {
         self.builder(Component::TextEncoder)
     }
 
+    pub fn text_encoder_2(&self) -> VarBuilder {
+        self.builder(Component::TextEncoder2)
+    }
+
     /// Stored keys, sorted: single-file keys as is; folder keys as `"<component>/<name>"`.
     pub fn keys(&self) -> Vec<String> {
         self.tagged(|s| s.keys().into_iter().map(str::to_string).collect())
@@ -164,10 +176,10 @@ impl ModelFiles {
 
     fn tagged(&self, f: impl Fn(&Store) -> Vec<String>) -> Vec<String> {
         match self.layout {
-            Layout::SingleFile => self.stores.iter().flat_map(|s| f(s)).collect(),
-            Layout::DiffusersFolder => Component::ALL
+            Layout::SingleFile => f(self.store(Component::Unet)),
+            Layout::DiffusersFolder => self
+                .stores
                 .iter()
-                .zip(&self.stores)
                 .flat_map(|(c, s)| f(s).into_iter().map(move |k| format!("{}/{k}", c.name())))
                 .collect(),
         }
@@ -206,7 +218,8 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
 /// The weights of one diffusers component folder: the full-precision file, else the `.fp16`
 /// variant, else a sharded index of either.
 fn open_component(sub: &Path, c: Component) -> Result<Store> {
-    let base = if c == Component::TextEncoder { "model" } else { "diffusion_pytorch_model" };
+    let base =
+        if matches!(c, Component::TextEncoder | Component::TextEncoder2) { "model" } else { "diffusion_pytorch_model" };
     let candidates = [
         format!("{base}.safetensors"),
         format!("{base}.fp16.safetensors"),

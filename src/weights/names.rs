@@ -10,16 +10,18 @@
 
 use std::collections::BTreeSet;
 
-/// The three models a Stable Diffusion checkpoint holds.
+/// The models a Stable Diffusion checkpoint holds (SDXL adds the second text encoder).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     Unet,
     Vae,
     TextEncoder,
+    /// SDXL's OpenCLIP ViT-bigG text encoder (`CLIPTextModelWithProjection` in diffusers).
+    TextEncoder2,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::Unet, Component::Vae, Component::TextEncoder];
+    pub const ALL: [Component; 4] = [Component::Unet, Component::Vae, Component::TextEncoder, Component::TextEncoder2];
 
     /// The diffusers folder name.
     pub fn name(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Component {
             Component::Unet => "unet",
             Component::Vae => "vae",
             Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
         }
     }
 }
@@ -35,6 +38,68 @@ impl Component {
 pub const LDM_UNET: &str = "model.diffusion_model.";
 pub const LDM_VAE: &str = "first_stage_model.";
 pub const LDM_TEXT: &str = "cond_stage_model.transformer.";
+/// SDXL single files: the CLIP ViT-L encoder with transformers' names, and the OpenCLIP
+/// ViT-bigG encoder with OpenCLIP's own (fused `in_proj`, `[width, proj]` `text_projection`).
+pub const SDXL_TEXT1: &str = "conditioner.embedders.0.transformer.";
+pub const SDXL_TEXT2: &str = "conditioner.embedders.1.model.";
+
+/// Which part of a stored tensor holds a diffusers weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// Third `i` (0 = q, 1 = k, 2 = v) of the first dimension: OpenCLIP's fused `in_proj`.
+    Third(usize),
+    /// The 2-D transpose: OpenCLIP stores `text_projection` as `[width, proj]`, transformers
+    /// as a linear weight `[proj, width]`.
+    Transposed,
+}
+
+/// Where a diffusers weight lives in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub key: String,
+    pub part: Part,
+}
+
+impl Source {
+    fn whole(key: String) -> Source {
+        Source { key, part: Part::Whole }
+    }
+
+    /// The shape of the part, from the stored shape; `None` if the part does not fit it.
+    pub fn shape(&self, stored: &[usize]) -> Option<Vec<usize>> {
+        match self.part {
+            Part::Whole => Some(stored.to_vec()),
+            Part::Third(_) => {
+                let (&rows, rest) = stored.split_first()?;
+                (rows % 3 == 0 && rows > 0).then(|| [&[rows / 3][..], rest].concat())
+            }
+            Part::Transposed => match stored {
+                [a, b] => Some(vec![*b, *a]),
+                _ => None,
+            },
+        }
+    }
+
+    /// The part's values from the stored tensor's (row-major, `stored` shape) values.
+    pub fn extract<T: Copy>(&self, stored: &[usize], data: Vec<T>) -> Vec<T> {
+        match self.part {
+            Part::Whole => data,
+            Part::Third(i) => {
+                let n = data.len() / 3;
+                data[i * n..(i + 1) * n].to_vec()
+            }
+            Part::Transposed => {
+                let (r, c) = (stored[0], stored[1]);
+                let mut out = Vec::with_capacity(data.len());
+                for j in 0..c {
+                    out.extend((0..r).map(|i| data[i * c + j]));
+                }
+                out
+            }
+        }
+    }
+}
 
 /// Facts of a single-file checkpoint that the index formulas need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +113,9 @@ pub struct LdmLayout {
     pub vae_levels: usize,
     /// The text-encoder keys lack the `text_model.` level (early SD1 files).
     pub text_legacy: bool,
+    /// The text encoders sit under SDXL's `conditioner.embedders.*` rather than SD1's
+    /// `cond_stage_model.`.
+    pub sdxl_text: bool,
 }
 
 /// Block and level indices above this are not from any real model; [`LdmLayout::from_keys`]
@@ -76,8 +144,9 @@ impl LdmLayout {
         let mut attn_outputs = BTreeSet::new();
         let mut max_output = 0usize;
         let mut vae_levels = 0usize;
-        let (mut text_new, mut text_any) = (false, false);
+        let (mut text_new, mut text_any, mut sdxl_text) = (false, false, false);
         for key in keys {
+            sdxl_text |= key.starts_with(SDXL_TEXT1) || key.starts_with(SDXL_TEXT2);
             if let Some(r) = key.strip_prefix(LDM_UNET) {
                 if let Some((i, rest)) = r.strip_prefix("input_blocks.").and_then(bounded_index) {
                     max_input = max_input.max(i);
@@ -111,7 +180,13 @@ impl LdmLayout {
         let per = layers + 1;
         let up_levels = if max_output > 0 || !attn_outputs.is_empty() { max_output / per + 1 } else { 0 };
         let unet_up_attention = (0..up_levels).map(|b| attn_outputs.iter().any(|&i| i / per == b)).collect();
-        LdmLayout { unet_layers_per_block: layers, unet_up_attention, vae_levels, text_legacy: text_any && !text_new }
+        LdmLayout {
+            unet_layers_per_block: layers,
+            unet_up_attention,
+            vae_levels,
+            text_legacy: text_any && !text_new,
+            sdxl_text,
+        }
     }
 }
 
@@ -317,17 +392,69 @@ fn vae_to_diffusers(k: &str, lay: &LdmLayout) -> Option<String> {
     Some(format!("{side}.{blocks}.{level}.{}samplers.0.conv.{r}", &ldm_level[..ldm_level.len() - 1]))
 }
 
-/// The single-file key holding the tensor that diffusers calls `name` in `component`.
-/// `None` when the LDM layout has no such tensor (e.g. a misspelt or non-SD1 name).
+/// The single-file key holding the tensor that diffusers calls `name` in `component`, when it
+/// is a whole stored tensor. `None` when the LDM layout has no such tensor (e.g. a misspelt or
+/// non-SD name) or only a part of one (see [`diffusers_to_source`]).
 pub fn diffusers_to_ldm(component: Component, name: &str, lay: &LdmLayout) -> Option<String> {
+    diffusers_to_source(component, name, lay).filter(|s| s.part == Part::Whole).map(|s| s.key)
+}
+
+/// Where the tensor that diffusers calls `name` in `component` lives in a single file.
+pub fn diffusers_to_source(component: Component, name: &str, lay: &LdmLayout) -> Option<Source> {
     match component {
-        Component::Unet => unet_to_ldm(name, lay).map(|k| format!("{LDM_UNET}{k}")),
-        Component::Vae => vae_to_ldm(name, lay).map(|k| format!("{LDM_VAE}{k}")),
+        Component::Unet => unet_to_ldm(name, lay).map(|k| Source::whole(format!("{LDM_UNET}{k}"))),
+        Component::Vae => vae_to_ldm(name, lay).map(|k| Source::whole(format!("{LDM_VAE}{k}"))),
         Component::TextEncoder => {
             let r = name.strip_prefix("text_model.")?;
-            Some(if lay.text_legacy { format!("{LDM_TEXT}{r}") } else { format!("{LDM_TEXT}text_model.{r}") })
+            Some(Source::whole(if lay.sdxl_text {
+                format!("{SDXL_TEXT1}text_model.{r}")
+            } else if lay.text_legacy {
+                format!("{LDM_TEXT}{r}")
+            } else {
+                format!("{LDM_TEXT}text_model.{r}")
+            }))
+        }
+        Component::TextEncoder2 => openclip_source(name),
+    }
+}
+
+/// transformers CLIP names → OpenCLIP's, per encoder layer.
+const OPENCLIP_LAYER: &[(&str, &str)] = &[
+    ("layer_norm1.", "ln_1."),
+    ("layer_norm2.", "ln_2."),
+    ("mlp.fc1.", "mlp.c_fc."),
+    ("mlp.fc2.", "mlp.c_proj."),
+    ("self_attn.out_proj.", "attn.out_proj."),
+];
+
+/// SDXL's second text encoder in a single file (OpenCLIP layout, under [`SDXL_TEXT2`]).
+fn openclip_source(name: &str) -> Option<Source> {
+    let whole = |k: &str| Some(Source::whole(format!("{SDXL_TEXT2}{k}")));
+    if name == "text_projection.weight" {
+        return Some(Source { key: format!("{SDXL_TEXT2}text_projection"), part: Part::Transposed });
+    }
+    let r = name.strip_prefix("text_model.")?;
+    match r {
+        "embeddings.token_embedding.weight" => return whole("token_embedding.weight"),
+        "embeddings.position_embedding.weight" => return whole("positional_embedding"),
+        _ => {}
+    }
+    if let Some(r) = r.strip_prefix("final_layer_norm.") {
+        return whole(&format!("ln_final.{r}"));
+    }
+    let (i, r) = r.strip_prefix("encoder.layers.").and_then(split_index)?;
+    let block = format!("transformer.resblocks.{i}.");
+    for (q, third) in [("self_attn.q_proj.", 0), ("self_attn.k_proj.", 1), ("self_attn.v_proj.", 2)] {
+        if let Some(t) = r.strip_prefix(q) {
+            let t = match t {
+                "weight" => "in_proj_weight",
+                "bias" => "in_proj_bias",
+                _ => return None,
+            };
+            return Some(Source { key: format!("{SDXL_TEXT2}{block}attn.{t}"), part: Part::Third(third) });
         }
     }
+    swap(r, OPENCLIP_LAYER, true).and_then(|k| whole(&format!("{block}{k}")))
 }
 
 /// The component and diffusers name of a single-file key; `None` for keys outside the SD1
@@ -339,7 +466,7 @@ pub fn ldm_to_diffusers(key: &str, lay: &LdmLayout) -> Option<(Component, String
     if let Some(k) = key.strip_prefix(LDM_VAE) {
         return vae_to_diffusers(k, lay).map(|p| (Component::Vae, p));
     }
-    let r = key.strip_prefix(LDM_TEXT)?;
+    let r = key.strip_prefix(LDM_TEXT).or_else(|| key.strip_prefix(SDXL_TEXT1))?;
     let r = r.strip_prefix("text_model.").unwrap_or(r);
     let known = ["embeddings.", "encoder.", "final_layer_norm."].iter().any(|p| r.starts_with(p));
     known.then(|| (Component::TextEncoder, format!("text_model.{r}")))

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use half::f16;
 
-use super::names::{self, Component, LdmLayout};
+use super::names::{self, Component, LdmLayout, Part, Source};
 use super::safetensors::{quoted, SafeTensorsFile, TensorInfo};
 use crate::{Error, HostTensor, Result};
 
@@ -169,29 +169,35 @@ impl VarBuilder {
         format!("{}{name}", self.prefix)
     }
 
-    /// The stored key that `name` reads (it may be absent from the file); `None` when the file's
+    /// Where `name` is stored (the key may be absent from the file); `None` when the file's
     /// layout has no key for this name at all.
-    pub fn key(&self, name: &str) -> Option<String> {
+    pub fn source(&self, name: &str) -> Option<Source> {
         let path = self.path(name);
         match &self.naming {
-            Naming::Ldm(layout) => names::diffusers_to_ldm(self.component, &path, layout),
+            Naming::Ldm(layout) => names::diffusers_to_source(self.component, &path, layout),
             Naming::Diffusers => {
                 if self.store.info(&path).is_none() {
                     if let Some(old) = names::legacy_diffusers_name(self.component, &path) {
                         if self.store.info(&old).is_some() {
-                            return Some(old);
+                            return Some(Source { key: old, part: Part::Whole });
                         }
                     }
                 }
-                Some(path)
+                Some(Source { key: path, part: Part::Whole })
             }
         }
     }
 
-    fn resolve(&self, name: &str) -> Result<(String, &SafeTensorsFile, &TensorInfo)> {
+    /// The stored key that `name` reads (it may be absent from the file); `None` when the file's
+    /// layout has no key for this name at all.
+    pub fn key(&self, name: &str) -> Option<String> {
+        self.source(name).map(|s| s.key)
+    }
+
+    fn resolve(&self, name: &str) -> Result<(Source, &SafeTensorsFile, &TensorInfo)> {
         let path = self.path(name);
         let c = self.component.name();
-        let key = self.key(name).ok_or_else(|| {
+        let src = self.source(name).ok_or_else(|| {
             Error::invalid(
                 OP,
                 format!(
@@ -201,13 +207,13 @@ impl VarBuilder {
                 ),
             )
         })?;
-        let (file, info) = self.store.info(&key).ok_or_else(|| {
+        let (file, info) = self.store.info(&src.key).ok_or_else(|| {
             let msg = match self.naming {
                 Naming::Ldm(_) => {
                     format!(
                         "{}: missing tensor {} (the {c} weight {})",
                         self.store.label(),
-                        quoted(&key),
+                        quoted(&src.key),
                         quoted(&path)
                     )
                 }
@@ -215,35 +221,43 @@ impl VarBuilder {
             };
             Error::invalid(OP, msg)
         })?;
-        Ok((key, file, info))
+        Ok((src, file, info))
     }
 
     /// Whether `name` resolves to a stored tensor.
     pub fn contains(&self, name: &str) -> bool {
-        self.key(name).is_some_and(|k| self.store.info(&k).is_some())
+        self.source(name).is_some_and(|s| self.store.info(&s.key).is_some_and(|(_, i)| s.shape(&i.shape).is_some()))
     }
 
-    /// The stored shape of `name` (before any 1×1 reshape).
+    /// The shape of `name` as stored (before any 1×1 reshape), of its part where the file fuses
+    /// or transposes it.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
-        self.key(name).and_then(|k| self.store.info(&k).map(|(_, i)| i.shape.clone()))
+        let s = self.source(name)?;
+        s.shape(&self.store.info(&s.key)?.1.shape)
     }
 
-    fn checked(&self, name: &str, expected: &[usize]) -> Result<(String, &SafeTensorsFile)> {
-        let (key, file, info) = self.resolve(name)?;
-        if !compatible(&info.shape, expected) {
-            let place = if key == self.path(name) { String::new() } else { format!(" (at {})", quoted(&key)) };
+    fn checked(&self, name: &str, expected: &[usize]) -> Result<(Source, &SafeTensorsFile, Vec<usize>)> {
+        let (src, file, info) = self.resolve(name)?;
+        let stored = info.shape.clone();
+        let shape = src.shape(&stored);
+        if !shape.as_deref().is_some_and(|s| compatible(s, expected)) {
+            let place = if src.key == self.path(name) { String::new() } else { format!(" (at {})", quoted(&src.key)) };
+            let part = match src.part {
+                Part::Whole => String::new(),
+                Part::Third(i) => format!(" (third {i} of a fused tensor)"),
+                Part::Transposed => " (transposed)".to_string(),
+            };
             return Err(Error::shape(
                 OP,
                 format!(
-                    "{}: {} weight {}{place} has shape {:?}, the model expects {expected:?}",
+                    "{}: {} weight {}{place} has shape {stored:?}{part}, the model expects {expected:?}",
                     file.label(),
                     self.component.name(),
                     quoted(&self.path(name)),
-                    info.shape
                 ),
             ));
         }
-        Ok((key, file))
+        Ok((src, file, stored))
     }
 
     /// Reads `name` as f32 with shape `expected` (checked; 1×1-conv ↔ linear reshaped).
@@ -251,9 +265,9 @@ impl VarBuilder {
         if let Some(seed) = self.synthetic {
             return self.synthetic_get(seed, name, expected);
         }
-        let (key, file) = self.checked(name, expected)?;
-        let data = file.read_f32(&key)?;
-        self.store.mark_used(&key);
+        let (src, file, stored) = self.checked(name, expected)?;
+        let data = src.extract(&stored, file.read_f32(&src.key)?);
+        self.store.mark_used(&src.key);
         HostTensor::new(expected, data)
     }
 
@@ -262,18 +276,24 @@ impl VarBuilder {
         if let Some(seed) = self.synthetic {
             return Ok(self.synthetic_get(seed, name, expected)?.data.iter().map(|&x| f16::from_f32(x)).collect());
         }
-        let (key, file) = self.checked(name, expected)?;
-        let data = file.read_f16(&key)?;
-        self.store.mark_used(&key);
+        let (src, file, stored) = self.checked(name, expected)?;
+        let data = src.extract(&stored, file.read_f16(&src.key)?);
+        self.store.mark_used(&src.key);
         Ok(data)
     }
 
     /// Reads `name` as f32 in its stored shape.
     pub fn get_unchecked(&self, name: &str) -> Result<HostTensor> {
-        let (key, file, info) = self.resolve(name)?;
-        let shape = info.shape.clone();
-        let data = file.read_f32(&key)?;
-        self.store.mark_used(&key);
+        let (src, file, info) = self.resolve(name)?;
+        let stored = info.shape.clone();
+        let shape = src.shape(&stored).ok_or_else(|| {
+            Error::shape(
+                OP,
+                format!("{}: {} has shape {stored:?}, which has no {:?}", file.label(), quoted(&src.key), src.part),
+            )
+        })?;
+        let data = src.extract(&stored, file.read_f32(&src.key)?);
+        self.store.mark_used(&src.key);
         HostTensor::new(&shape, data)
     }
 }

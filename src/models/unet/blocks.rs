@@ -33,16 +33,35 @@ impl BlockCtx<'_> {
         ResnetBlock2D::load(l, cin, cout, &self.resnet)
     }
 
-    fn transformer(&self, l: &Loader, c: usize) -> Result<Transformer2DModel> {
+    fn transformer(&self, l: &Loader, c: usize, attn: Attn) -> Result<Transformer2DModel> {
         let cfg = self.cfg;
-        Transformer2DModel::load(
-            l,
-            c,
-            cfg.cross_attention_dim,
-            cfg.num_heads,
-            cfg.transformer_layers_per_block,
-            cfg.norm_num_groups,
-        )
+        Transformer2DModel::load(l, c, cfg.cross_attention_dim, attn.heads, attn.depth, cfg.norm_num_groups)
+    }
+}
+
+/// The transformers of one level: blocks per transformer and heads.
+#[derive(Clone, Copy, Debug)]
+pub struct Attn {
+    pub depth: usize,
+    pub heads: usize,
+}
+
+impl Attn {
+    /// Down level `i`'s, or `None` where it has no attention.
+    pub fn down(cfg: &UNetConfig, i: usize) -> Option<Attn> {
+        let depth = *cfg.down_transformer_depth.get(i)?;
+        (cfg.down_cross_attention[i] && depth > 0).then(|| Attn { depth, heads: cfg.heads[i] })
+    }
+
+    /// Up level `i`'s (bottom first), or `None`.
+    pub fn up(cfg: &UNetConfig, i: usize) -> Option<Attn> {
+        let depth = *cfg.up_transformer_depth.get(i)?;
+        (cfg.up_cross_attention[i] && depth > 0).then(|| Attn { depth, heads: cfg.up_heads(i) })
+    }
+
+    pub fn mid(cfg: &UNetConfig) -> Option<Attn> {
+        let depth = cfg.mid_transformer_depth;
+        (cfg.mid_cross_attention && depth > 0).then(|| Attn { depth, heads: cfg.mid_heads() })
     }
 }
 
@@ -97,7 +116,7 @@ impl DownBlock {
         bc: &BlockCtx,
         cin: usize,
         cout: usize,
-        cross_attention: bool,
+        attn: Option<Attn>,
         downsample: bool,
     ) -> Result<DownBlock> {
         let mut resnets = Vec::new();
@@ -105,8 +124,8 @@ impl DownBlock {
         for j in 0..bc.cfg.layers_per_block {
             let rin = if j == 0 { cin } else { cout };
             resnets.push(bc.resnet(&l.pp("resnets").pp(j), rin, cout)?);
-            if cross_attention {
-                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout)?);
+            if let Some(a) = attn {
+                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout, a)?);
             }
         }
         let downsampler = if downsample {
@@ -154,8 +173,10 @@ pub struct MidBlock {
 
 impl MidBlock {
     pub fn load(l: &Loader, bc: &BlockCtx, c: usize) -> Result<MidBlock> {
-        let attention =
-            if bc.cfg.mid_cross_attention { Some(bc.transformer(&l.pp("attentions").pp(0), c)?) } else { None };
+        let attention = match Attn::mid(bc.cfg) {
+            Some(a) => Some(bc.transformer(&l.pp("attentions").pp(0), c, a)?),
+            None => None,
+        };
         Ok(MidBlock {
             resnets: vec![bc.resnet(&l.pp("resnets").pp(0), c, c)?, bc.resnet(&l.pp("resnets").pp(1), c, c)?],
             attention,
@@ -195,7 +216,7 @@ impl UpBlock {
         prev: usize,
         cout: usize,
         skip_last: usize,
-        cross_attention: bool,
+        attn: Option<Attn>,
         upsample: bool,
     ) -> Result<UpBlock> {
         let n = bc.cfg.layers_per_block + 1;
@@ -205,8 +226,8 @@ impl UpBlock {
             let rin = if j == 0 { prev } else { cout };
             let skip = if j == n - 1 { skip_last } else { cout };
             resnets.push(bc.resnet(&l.pp("resnets").pp(j), rin + skip, cout)?);
-            if cross_attention {
-                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout)?);
+            if let Some(a) = attn {
+                attentions.push(bc.transformer(&l.pp("attentions").pp(j), cout, a)?);
             }
         }
         let upsampler = if upsample {

@@ -17,7 +17,7 @@ pub mod fused;
 pub mod layout;
 pub mod transformer;
 
-use blocks::{BlockCtx, DownBlock, MidBlock, UpBlock};
+use blocks::{Attn, BlockCtx, DownBlock, MidBlock, UpBlock};
 use embeddings::{TembProjections, TimestepEmbedding};
 
 use crate::kernels::unary::{unary, UnaryOp};
@@ -52,14 +52,23 @@ impl UNet {
     pub fn load(l: &Loader, cfg: &UNetConfig) -> Result<UNet> {
         let ch = &cfg.block_out_channels;
         let levels = ch.len();
-        if levels == 0 || cfg.down_cross_attention.len() != levels || cfg.up_cross_attention.len() != levels {
+        if levels == 0
+            || cfg.down_cross_attention.len() != levels
+            || cfg.up_cross_attention.len() != levels
+            || cfg.down_transformer_depth.len() != levels
+            || cfg.up_transformer_depth.len() != levels
+            || cfg.heads.len() != levels
+        {
             return Err(Error::invalid(
                 OP,
                 format!(
                     "config has {levels} levels of block_out_channels {ch:?} but {} down and {} up cross-attention \
-                     flags",
+                     flags, {} down and {} up transformer depths and {} head counts",
                     cfg.down_cross_attention.len(),
-                    cfg.up_cross_attention.len()
+                    cfg.up_cross_attention.len(),
+                    cfg.down_transformer_depth.len(),
+                    cfg.up_transformer_depth.len(),
+                    cfg.heads.len()
                 ),
             ));
         }
@@ -71,7 +80,7 @@ impl UNet {
         for i in 0..levels {
             let cin = if i == 0 { ch[0] } else { ch[i - 1] };
             let li = l.pp("down_blocks").pp(i);
-            down_blocks.push(DownBlock::load(&li, &bc, cin, ch[i], cfg.down_cross_attention[i], i + 1 < levels)?);
+            down_blocks.push(DownBlock::load(&li, &bc, cin, ch[i], Attn::down(cfg, i), i + 1 < levels)?);
         }
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(levels);
@@ -79,8 +88,7 @@ impl UNet {
             let prev = rev[i.saturating_sub(1)];
             let skip_last = rev[(i + 1).min(levels - 1)];
             let li = l.pp("up_blocks").pp(i);
-            let cross = cfg.up_cross_attention[i];
-            up_blocks.push(UpBlock::load(&li, &bc, prev, rev[i], skip_last, cross, i + 1 < levels)?);
+            up_blocks.push(UpBlock::load(&li, &bc, prev, rev[i], skip_last, Attn::up(cfg, i), i + 1 < levels)?);
         }
         let mut mid_block = MidBlock::load(&l.pp("mid_block"), &bc, rev[0])?;
         let mut resnets: Vec<&mut ResnetBlock2D> = Vec::new();
