@@ -163,11 +163,14 @@ impl ClipEncoderLayer {
     }
 }
 
-/// `CLIPTextModel` up to the final LayerNorm (no pooling: SD uses the token states).
+/// `CLIPTextModel` up to the final LayerNorm; with `text_projection` where the checkpoint has one
+/// (`CLIPTextModelWithProjection`, SDXL's second encoder, whose pooled output SDXL uses).
 pub struct ClipTextModel {
     pub embeddings: ClipTextEmbeddings,
     pub layers: Vec<ClipEncoderLayer>,
     pub final_layer_norm: LayerNorm,
+    /// `[projection_dim, width]`, no bias.
+    pub text_projection: Option<Linear>,
     pub cfg: ClipConfig,
     pub dtype: DType,
 }
@@ -193,6 +196,10 @@ impl ClipTextModel {
             ));
         }
         Activation::from_name(&cfg.hidden_act)?;
+        let text_projection = match cfg.projection_dim {
+            Some(p) => Some(Linear::load(&l.pp("text_projection"), cfg.hidden_size, p, false)?),
+            None => None,
+        };
         let root = l.pp("text_model");
         let l = if root.contains("embeddings.token_embedding.weight") { root } else { l.clone() };
         let enc = l.pp("encoder").pp("layers");
@@ -202,6 +209,7 @@ impl ClipTextModel {
             embeddings: ClipTextEmbeddings::load(&l.pp("embeddings"), cfg)?,
             layers,
             final_layer_norm: LayerNorm::load(&l.pp("final_layer_norm"), cfg.hidden_size, LN_EPS)?,
+            text_projection,
             cfg: cfg.clone(),
             dtype: l.dtype(),
         })
@@ -228,12 +236,22 @@ impl ClipTextModel {
     /// final LayerNorm applied. Everything is recorded into `rec`; nothing is read back.
     pub fn forward(&self, ctx: &Context, rec: &mut Recorder, ids: &[u32], clip_skip: usize) -> Result<GpuTensor> {
         let run = self.layers_for(clip_skip)?;
+        let x = self.hidden_states(ctx, rec, ids, run)?;
+        self.final_layer_norm.forward(ctx, rec, &x)
+    }
+
+    /// The input embeddings, then the first `run` encoder layers, without the final LayerNorm
+    /// (`hidden_states[run]` in transformers' numbering).
+    pub fn hidden_states(&self, ctx: &Context, rec: &mut Recorder, ids: &[u32], run: usize) -> Result<GpuTensor> {
         let seq = self.seq_len();
         if ids.is_empty() || !ids.len().is_multiple_of(seq) {
             return Err(Error::shape(
                 OP,
                 format!("{} ids is not a positive multiple of the sequence length {seq}", ids.len()),
             ));
+        }
+        if run > self.layers.len() {
+            return Err(Error::invalid(OP, format!("{run} layers asked of a {}-layer encoder", self.layers.len())));
         }
         let vocab = self.cfg.vocab_size;
         if let Some((i, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= vocab) {
@@ -246,7 +264,7 @@ impl ClipTextModel {
         for layer in &self.layers[..run] {
             x = layer.forward(ctx, rec, &x)?;
         }
-        self.final_layer_norm.forward(ctx, rec, &x)
+        Ok(x)
     }
 
     /// One prompt's conditioning as A1111 builds it: every 77-id chunk encoded (one batched
