@@ -498,6 +498,7 @@ fn other_families_and_non_checkpoints_are_named() {
             p("sd2-unet.safetensors")
         )
     );
+    // SDXL itself loads (tests/pipeline_sdxl.rs); incomplete SDXL files and the refiner are named.
     let e = detect_err(
         &d,
         "sdxl.safetensors",
@@ -506,16 +507,41 @@ fn other_families_and_non_checkpoints_are_named() {
     assert_eq!(
         e,
         format!(
-            "detect: invalid argument: {}: not supported yet: SDXL (found 'conditioner.embedders.1.model.ln_final.weight')",
+            "detect: invalid argument: {}: SDXL checkpoint without its CLIP ViT-L text encoder \
+             (conditioner.embedders.0.transformer.* keys)",
             p("sdxl.safetensors")
         )
     );
     let e = detect_err(
         &d,
+        "sdxl-no-label-emb.safetensors",
+        &[
+            unet_in.clone(),
+            z("conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", &[16]),
+            z("conditioner.embedders.1.model.ln_final.weight", &[16]),
+            z("first_stage_model.decoder.conv_in.weight", &[8, 4, 3, 3]),
+        ],
+    );
+    assert!(e.ends_with("SDXL checkpoint whose UNet has no model.diffusion_model.label_emb.* (the pooled-text and size embedding)"), "{e}");
+    let e = detect_err(
+        &d,
+        "refiner.safetensors",
+        &[
+            unet_in.clone(),
+            z("conditioner.embedders.0.model.ln_final.weight", &[16]),
+            z("model.diffusion_model.label_emb.0.0.weight", &[32, 2560]),
+        ],
+    );
+    assert!(e.contains("not supported yet: the SDXL refiner"), "{e}");
+    let e = detect_err(
+        &d,
         "sdxl-unet.safetensors",
         &[unet_in.clone(), z("model.diffusion_model.label_emb.0.0.weight", &[32, 2816])],
     );
-    assert!(e.ends_with("not supported yet: SDXL (found 'model.diffusion_model.label_emb.0.0.weight')"), "{e}");
+    assert!(
+        e.ends_with("not supported yet: a UNet with class/size conditioning but no SDXL text encoders (found 'model.diffusion_model.label_emb.0.0.weight')"),
+        "{e}"
+    );
 
     let e = detect_err(&d, "random.safetensors", &[z("foo", &[2]), z("bar.baz", &[3, 1])]);
     assert_eq!(
@@ -555,17 +581,23 @@ fn other_families_and_non_checkpoints_are_named() {
         assert!(e.contains(says), "{rel}: {e}");
     }
 
-    // A folder with text_encoder_2/ is SDXL.
+    // A folder with text_encoder_2/ is SDXL, so its UNet must have SDXL's added conditioning.
     let sdxl = d.join("sdxl-folder");
     for c in ["unet", "vae", "text_encoder", "text_encoder_2"] {
         std::fs::create_dir_all(sdxl.join(c)).unwrap();
     }
-    for (c, f) in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")] {
-        std::fs::copy(fixture(&format!("model/{c}/{f}.safetensors")), sdxl.join(c).join(format!("{f}.safetensors")))
+    for (c, f) in [
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+        ("text_encoder_2", "model"),
+    ] {
+        let from = if c == "text_encoder_2" { "text_encoder" } else { c };
+        std::fs::copy(fixture(&format!("model/{from}/{f}.safetensors")), sdxl.join(c).join(format!("{f}.safetensors")))
             .unwrap();
     }
     let e = detect(&ModelFiles::open(&sdxl).unwrap()).unwrap_err().to_string();
-    assert!(e.ends_with("not supported yet: SDXL (folder has text_encoder_2/)"), "{e}");
+    assert!(e.ends_with("SDXL folder (text_encoder_2/) whose UNet has no add_embedding.* weights"), "{e}");
     // A folder missing a component says which.
     std::fs::remove_dir_all(sdxl.join("vae")).unwrap();
     let e = ModelFiles::open(&sdxl).err().unwrap().to_string();

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use crate::weights::names::{self, Component, LDM_UNET};
+use crate::weights::detect::{detect, Family};
+use crate::weights::names::{self, Component, LdmLayout, LDM_UNET};
 use crate::weights::{Layout, ModelFiles};
 
 /// A weight of the model that an adapter may change.
@@ -20,43 +21,80 @@ pub struct ModuleIndex {
     by_kohya: HashMap<String, usize>,
     by_path: HashMap<(Component, String), usize>,
     targets: Vec<Target>,
+    /// The model's family, where known: a LoRA made for another one is refused by name.
+    pub family: Option<Family>,
+}
+
+/// The kohya prefix of a component's modules.
+fn kohya_prefix(c: Component) -> &'static str {
+    match c {
+        Component::Unet => "lora_unet_",
+        Component::TextEncoder2 => "lora_te2_",
+        _ => "lora_te_",
+    }
 }
 
 impl ModuleIndex {
-    /// Every `.weight` of the UNet and text encoder, with LDM aliases for single files.
-    pub fn new(files: &ModelFiles) -> ModuleIndex {
-        let mut idx = ModuleIndex { by_kohya: HashMap::new(), by_path: HashMap::new(), targets: Vec::new() };
-        let lay = files.ldm_layout();
-        for key in files.keys() {
-            let (component, name, ldm) = match files.layout() {
-                Layout::SingleFile => {
-                    let Some(lay) = lay else { continue };
-                    let Some((c, n)) = names::ldm_to_diffusers(&key, lay) else { continue };
-                    let ldm = key.strip_prefix(LDM_UNET).map(str::to_string);
-                    (c, n, ldm)
+    fn empty(family: Option<Family>) -> ModuleIndex {
+        ModuleIndex { by_kohya: HashMap::new(), by_path: HashMap::new(), targets: Vec::new(), family }
+    }
+
+    /// One adaptable weight, reachable by its kohya name, its LDM-style kohya alias (UNet weights
+    /// of a model with an LDM layout) and its diffusers path.
+    fn add(&mut self, component: Component, name: &str, shape: Vec<usize>, lay: Option<&LdmLayout>) {
+        if component == Component::Vae || shape.len() < 2 {
+            return;
+        }
+        let Some(module) = name.strip_suffix(".weight") else { return };
+        if self.by_path.contains_key(&(component, module.to_string())) {
+            return;
+        }
+        let i = self.targets.len();
+        self.by_kohya.insert(format!("{}{}", kohya_prefix(component), module.replace('.', "_")), i);
+        if component == Component::Unet {
+            if let Some(ldm) = lay.and_then(|l| names::diffusers_to_ldm(component, name, l)) {
+                if let Some(l) = ldm.strip_prefix(LDM_UNET).and_then(|l| l.strip_suffix(".weight")) {
+                    self.by_kohya.insert(format!("lora_unet_{}", l.replace('.', "_")), i);
                 }
+            }
+        }
+        self.by_path.insert((component, module.to_string()), i);
+        self.targets.push(Target { component, weight: name.to_string(), shape });
+    }
+
+    /// Every `.weight` of the UNet and text encoders, with LDM aliases for the UNet (from the
+    /// file's layout, or for a folder the layout its config implies).
+    pub fn new(files: &ModelFiles) -> ModuleIndex {
+        let config = detect(files).ok();
+        let mut idx = ModuleIndex::empty(config.as_ref().map(|c| c.family));
+        let folder_lay = config.as_ref().map(|c| {
+            LdmLayout::for_unet(
+                c.unet.layers_per_block,
+                &c.unet.up_cross_attention,
+                c.vae.block_out_channels.len(),
+                c.family == Family::Sdxl,
+            )
+        });
+        let lay = files.ldm_layout().or(folder_lay.as_ref());
+        for key in files.keys() {
+            let found: Vec<(Component, String)> = match files.layout() {
+                Layout::SingleFile => match lay {
+                    Some(l) => names::ldm_to_diffusers_all(&key, l),
+                    None => Vec::new(),
+                },
                 Layout::DiffusersFolder => {
                     let Some((folder, n)) = key.split_once('/') else { continue };
                     let Some(c) = Component::ALL.iter().copied().find(|c| c.name() == folder) else { continue };
-                    (c, n.to_string(), None)
+                    vec![(c, n.to_string())]
                 }
             };
-            if component == Component::Vae {
-                continue;
+            for (component, name) in found {
+                if component == Component::Vae || !name.ends_with(".weight") {
+                    continue;
+                }
+                let Some(shape) = files.builder(component).shape(&name) else { continue };
+                idx.add(component, &name, shape, lay);
             }
-            let Some(module) = name.strip_suffix(".weight") else { continue };
-            let Some(shape) = files.builder(component).shape(&name) else { continue };
-            if shape.len() < 2 {
-                continue;
-            }
-            let prefix = if component == Component::Unet { "lora_unet_" } else { "lora_te_" };
-            let i = idx.targets.len();
-            idx.by_kohya.insert(format!("{prefix}{}", module.replace('.', "_")), i);
-            if let Some(l) = ldm.as_deref().and_then(|l| l.strip_suffix(".weight")) {
-                idx.by_kohya.insert(format!("lora_unet_{}", l.replace('.', "_")), i);
-            }
-            idx.by_path.insert((component, module.to_string()), i);
-            idx.targets.push(Target { component, weight: name.clone(), shape });
         }
         idx
     }
@@ -64,17 +102,9 @@ impl ModuleIndex {
     /// An index over explicit weights `(component, diffusers path ending in .weight, shape)`,
     /// e.g. the weights a loaded model registered (for models built without a file).
     pub fn from_targets(targets: impl IntoIterator<Item = (Component, String, Vec<usize>)>) -> ModuleIndex {
-        let mut idx = ModuleIndex { by_kohya: HashMap::new(), by_path: HashMap::new(), targets: Vec::new() };
+        let mut idx = ModuleIndex::empty(None);
         for (component, name, shape) in targets {
-            let Some(module) = name.strip_suffix(".weight") else { continue };
-            if component == Component::Vae || shape.len() < 2 {
-                continue;
-            }
-            let prefix = if component == Component::Unet { "lora_unet_" } else { "lora_te_" };
-            let i = idx.targets.len();
-            idx.by_kohya.insert(format!("{prefix}{}", module.replace('.', "_")), i);
-            idx.by_path.insert((component, module.to_string()), i);
-            idx.targets.push(Target { component, weight: name.clone(), shape });
+            idx.add(component, &name, shape, None);
         }
         idx
     }
@@ -98,6 +128,13 @@ impl ModuleIndex {
         }
         let (component, path) = if let Some(p) = module_key.strip_prefix("unet.") {
             (Component::Unet, p.to_string())
+        } else if let Some(p) = module_key.strip_prefix("text_encoder_2.") {
+            let p = if p.starts_with("text_model.") || p.starts_with("text_projection") {
+                p.to_string()
+            } else {
+                format!("text_model.{p}")
+            };
+            (Component::TextEncoder2, p)
         } else if let Some(p) = module_key.strip_prefix("text_encoder.") {
             let p = if p.starts_with("text_model.") { p.to_string() } else { format!("text_model.{p}") };
             (Component::TextEncoder, p)

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::weights::detect::Family;
 use crate::weights::{ModelFiles, SafeTensorsFile};
 pub use apply::{ActiveLora, ApplyReport, LoraApplied, LoraMode, LoraState};
 use delta::Mat;
@@ -87,8 +88,46 @@ fn split_key(name: &str) -> Option<(&str, &'static str)> {
     SUFFIXES.iter().find_map(|(s, role)| name.strip_suffix(s).map(|m| (m, *role)))
 }
 
-fn other_base(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::invalid(OP, format!("{}: LoRA for another base model (not SD1.x): {why}", path.display()))
+fn other_base(path: &Path, model: Option<Family>, why: impl std::fmt::Display) -> Error {
+    let model = model.unwrap_or(Family::Sd1).name();
+    Error::invalid(OP, format!("{}: LoRA for another base model (the model is {model}): {why}", path.display()))
+}
+
+/// The family a LoRA was made for, where its metadata or keys say, with the evidence: kohya's
+/// `ss_base_model_version` / modelspec architecture, keys only one family has (`lora_te2_`,
+/// `text_encoder_2.`, SD1's single `lora_te_` encoder), or the text width its cross-attention
+/// keys project from (768 SD1.x, 1024 SD2.x, 2048 SDXL).
+fn lora_base(meta: &BTreeMap<String, String>, groups: &BTreeMap<String, BTreeMap<&'static str, Mat>>) -> Option<(&'static str, String)> {
+    let version = meta.get("ss_base_model_version").map(String::as_str).unwrap_or("");
+    let arch = meta.get("modelspec.architecture").map(String::as_str).unwrap_or("");
+    if version.starts_with("sdxl") || arch.contains("-xl-") {
+        return Some(("SDXL", format!("its metadata says {}", if version.is_empty() { arch } else { version })));
+    }
+    if version.starts_with("sd_v2") || meta.get("ss_v2").is_some_and(|v| v == "True") {
+        return Some(("SD2.x", "its metadata says SD 2".to_string()));
+    }
+    if version.starts_with("sd_v1") {
+        return Some(("SD1.x", format!("its metadata says {version}")));
+    }
+    if let Some(k) = groups.keys().find(|k| keys::sdxl_only_key(k)) {
+        return Some(("SDXL", format!("key {k} only exists in SDXL")));
+    }
+    for (k, parts) in groups {
+        let cross = k.ends_with("attn2_to_k") || k.ends_with("attn2.to_k");
+        let width = parts.get("down").and_then(|d| d.shape.get(1).copied());
+        if let (true, Some(w)) = (cross, width) {
+            match w {
+                768 => return Some(("SD1.x", format!("{k} projects a 768-wide text context"))),
+                1024 => return Some(("SD2.x", format!("{k} projects a 1024-wide text context"))),
+                2048 => return Some(("SDXL", format!("{k} projects a 2048-wide text context"))),
+                _ => {}
+            }
+        }
+    }
+    if let Some(k) = groups.keys().find(|k| k.starts_with("lora_te_")) {
+        return Some(("SD1.x", format!("key {k} is for a single text encoder (SDXL LoRAs name lora_te1_ / lora_te2_)")));
+    }
+    None
 }
 
 /// PEFT alpha from `lora_adapter_metadata` (`<component>.lora_alpha`, or bare `lora_alpha`).
@@ -134,8 +173,10 @@ impl LoraFile {
         }
         let sdxl_meta = metadata.get("ss_base_model_version").is_some_and(|v| v.starts_with("sdxl"))
             || metadata.get("modelspec.architecture").is_some_and(|v| v.contains("-xl-"));
-        if let Some(k) = groups.keys().find(|k| keys::sdxl_only_key(k)) {
-            return Err(other_base(path, format!("key {k} only exists in SDXL")));
+        if let (Some(family), Some((base, why))) = (index.family, lora_base(&metadata, &groups)) {
+            if base != family.name() {
+                return Err(other_base(path, Some(family), format!("it was made for {base} ({why})")));
+            }
         }
         let mut modules = Vec::new();
         for (key, mut parts) in groups {
@@ -180,8 +221,8 @@ impl LoraFile {
                         m.parts.iter().map(|(r, t)| (*r, t.shape.clone())).collect::<Vec<_>>()
                     );
                     let wide = m.parts.get("down").is_some_and(|d| d.shape.get(1) == Some(&2048));
-                    if sdxl_meta || wide {
-                        return Err(other_base(path, why));
+                    if (sdxl_meta || wide) && index.family != Some(Family::Sdxl) {
+                        return Err(other_base(path, index.family, why));
                     }
                     return Err(Error::shape(OP, why));
                 }
@@ -208,12 +249,12 @@ impl LoraFile {
             // SD1 has one transformer block per Transformer2DModel; SDXL stacks 2 or 10.
             let deep =
                 unmatched.iter().find(|k| k.contains("transformer_blocks_") && !k.contains("transformer_blocks_0_"));
-            if sdxl_meta || deep.is_some() {
+            if index.family != Some(Family::Sdxl) && (sdxl_meta || deep.is_some()) {
                 let why = match deep {
                     Some(k) => format!("no key matches an SD1.x weight; {k} needs a deeper transformer stack (SDXL)"),
                     None => "no key matches an SD1.x weight and the metadata says SDXL".to_string(),
                 };
-                return Err(other_base(path, why));
+                return Err(other_base(path, index.family, why));
             }
             return Err(Error::invalid(
                 OP,
@@ -256,7 +297,11 @@ impl LoraFile {
             alpha: self.modules.iter().find_map(|m| m.alpha),
             targets: self.modules.len(),
             unet_targets: self.modules.iter().filter(|m| m.component == Component::Unet).count(),
-            text_encoder_targets: self.modules.iter().filter(|m| m.component == Component::TextEncoder).count(),
+            text_encoder_targets: self
+                .modules
+                .iter()
+                .filter(|m| matches!(m.component, Component::TextEncoder | Component::TextEncoder2))
+                .count(),
             unmatched: self.unmatched.len(),
             base_guess: base_guess.to_string(),
         }

@@ -132,6 +132,9 @@ pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: 
     if req.spacing != Spacing::Leading {
         info = info.field("Timestep spacing", req.spacing.name());
     }
+    if let Some(c) = req.size_cond.filter(|c| *c != Request { size_cond: None, ..req.clone() }.time_ids()) {
+        info = info.field("Size cond", fmt_size_cond(c));
+    }
     if !used.is_empty() {
         let list: Vec<String> = used.iter().map(|l| format!("{}: {}", l.name, l.short_hash())).collect();
         info = info.field("Lora hashes", list.join(", "));
@@ -274,6 +277,9 @@ pub struct Settings {
     pub clip_skip: Option<usize>,
     pub rng: Option<RngKind>,
     pub spacing: Option<Spacing>,
+    /// SDXL size conditioning (`Size cond: "orig_h, orig_w, crop_top, crop_left, target_h,
+    /// target_w"`, lorafuse's key: A1111 has none), written only when it differs from the default.
+    pub size_cond: Option<[usize; 6]>,
     pub model: Option<String>,
     pub model_hash: Option<String>,
     /// `Lora hashes: "NAME: HASH, …"` as (NAME, HASH).
@@ -327,6 +333,7 @@ impl Settings {
                     )
                 }
                 "Timestep spacing" => s.spacing = Some(v.parse()?),
+                "Size cond" => s.size_cond = Some(parse_size_cond(v)?),
                 "Model" => s.model = Some(v.clone()),
                 "Model hash" => s.model_hash = Some(v.clone()),
                 "Lora hashes" => {
@@ -361,5 +368,30 @@ impl Settings {
         req.clip_skip = self.clip_skip.unwrap_or(req.clip_skip);
         req.rng = self.rng.unwrap_or(req.rng);
         req.spacing = self.spacing.unwrap_or(req.spacing);
+        req.size_cond = self.size_cond.or(req.size_cond);
     }
+}
+
+/// `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]` as `"h, w, t, l, h, w"`.
+pub fn fmt_size_cond(c: [usize; 6]) -> String {
+    c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The inverse of [`fmt_size_cond`] (also what `--size-cond` takes).
+pub fn parse_size_cond(v: &str) -> Result<[usize; 6]> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let bad = || {
+        Error::invalid(
+            OP,
+            format!("size conditioning {v:?} is not six numbers orig_h, orig_w, crop_top, crop_left, target_h, target_w"),
+        )
+    };
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut out = [0usize; 6];
+    for (o, p) in out.iter_mut().zip(parts) {
+        *o = p.parse().map_err(|_| bad())?;
+    }
+    Ok(out)
 }

@@ -73,6 +73,9 @@ pub struct Request {
     pub height: usize,
     pub batch: usize,
     pub clip_skip: usize,
+    /// SDXL's size conditioning `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`;
+    /// `None` = A1111's defaults (original = target = the image size, no crop).
+    pub size_cond: Option<[usize; 6]>,
     pub noise: NoiseOverride,
     /// LoRAs to apply besides the prompt's `<lora:NAME:…>` tags.
     pub loras: Vec<LoraSpec>,
@@ -100,6 +103,7 @@ impl Request {
             height: 512,
             batch: 1,
             clip_skip: 1,
+            size_cond: None,
             noise: NoiseOverride::default(),
             loras: Vec::new(),
             lora_dir: PathBuf::from("loras"),
@@ -132,7 +136,17 @@ impl Request {
         if self.clip_skip == 0 {
             return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
         }
+        if let Some(c) = self.size_cond {
+            if c.iter().any(|&v| v > 65536) {
+                return Err(Error::limit(OP, "size conditioning value", c.iter().copied().max().unwrap_or(0) as u64, 65536));
+            }
+        }
         Ok(())
+    }
+
+    /// SDXL's six added time ids for this request (see [`Request::size_cond`]).
+    pub fn time_ids(&self) -> [usize; 6] {
+        self.size_cond.unwrap_or([self.height, self.width, 0, 0, self.height, self.width])
     }
 
     pub(crate) fn latent_shape(&self) -> [usize; 3] {

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::lora::{ApplyReport, LoraFile, LoraMode, LoraRuntime, LoraSpec, ModuleIndex};
 use crate::models::clip::prompt::{chunk_fragments, parse_prompt, ParsedPrompt};
+use crate::models::clip::sdxl::encode_prompt_sdxl;
 use crate::models::clip::text_model::ClipTextModel;
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::unet::UNet;
@@ -22,7 +23,7 @@ use crate::nn::AdaptableWeights;
 use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
 use crate::schedulers::{Schedule, SchedulerConfig};
-use crate::weights::detect::{detect, ModelConfig};
+use crate::weights::detect::{detect, Family, ModelConfig};
 use crate::weights::ModelFiles;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
@@ -39,6 +40,8 @@ pub struct Pipeline {
     pub scheduler_config: SchedulerConfig,
     tokenizer: Tok,
     pub clip: ClipTextModel,
+    /// SDXL's second text encoder (OpenCLIP ViT-bigG with its projection).
+    pub clip2: Option<ClipTextModel>,
     pub unet: UNet,
     pub vae: Vae,
     /// Where the UNet's and text encoder's adaptable weights live (for LoRAs).
@@ -98,11 +101,15 @@ impl Pipeline {
             Tok::Embedded(Tokenizer::embedded()?)
         };
         let sched_json = path.join("scheduler").join("scheduler_config.json");
-        let scheduler_config = if sched_json.exists() {
+        let mut scheduler_config = if sched_json.exists() {
             SchedulerConfig::from_diffusers_json(&sched_json)?
         } else {
             SchedulerConfig::sd15()
         };
+        // A single file marks v-prediction with a `v_pred` key (NoobAI v-pred, SD2-v merges).
+        if config.v_prediction {
+            scheduler_config.prediction_type = crate::schedulers::PredictionType::VPrediction;
+        }
         Self::build(ctx, path, config, scheduler_config, tokenizer, &files, dtype, None)
     }
 
@@ -136,6 +143,10 @@ impl Pipeline {
             crate::nn::Loader::new(ctx, reader, &adaptable, dtype)
         };
         let clip = ClipTextModel::load(&load(files.text_encoder()), &config.clip)?;
+        let clip2 = match &config.clip2 {
+            Some(c2) => Some(ClipTextModel::load(&load(files.text_encoder_2()), c2)?),
+            None => None,
+        };
         let unet = UNet::load(&load(files.unet()), &config.unet)?;
         let vae = Vae::load_decoder(&load(files.vae()), &config.vae)?;
         // Adapter keys resolve against the file's names (LDM aliases included) or, for synthetic
@@ -152,6 +163,7 @@ impl Pipeline {
             scheduler_config,
             tokenizer,
             clip,
+            clip2,
             unet,
             vae,
             adaptable,
@@ -167,32 +179,63 @@ impl Pipeline {
     }
 
     /// Encode the prompt pair into one CFG context [2, 77·k, C] (negative first), padding the
-    /// shorter prompt with empty chunks as A1111 does.
-    fn encode_pair(&self, ctx: &Context, req: &Request, prompts: &Resolved, guided: bool) -> Result<GpuTensor> {
+    /// shorter prompt with empty chunks as A1111 does; for SDXL also the pooled text embeddings
+    /// [2, P] (negative first). Unguided: the prompt alone, batch 1.
+    fn encode_pair(
+        &self,
+        ctx: &Context,
+        req: &Request,
+        prompts: &Resolved,
+        guided: bool,
+    ) -> Result<(GpuTensor, Option<GpuTensor>)> {
         let mut cond = parse_prompt(self.tokenizer(), &prompts.prompt)?;
-        if !guided {
-            return self.clip.encode_prompt(ctx, &cond, req.clip_skip);
-        }
         let mut uncond = parse_prompt(self.tokenizer(), &prompts.negative_prompt)?;
         let n = cond.chunks.len().max(uncond.chunks.len());
-        if cond.chunks.len() != uncond.chunks.len() {
+        if guided && cond.chunks.len() != uncond.chunks.len() {
             // The chunk of an empty prompt: BOS, then EOS padding.
             let empty = chunk_fragments(self.tokenizer(), &[]).0.remove(0);
             let pad = |p: &mut ParsedPrompt| p.chunks.resize(n, empty.clone());
             pad(&mut cond);
             pad(&mut uncond);
         }
-        let u = self.clip.encode_prompt(ctx, &uncond, req.clip_skip)?;
-        let c = self.clip.encode_prompt(ctx, &cond, req.clip_skip)?;
+        let parsed: Vec<&ParsedPrompt> = if guided { vec![&uncond, &cond] } else { vec![&cond] };
+        let mut contexts = Vec::new();
+        let mut pooled = Vec::new();
+        for p in parsed {
+            match &self.clip2 {
+                Some(te2) => {
+                    let out = encode_prompt_sdxl(ctx, &self.clip, te2, p)?;
+                    contexts.push(out.context);
+                    pooled.extend(out.pooled);
+                }
+                None => contexts.push(self.clip.encode_prompt(ctx, p, req.clip_skip)?),
+            }
+        }
+        let pooled = match self.clip2 {
+            Some(_) => {
+                let rows = contexts.len();
+                Some(GpuTensor::from_slice(ctx, &[rows, pooled.len() / rows], &pooled, self.dtype)?)
+            }
+            None => None,
+        };
+        if contexts.len() == 1 {
+            return Ok((contexts.remove(0), pooled));
+        }
         // [1, S, C] + [1, S, C] stacked along the batch: the same bytes as a channel concat of
         // [1, S·C, 1, 1] views.
+        let (u, c) = (&contexts[0], &contexts[1]);
         let sc = u.numel();
         let mut rec = Recorder::new();
         let both = concat_channels(ctx, &mut rec, &u.reshape(&[1, sc, 1, 1])?, &c.reshape(&[1, sc, 1, 1])?)?;
         rec.submit(ctx)?;
         let mut shape = u.shape.clone();
         shape[0] = 2;
-        both.reshape(&shape)
+        Ok((both.reshape(&shape)?, pooled))
+    }
+
+    /// The model family.
+    pub fn family(&self) -> Family {
+        self.config.family
     }
 
     fn lora_runtime(&self) -> MutexGuard<'_, LoraRuntime> {
@@ -236,13 +279,26 @@ impl Pipeline {
         let resolved = req.resolve()?;
         let (loras, lora_report) = self.set_loras(ctx, &resolved.loras, req.lora_mode, req.lora_weights_vary)?;
         let guided = req.cfg != 1.0;
-        let context = self.encode_pair(ctx, req, &resolved, guided)?;
+        if self.family() == Family::Sdxl && req.clip_skip > 1 {
+            log::warn!(
+                "clip skip {} has no effect on SDXL: both text encoders give their penultimate layer, as in A1111",
+                req.clip_skip
+            );
+        }
+        let (context, pooled) = self.encode_pair(ctx, req, &resolved, guided)?;
         let rows = if guided { 2 } else { 1 };
+        let time_ids: Vec<f32> = (0..rows).flat_map(|_| req.time_ids()).map(|v| v as f32).collect();
+        let mut added_rec = Recorder::new();
+        let added = match &pooled {
+            Some(p) => self.unet.added_embedding(ctx, &mut added_rec, p, &time_ids)?,
+            None => None,
+        };
+        added_rec.submit(ctx)?;
 
         // The recorded UNet graph and its fixed inputs.
         let x_in = GpuTensor::empty(ctx, &[rows, lc, lh, lw], self.dtype)?;
         let mut probe = Recorder::new();
-        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows])?;
+        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows], added.as_ref())?;
         let temb = GpuTensor::empty(ctx, &temb_probe.shape, temb_probe.dtype)?;
         drop(probe);
         let mut graph = Recorder::new();
@@ -284,7 +340,7 @@ impl Pipeline {
                 for r in 0..rows {
                     unary_into(ctx, &mut rec, &x, &x_in.view(r * per, &[1, lc, lh, lw])?, scale)?;
                 }
-                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], &temb)?;
+                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], added.as_ref(), &temb)?;
                 rec.dispatches.extend(graph.dispatches.iter().cloned());
                 let eps = if guided {
                     let u = eps_all.view(0, &[1, lc, lh, lw])?;

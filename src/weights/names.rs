@@ -136,6 +136,18 @@ fn bounded_index(s: &str) -> Option<(usize, &str)> {
 }
 
 impl LdmLayout {
+    /// The layout a single file of this UNet would have (to name a diffusers folder's weights the
+    /// LDM way, as kohya LoRAs for SDXL do).
+    pub fn for_unet(layers_per_block: usize, up_attention: &[bool], vae_levels: usize, sdxl_text: bool) -> LdmLayout {
+        LdmLayout {
+            unet_layers_per_block: layers_per_block,
+            unet_up_attention: up_attention.to_vec(),
+            vae_levels,
+            text_legacy: false,
+            sdxl_text,
+        }
+    }
+
     /// Reads the layout from the keys of a single-file checkpoint. Missing components give the
     /// SD1 defaults, so a layout always exists (detection reports what is missing).
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> LdmLayout {
@@ -470,6 +482,40 @@ pub fn ldm_to_diffusers(key: &str, lay: &LdmLayout) -> Option<(Component, String
     let r = r.strip_prefix("text_model.").unwrap_or(r);
     let known = ["embeddings.", "encoder.", "final_layer_norm."].iter().any(|p| r.starts_with(p));
     known.then(|| (Component::TextEncoder, format!("text_model.{r}")))
+}
+
+/// Every component and diffusers name a single-file key holds: one for most keys, three for
+/// OpenCLIP's fused `in_proj` (q, k, v).
+pub fn ldm_to_diffusers_all(key: &str, lay: &LdmLayout) -> Vec<(Component, String)> {
+    if let Some(r) = key.strip_prefix(SDXL_TEXT2) {
+        return openclip_to_diffusers(r).into_iter().map(|n| (Component::TextEncoder2, n)).collect();
+    }
+    ldm_to_diffusers(key, lay).into_iter().collect()
+}
+
+/// OpenCLIP names (under [`SDXL_TEXT2`]) → transformers CLIP names.
+fn openclip_to_diffusers(r: &str) -> Vec<String> {
+    let one = |n: String| vec![n];
+    match r {
+        "token_embedding.weight" => return one("text_model.embeddings.token_embedding.weight".into()),
+        "positional_embedding" => return one("text_model.embeddings.position_embedding.weight".into()),
+        "text_projection" => return one("text_projection.weight".into()),
+        _ => {}
+    }
+    if let Some(t) = r.strip_prefix("ln_final.") {
+        return one(format!("text_model.final_layer_norm.{t}"));
+    }
+    let Some((i, t)) = r.strip_prefix("transformer.resblocks.").and_then(split_index) else { return Vec::new() };
+    let layer = format!("text_model.encoder.layers.{i}.");
+    let fused = match t {
+        "attn.in_proj_weight" => Some("weight"),
+        "attn.in_proj_bias" => Some("bias"),
+        _ => None,
+    };
+    if let Some(suffix) = fused {
+        return ["q_proj", "k_proj", "v_proj"].iter().map(|p| format!("{layer}self_attn.{p}.{suffix}")).collect();
+    }
+    swap(t, OPENCLIP_LAYER, false).map(|n| vec![format!("{layer}{n}")]).unwrap_or_default()
 }
 
 /// An older diffusers spelling of `name` to try when a folder lacks the current one.

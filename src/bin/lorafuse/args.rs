@@ -45,9 +45,14 @@ pub struct GenerateArgs {
     /// Images; image i uses seed S+i.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// A1111 numbering: 1 = last layer, 2 = penultimate.
+    /// A1111 numbering: 1 = last layer, 2 = penultimate. SD1.x only: SDXL always uses the
+    /// penultimate layer of both encoders, as A1111 does.
     #[arg(long, default_value_t = 1)]
     pub clip_skip: usize,
+    /// SDXL size conditioning "orig_h,orig_w,crop_top,crop_left,target_h,target_w" (default: the
+    /// image size, no crop, as A1111).
+    #[arg(long, value_parser = size_cond)]
+    pub size_cond: Option<[usize; 6]>,
     /// f32, f16 or auto
     #[arg(long, default_value = "auto", value_parser = named::<Precision>)]
     pub precision: Precision,
@@ -110,6 +115,7 @@ impl GenerateArgs {
             height: self.height,
             batch: self.batch,
             clip_skip: self.clip_skip,
+            size_cond: self.size_cond,
             noise,
             loras,
             lora_dir: self.lora_dir.clone(),
@@ -162,4 +168,8 @@ fn read_noise(path: &Path) -> Result<NoiseOverride> {
         bail!("{}: no tensor named `noise`", path.display());
     }
     Ok(NoiseOverride { noise, step_noise: get("step_noise")? })
+}
+
+fn size_cond(v: &str) -> std::result::Result<[usize; 6], String> {
+    lorafuse::pipeline::infotext::parse_size_cond(v).map_err(|e| e.to_string())
 }

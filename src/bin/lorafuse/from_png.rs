@@ -41,6 +41,7 @@ pub fn apply(a: &mut GenerateArgs, png: &Path, given: &dyn Fn(&str) -> bool) -> 
     take!("spacing", spacing, s.spacing);
     take!("rng", rng, s.rng);
     take!("clip_skip", clip_skip, s.clip_skip);
+    take!("size_cond", size_cond, s.size_cond.map(Some));
     take!("width", width, s.size.map(|(w, _)| w));
     take!("height", height, s.size.map(|(_, h)| h));
     if let Some(seed) = s.seed {

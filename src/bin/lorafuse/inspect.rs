@@ -61,16 +61,17 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     }
     if let Some(m) = &a.model {
         let files = ModelFiles::open(m).with_context(|| format!("reading {}", m.display()))?;
-        detect(&files)?;
+        let family = detect(&files)?.family;
         let lora = LoraFile::open(&a.lora, &files)?;
         let matched = lora.modules.len();
         let total = matched + lora.unmatched.len();
         json["model"] = serde_json::json!(m.display().to_string());
+        json["model_family"] = serde_json::json!(family.name());
         json["matched"] = serde_json::json!(matched);
         json["total"] = serde_json::json!(total);
         json["unmatched_keys"] = serde_json::json!(lora.unmatched);
         if !a.json {
-            println!("model:     {}", m.display());
+            println!("model:     {} ({})", m.display(), family.name());
             println!("matches:   {matched}/{total} modules");
             for k in lora.unmatched.iter().take(20) {
                 println!("  unmatched: {k}");
