@@ -506,7 +506,8 @@ fn other_families_and_non_checkpoints_are_named() {
     assert_eq!(
         e,
         format!(
-            "detect: invalid argument: {}: not supported yet: SDXL (found 'conditioner.embedders.1.model.ln_final.weight')",
+            "detect: invalid argument: {}: SDXL checkpoint without its CLIP ViT-L text encoder \
+             (conditioner.embedders.0.transformer.* keys)",
             p("sdxl.safetensors")
         )
     );
@@ -515,7 +516,13 @@ fn other_families_and_non_checkpoints_are_named() {
         "sdxl-unet.safetensors",
         &[unet_in.clone(), z("model.diffusion_model.label_emb.0.0.weight", &[32, 2816])],
     );
-    assert!(e.ends_with("not supported yet: SDXL (found 'model.diffusion_model.label_emb.0.0.weight')"), "{e}");
+    assert!(
+        e.ends_with(
+            "not supported yet: a UNet with class/size conditioning but no SDXL text encoders (found \
+             'model.diffusion_model.label_emb.0.0.weight')"
+        ),
+        "{e}"
+    );
 
     let e = detect_err(&d, "random.safetensors", &[z("foo", &[2]), z("bar.baz", &[3, 1])]);
     assert_eq!(
@@ -555,7 +562,7 @@ fn other_families_and_non_checkpoints_are_named() {
         assert!(e.contains(says), "{rel}: {e}");
     }
 
-    // A folder with text_encoder_2/ is SDXL.
+    // A folder with text_encoder_2/ is SDXL, whose UNet must have the added embedding.
     let sdxl = d.join("sdxl-folder");
     for c in ["unet", "vae", "text_encoder", "text_encoder_2"] {
         std::fs::create_dir_all(sdxl.join(c)).unwrap();
@@ -564,8 +571,11 @@ fn other_families_and_non_checkpoints_are_named() {
         std::fs::copy(fixture(&format!("model/{c}/{f}.safetensors")), sdxl.join(c).join(format!("{f}.safetensors")))
             .unwrap();
     }
+    // An SD1 UNet beside a second text encoder (any weights: only the UNet's keys are checked).
+    std::fs::copy(fixture("model/text_encoder/model.safetensors"), sdxl.join("text_encoder_2/model.safetensors"))
+        .unwrap();
     let e = detect(&ModelFiles::open(&sdxl).unwrap()).unwrap_err().to_string();
-    assert!(e.ends_with("not supported yet: SDXL (folder has text_encoder_2/)"), "{e}");
+    assert!(e.ends_with("SDXL folder (text_encoder_2/) whose UNet has no add_embedding.* weights"), "{e}");
     // A folder missing a component says which.
     std::fs::remove_dir_all(sdxl.join("vae")).unwrap();
     let e = ModelFiles::open(&sdxl).err().unwrap().to_string();
