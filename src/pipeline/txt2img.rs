@@ -242,7 +242,7 @@ impl Pipeline {
         // The recorded UNet graph and its fixed inputs.
         let x_in = GpuTensor::empty(ctx, &[rows, lc, lh, lw], self.dtype)?;
         let mut probe = Recorder::new();
-        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows])?;
+        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows], None)?;
         let temb = GpuTensor::empty(ctx, &temb_probe.shape, temb_probe.dtype)?;
         drop(probe);
         let mut graph = Recorder::new();
@@ -284,7 +284,7 @@ impl Pipeline {
                 for r in 0..rows {
                     unary_into(ctx, &mut rec, &x, &x_in.view(r * per, &[1, lc, lh, lw])?, scale)?;
                 }
-                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], &temb)?;
+                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], None, &temb)?;
                 rec.dispatches.extend(graph.dispatches.iter().cloned());
                 let eps = if guided {
                     let u = eps_all.view(0, &[1, lc, lh, lw])?;
