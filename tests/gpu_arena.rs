@@ -136,7 +136,7 @@ fn unet_graph_bytes(in_arena: bool) -> (u64, u64) {
     let x = GpuTensor::from_slice(&ctx, &[2, 4, 8, 8], &read("unet_x"), DType::F32).unwrap();
     let c = GpuTensor::from_slice(&ctx, &[2, 77, 64], &read("unet_ctx"), DType::F32).unwrap();
     let mut rec = Recorder::new();
-    let temb = unet.time_embedding(&ctx, &mut rec, &[999.0, 999.0]).unwrap();
+    let temb = unet.time_embedding(&ctx, &mut rec, &[999.0, 999.0], None).unwrap();
     rec.submit(&ctx).unwrap();
     ctx.sync().unwrap();
     let before = ctx.pool_bytes();
@@ -149,7 +149,7 @@ fn unet_graph_bytes(in_arena: bool) -> (u64, u64) {
     for round in 0..2 {
         for t in TIMESTEPS {
             let mut step = Recorder::new();
-            unet.time_embedding_into(&ctx, &mut step, &[t as f32; 2], &temb).unwrap();
+            unet.time_embedding_into(&ctx, &mut step, &[t as f32; 2], None, &temb).unwrap();
             step.submit(&ctx).unwrap();
             graph.replay(&ctx).unwrap();
             let what = format!("UNet graph (arena: {in_arena}), replay {round}, t={t}");

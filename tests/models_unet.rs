@@ -85,7 +85,7 @@ fn up(data: &[f32], shape: &[usize], dtype: DType) -> GpuTensor {
 /// One forward pass: returns the output and the number of dispatches recorded.
 fn run(unet: &UNet, x: &GpuTensor, t: &[f32], c: &GpuTensor) -> (Vec<f32>, Vec<usize>, usize) {
     let mut rec = Recorder::new();
-    let y = unet.forward(ctx(), &mut rec, x, t, c).expect("forward");
+    let y = unet.forward(ctx(), &mut rec, x, t, c, None).expect("forward");
     let n = rec.len();
     rec.submit(ctx()).expect("submit");
     (y.to_vec(ctx()).expect("read back"), y.shape.clone(), n)
@@ -182,7 +182,7 @@ fn split_forward_and_replay() {
     let x = up(&g.x, &[2, 4, 8, 8], DType::F32);
     let c = up(&g.ctx, &[2, 77, 64], DType::F32);
     let mut rec = Recorder::new();
-    let temb = unet.time_embedding(ctx(), &mut rec, &[999.0, 999.0]).expect("temb");
+    let temb = unet.time_embedding(ctx(), &mut rec, &[999.0, 999.0], None).expect("temb");
     assert_eq!(temb.shape, [2, unet.cfg.time_embed_dim]);
     let t_dispatches = rec.len();
     rec.submit(ctx()).expect("submit");
@@ -192,7 +192,7 @@ fn split_forward_and_replay() {
     for round in 0..2 {
         for (t, want) in TIMESTEPS.iter().zip(&g.eps) {
             let mut step = Recorder::new();
-            unet.time_embedding_into(ctx(), &mut step, &[*t as f32; 2], &temb).expect("time_embedding_into");
+            unet.time_embedding_into(ctx(), &mut step, &[*t as f32; 2], None, &temb).expect("time_embedding_into");
             step.submit(ctx()).expect("submit");
             graph.replay(ctx()).expect("replay");
             let got = y.to_vec(ctx()).unwrap();
@@ -201,7 +201,7 @@ fn split_forward_and_replay() {
     }
     let mut step = Recorder::new();
     let wrong = GpuTensor::zeros(ctx(), &[1, unet.cfg.time_embed_dim], DType::F32).unwrap();
-    assert!(unet.time_embedding_into(ctx(), &mut step, &[1.0, 1.0], &wrong).is_err(), "temb of batch 1 accepted");
+    assert!(unet.time_embedding_into(ctx(), &mut step, &[1.0, 1.0], None, &wrong).is_err(), "temb of batch 1 accepted");
 }
 
 /// Two 77-token chunks of the same context: every key and value appears twice, which leaves
@@ -255,7 +255,7 @@ fn bad_inputs_are_errors() {
     let cx = GpuTensor::zeros(c, &[2, 77, 64], DType::F32).unwrap();
     let mut rec = Recorder::new();
     let mut fails = |what: &str, x: &GpuTensor, t: &[f32], cx: &GpuTensor| {
-        let r = unet.forward(c, &mut rec, x, t, cx);
+        let r = unet.forward(c, &mut rec, x, t, cx, None);
         match r {
             Err(e) => eprintln!("{what}: {e}"),
             Ok(_) => panic!("{what}: accepted"),
@@ -289,7 +289,7 @@ fn timing() {
     let c = up(&g.ctx, &[2, 77, 64], DType::F32);
     let mut rec = Recorder::new();
     let t0 = Instant::now();
-    let temb = unet.time_embedding(ctx(), &mut rec, &[999.0, 999.0]).unwrap();
+    let temb = unet.time_embedding(ctx(), &mut rec, &[999.0, 999.0], None).unwrap();
     let nt = rec.len();
     let y = unet.forward_with_temb(ctx(), &mut rec, &x, &temb, &c).unwrap();
     let record = t0.elapsed();

@@ -1,9 +1,9 @@
-//! Elementwise and gather kernels vs their references: binary (broadcasting add/sub/mul and
-//! add_scaled), geglu, timestep_embedding and embedding.
+//! Elementwise and gather kernels vs their references: binary (broadcasting add/sub/mul,
+//! add_scaled and add_into), geglu, timestep_embedding and embedding.
 
 mod common;
 use common::*;
-use lorafuse::kernels::binary::{add, add_scaled, binary, mul, BinaryOp};
+use lorafuse::kernels::binary::{add, add_into, add_scaled, binary, mul, BinaryOp};
 use lorafuse::kernels::embedding::embedding;
 use lorafuse::kernels::geglu::geglu;
 use lorafuse::kernels::timestep_embedding::timestep_embedding;
@@ -169,6 +169,42 @@ fn binary_rejects_bad_operands() {
         let h = GpuTensor::zeros(ctx, &[2, 3], DType::F16).unwrap();
         let e = add(ctx, &mut rec, &a, &h).error();
         assert!(matches!(e, Error::DType { .. }), "{e}");
+    }
+    assert!(rec.is_empty());
+}
+
+/// `add_into` writes what `add` returns into an existing tensor (batch rows plus a broadcast
+/// row, an odd width so the scalar entry point runs too), and refuses an output of the wrong
+/// shape or dtype and one that shares an operand's buffer.
+#[test]
+fn binary_add_into() {
+    let ctx = ctx();
+    let mut r = rng("binary_add_into");
+    for dt in dtypes() {
+        for (a_shape, b_shape) in [(vec![2, 40], vec![2, 40]), (vec![3, 37], vec![37])] {
+            let a = rand_vec(&mut r, numel(&a_shape), 2.0, dt);
+            let b = rand_vec(&mut r, numel(&b_shape), 2.0, dt);
+            let at = GpuTensor::from_slice(ctx, &a_shape, &a, dt).unwrap();
+            let bt = GpuTensor::from_slice(ctx, &b_shape, &b, dt).unwrap();
+            let out = GpuTensor::empty(ctx, &a_shape, dt).unwrap();
+            let mut rec = Recorder::new();
+            add_into(ctx, &mut rec, &at, &bt, &out).unwrap();
+            rec.submit(ctx).unwrap();
+            let (_, want) = reference::binary::binary(&a, &a_shape, &b, &b_shape, BinaryOp::Add);
+            let what = format!("add_into {a_shape:?} {b_shape:?} {dt:?}");
+            assert_close(&what, &out.to_vec(ctx).unwrap(), &want, tol(dt));
+        }
+    }
+    let mut rec = Recorder::new();
+    let a = GpuTensor::zeros(ctx, &[2, 3], DType::F32).unwrap();
+    let b = GpuTensor::zeros(ctx, &[3], DType::F32).unwrap();
+    let e = add_into(ctx, &mut rec, &a, &b, &GpuTensor::zeros(ctx, &[3, 2], DType::F32).unwrap()).error();
+    assert!(matches!(e, Error::Shape { .. }) && e.to_string().contains("[3, 2]"), "{e}");
+    let e = add_into(ctx, &mut rec, &a, &b, &a).error();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    if ctx.caps.shader_f16 {
+        let e = add_into(ctx, &mut rec, &a, &b, &GpuTensor::zeros(ctx, &[2, 3], DType::F16).unwrap()).error();
+        assert!(matches!(e, Error::Shape { .. }), "{e}");
     }
     assert!(rec.is_empty());
 }

@@ -147,8 +147,8 @@ impl Report {
 }
 
 /// One UNet evaluation with CFG (batch 2) at `size`², recorded against fixed inputs (latents,
-/// timestep 500, a constant text context) as `generate` records it, with whatever LoRAs are
-/// applied now; for timing and profiling replays.
+/// timestep 500, a constant text context, for SDXL a constant pooled embedding) as `generate`
+/// records it, with whatever LoRAs are applied now; for timing and profiling replays.
 pub fn unet_graph(
     ctx: &Context,
     pipe: &crate::pipeline::txt2img::Pipeline,
@@ -161,7 +161,17 @@ pub fn unet_graph(
     let x = GpuTensor::from_slice(ctx, &[2, 4, h, w], &vec![0.1; 2 * 4 * h * w], pipe.dtype)?;
     let context = GpuTensor::from_slice(ctx, &[2, 77, dim], &vec![0.05; 2 * 77 * dim], pipe.dtype)?;
     let mut rec = Recorder::new();
-    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0])?;
+    // SDXL's added conditioning: a constant pooled text embedding and the image's size.
+    let added = match &pipe.config.unet.addition {
+        Some(a) => {
+            let p = a.pooled_dim();
+            let pooled = GpuTensor::from_slice(ctx, &[2, p], &vec![0.05; 2 * p], pipe.dtype)?;
+            let s = size as f32;
+            pipe.unet.added_embedding(ctx, &mut rec, &pooled, &[s, s, 0.0, 0.0, s, s].repeat(2))?
+        }
+        None => None,
+    };
+    let temb = pipe.unet.time_embedding(ctx, &mut rec, &[500.0, 500.0], added.as_ref())?;
     rec.submit(ctx)?;
     let mut graph = Recorder::new();
     {

@@ -140,6 +140,32 @@ pub fn mul(ctx: &Context, rec: &mut Recorder, a: &GpuTensor, b: &GpuTensor) -> R
     binary(ctx, rec, a, b, BinaryOp::Mul)
 }
 
+/// `a + b` with broadcasting into the existing `out` (of the broadcast shape and the operands'
+/// dtype, sharing a buffer with neither): rewrites a tensor that a recorded graph reads, such as
+/// the UNet's time embedding plus SDXL's added embedding.
+pub fn add_into(ctx: &Context, rec: &mut Recorder, a: &GpuTensor, b: &GpuTensor, out: &GpuTensor) -> Result<()> {
+    const OP: &str = "add_into";
+    let shape = out_shape(a, b, OP)?;
+    if out.shape != shape || out.dtype != a.dtype {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "out {:?} {} must be {shape:?} {} for a {:?} + b {:?}",
+                out.shape,
+                out.dtype.name(),
+                a.dtype.name(),
+                a.shape,
+                b.shape
+            ),
+        ));
+    }
+    // A buffer bound both read-only and read-write in one dispatch is a wgpu validation error.
+    if out.same_buffer(a) || out.same_buffer(b) {
+        return Err(Error::invalid(OP, "out shares a buffer with an operand"));
+    }
+    run_into(ctx, rec, a, b, BinaryOp::Add.code(), 0.0, 0.0, OP, out)
+}
+
 /// `alpha·a + beta·b` into a new tensor (samplers, classifier-free guidance). Usually `a` and `b`
 /// have the same shape; broadcasting works as in [`binary`].
 pub fn add_scaled(
@@ -161,6 +187,18 @@ fn pack(v: impl Iterator<Item = usize>) -> [[u32; 4]; 2] {
     p
 }
 
+/// The output shape of `a op b`, after checking that the operands fit together.
+fn out_shape(a: &GpuTensor, b: &GpuTensor, op: &'static str) -> Result<Vec<usize>> {
+    if a.dtype != b.dtype {
+        return Err(Error::dtype(
+            op,
+            format!("a {:?} is {} but b {:?} is {}", a.shape, a.dtype.name(), b.shape, b.dtype.name()),
+        ));
+    }
+    broadcast_shape(&a.shape, &b.shape)
+        .ok_or_else(|| Error::shape(op, format!("cannot broadcast a {:?} with b {:?}", a.shape, b.shape)))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run(
     ctx: &Context,
@@ -172,16 +210,27 @@ fn run(
     beta: f32,
     op: &'static str,
 ) -> Result<GpuTensor> {
-    if a.dtype != b.dtype {
-        return Err(Error::dtype(
-            op,
-            format!("a {:?} is {} but b {:?} is {}", a.shape, a.dtype.name(), b.shape, b.dtype.name()),
-        ));
-    }
-    let out_shape = broadcast_shape(&a.shape, &b.shape)
-        .ok_or_else(|| Error::shape(op, format!("cannot broadcast a {:?} with b {:?}", a.shape, b.shape)))?;
-    let n: usize = out_shape.iter().product();
-    let dims = merge_dims(&out_shape, &a.shape, &b.shape);
+    let shape = out_shape(a, b, op)?;
+    let out = GpuTensor::empty(ctx, &shape, a.dtype)?;
+    run_into(ctx, rec, a, b, code, alpha, beta, op, &out)?;
+    Ok(out)
+}
+
+/// [`run`] into `out`, which the caller checked has the broadcast shape and dtype.
+#[allow(clippy::too_many_arguments)]
+fn run_into(
+    ctx: &Context,
+    rec: &mut Recorder,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    code: u32,
+    alpha: f32,
+    beta: f32,
+    op: &'static str,
+    out: &GpuTensor,
+) -> Result<()> {
+    let n: usize = out.shape.iter().product();
+    let dims = merge_dims(&out.shape, &a.shape, &b.shape);
     if dims.len() > MAX_DIMS {
         return Err(Error::limit(
             op,
@@ -190,9 +239,8 @@ fn run(
             MAX_DIMS as u64,
         ));
     }
-    let out = GpuTensor::empty(ctx, &out_shape, a.dtype)?;
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
 
     // Chunking: k is the outermost dimension whose inner block (all dimensions after it) fits one
@@ -260,5 +308,5 @@ fn run(
             launch(ctx, rec, &SRC, key, &args, groups, vec![a.keep(), b.keep(), out.keep()])?;
         }
     }
-    Ok(out)
+    Ok(())
 }

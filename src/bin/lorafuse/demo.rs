@@ -61,6 +61,7 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         height: a.size,
         batch: 1,
         clip_skip: 1,
+        size_cond: None,
         precision: Precision::Auto,
         output: a.output.clone(),
         noise_file: None,

@@ -1,5 +1,5 @@
-//! SD1.x `UNet2DConditionModel` on the GPU: noisy latents, timesteps and text context in, predicted
-//! noise out, every dispatch recorded into the caller's [`Recorder`] (no readbacks).
+//! SD1.x and SDXL `UNet2DConditionModel` on the GPU: noisy latents, timesteps and text context
+//! in, predicted noise out, every dispatch recorded into the caller's [`Recorder`] (no readbacks).
 //!
 //! The structure and widths follow diffusers' `UNet2DConditionModel.__init__`, read from a
 //! [`UNetConfig`] that [`crate::weights::detect`] derives from the weight shapes; module names
@@ -10,6 +10,10 @@
 //! [`UNet::forward_with_temb`] once per resolution and replay it, rewriting only the small `temb`
 //! tensor it bound ([`UNet::time_embedding_into`]) each step. Latent sizes that are not multiples of 8 work: every upsampler resizes to the
 //! size of the skip connection it is concatenated with next (diffusers' `forward_upsample_size`).
+//!
+//! SDXL adds its pooled-text and size conditioning to the time embedding. That sum does not
+//! change between steps, so [`UNet::added_embedding`] computes it once and the time-embedding
+//! calls take it as `added` (`None` for SD1, required for SDXL).
 
 pub mod blocks;
 pub mod embeddings;
@@ -18,7 +22,7 @@ pub mod layout;
 pub mod transformer;
 
 use blocks::{Attn, BlockCtx, DownBlock, MidBlock, UpBlock};
-use embeddings::{TembProjections, TimestepEmbedding};
+use embeddings::{AddedEmbedding, TembProjections, TimestepEmbedding};
 
 use crate::kernels::unary::{unary, UnaryOp};
 pub(crate) use crate::models::dims4;
@@ -36,6 +40,8 @@ pub const RESNET_EPS: f32 = 1e-5;
 pub struct UNet {
     pub conv_in: Conv2d,
     pub time_embedding: TimestepEmbedding,
+    /// SDXL's `text_time` conditioning (`None` for SD1).
+    pub add_embedding: Option<AddedEmbedding>,
     pub down_blocks: Vec<DownBlock>,
     pub mid_block: MidBlock,
     pub up_blocks: Vec<UpBlock>,
@@ -102,6 +108,10 @@ impl UNet {
         Ok(UNet {
             conv_in: Conv2d::load(&l.pp("conv_in"), cfg.in_channels, ch[0], 3, 1)?,
             time_embedding: TimestepEmbedding::load(&l.pp("time_embedding"), ch[0], cfg.time_embed_dim)?,
+            add_embedding: match &cfg.addition {
+                Some(a) => Some(AddedEmbedding::load(&l.pp("add_embedding"), a, cfg.time_embed_dim)?),
+                None => None,
+            },
             down_blocks,
             mid_block,
             up_blocks,
@@ -113,9 +123,34 @@ impl UNet {
         })
     }
 
-    /// `[B, time_embed_dim]`: the timestep MLP's output for one timestep per batch item.
-    pub fn time_embedding(&self, ctx: &Context, rec: &mut Recorder, timesteps: &[f32]) -> Result<GpuTensor> {
-        self.time_embedding.forward(ctx, rec, timesteps)
+    /// SDXL's added conditioning `[B, time_embed_dim]` from the pooled text embeddings
+    /// `text_embeds [B, P]` and `time_ids` (six per item: original height and width, crop top and
+    /// left, target height and width), to pass as `added` to the time-embedding calls; `None` for
+    /// a UNet without it (SD1).
+    pub fn added_embedding(
+        &self,
+        ctx: &Context,
+        rec: &mut Recorder,
+        text_embeds: &GpuTensor,
+        time_ids: &[f32],
+    ) -> Result<Option<GpuTensor>> {
+        match &self.add_embedding {
+            Some(a) => a.forward(ctx, rec, text_embeds, time_ids).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `[B, time_embed_dim]`: the timestep MLP's output for one timestep per batch item, plus the
+    /// [`UNet::added_embedding`] (which an SDXL UNet requires and an SD1 UNet refuses).
+    pub fn time_embedding(
+        &self,
+        ctx: &Context,
+        rec: &mut Recorder,
+        timesteps: &[f32],
+        added: Option<&GpuTensor>,
+    ) -> Result<GpuTensor> {
+        self.check_added(added)?;
+        self.time_embedding.forward(ctx, rec, timesteps, added)
     }
 
     /// [`UNet::time_embedding`] into an existing `temb [B, time_embed_dim]`: the per-step update
@@ -125,14 +160,32 @@ impl UNet {
         ctx: &Context,
         rec: &mut Recorder,
         timesteps: &[f32],
+        added: Option<&GpuTensor>,
         temb: &GpuTensor,
     ) -> Result<()> {
-        self.time_embedding.forward_into(ctx, rec, timesteps, temb)
+        self.check_added(added)?;
+        self.time_embedding.forward_into(ctx, rec, timesteps, added, temb)
+    }
+
+    /// An SDXL UNet without its added embedding would run and return plausible but wrong noise,
+    /// so both mismatches are errors. (Shapes are checked by the time embedding.)
+    fn check_added(&self, added: Option<&GpuTensor>) -> Result<()> {
+        match (&self.add_embedding, added) {
+            (Some(_), None) => Err(Error::invalid(
+                OP,
+                "this UNet (SDXL) needs its added text/size embedding (UNet::added_embedding), none was given",
+            )),
+            (None, Some(a)) => Err(Error::invalid(
+                OP,
+                format!("an added embedding {:?} was given but this UNet (SD1) has no added conditioning", a.shape),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Predicted noise `[B, out_channels, h, w]` for latents `x [B, in_channels, h, w]`, the time
-    /// embedding `temb [B, time_embed_dim]` and the text context `[B, S, cross_attention_dim]`
-    /// (any S: 77 per prompt chunk).
+    /// embedding `temb [B, time_embed_dim]` (for SDXL with the added embedding in it) and the text
+    /// context `[B, S, cross_attention_dim]` (any S: 77 per prompt chunk).
     pub fn forward_with_temb(
         &self,
         ctx: &Context,
@@ -160,7 +213,7 @@ impl UNet {
     }
 
     /// [`UNet::time_embedding`] then [`UNet::forward_with_temb`]; `timesteps` has one entry per
-    /// batch item.
+    /// batch item, `added` is the [`UNet::added_embedding`] (SDXL) or `None` (SD1).
     pub fn forward(
         &self,
         ctx: &Context,
@@ -168,6 +221,7 @@ impl UNet {
         x: &GpuTensor,
         timesteps: &[f32],
         context: &GpuTensor,
+        added: Option<&GpuTensor>,
     ) -> Result<GpuTensor> {
         let [b, ..] = dims4(OP, x)?;
         if timesteps.len() != b {
@@ -180,7 +234,7 @@ impl UNet {
                 ),
             ));
         }
-        let temb = self.time_embedding(ctx, rec, timesteps)?;
+        let temb = self.time_embedding(ctx, rec, timesteps, added)?;
         self.forward_with_temb(ctx, rec, x, &temb, context)
     }
 

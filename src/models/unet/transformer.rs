@@ -1,11 +1,12 @@
-//! diffusers `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s as SD1.x uses
-//! them: GroupNorm (eps 1e-6) → `proj_in` → blocks of [LayerNorm → self-attention, LayerNorm →
-//! cross-attention on the text context, LayerNorm → GEGLU feed-forward], each with a residual →
-//! `proj_out` → residual with the block's input.
+//! diffusers `Transformer2DModel` (continuous input) and its `BasicTransformerBlock`s as SD1.x and
+//! SDXL use them: GroupNorm (eps 1e-6) → `proj_in` → blocks of [LayerNorm → self-attention,
+//! LayerNorm → cross-attention on the text context, LayerNorm → GEGLU feed-forward], each with a
+//! residual → `proj_out` → residual with the block's input.
 //!
-//! `proj_in`/`proj_out` are 1×1 convs in SD1 checkpoints and linears in SD2-style ones; the same
+//! `proj_in`/`proj_out` are 1×1 convs in SD1 checkpoints and linears in SD2 and SDXL ones; the same
 //! numbers either way (the weight reader serves a `[O, I, 1, 1]` conv as an `[O, I]` linear), so both
-//! run as linears on tokens, next to the layout change that the attention needs anyway.
+//! run as linears on tokens, next to the layout change that the attention needs anyway. Heads and
+//! the number of blocks come from the caller per level (SDXL: head width 64, 1 to 10 blocks).
 
 use super::fused::{linear_transposed, load_stacked, multi_linear, slice};
 use super::layout::nchw_to_tokens;
