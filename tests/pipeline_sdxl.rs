@@ -78,8 +78,18 @@ fn check(model: &str, with_loras: bool, mode: LoraMode) {
             }
         }
         let what = format!("{model} {name} [{}]", mode.name());
-        assert_close(&format!("{what} latents"), &out.latents.data, &golden(&format!("{name}_latents")).unwrap().data, 5e-3);
-        assert_close(&format!("{what} image"), &out.images[0].data, &golden(&format!("{name}_image")).unwrap().data, 5e-3);
+        assert_close(
+            &format!("{what} latents"),
+            &out.latents.data,
+            &golden(&format!("{name}_latents")).unwrap().data,
+            5e-3,
+        );
+        assert_close(
+            &format!("{what} image"),
+            &out.images[0].data,
+            &golden(&format!("{name}_image")).unwrap().data,
+            5e-3,
+        );
     }
     assert!(n >= 2, "runs.json has runs of this kind ({n})");
 }
@@ -141,9 +151,13 @@ fn loras_of_the_other_family_are_refused_by_name() {
     let sd1_fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny");
     let sdxl = ModelFiles::open(fix().join("model-fp16.safetensors")).unwrap();
     let sd1 = ModelFiles::open(sd1_fix.join("model-fp16.safetensors")).unwrap();
-    let e = LoraFile::open(sd1_fix.join("loras/kohya_lora.safetensors"), &sdxl).err().expect("SD1 LoRA on SDXL").to_string();
+    let e = LoraFile::open(sd1_fix.join("loras/kohya_lora.safetensors"), &sdxl)
+        .err()
+        .expect("SD1 LoRA on SDXL")
+        .to_string();
     assert!(e.contains("the model is SDXL") && e.contains("made for SD1.x"), "{e}");
-    let e = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1).err().expect("SDXL LoRA on SD1").to_string();
+    let e =
+        LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1).err().expect("SDXL LoRA on SD1").to_string();
     assert!(e.contains("the model is SD1.x") && e.contains("made for SDXL"), "{e}");
     // Its own family's LoRA matches every module, both text encoders included.
     let l = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sdxl).unwrap();

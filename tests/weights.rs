@@ -522,7 +522,12 @@ fn other_families_and_non_checkpoints_are_named() {
             z("first_stage_model.decoder.conv_in.weight", &[8, 4, 3, 3]),
         ],
     );
-    assert!(e.ends_with("SDXL checkpoint whose UNet has no model.diffusion_model.label_emb.* (the pooled-text and size embedding)"), "{e}");
+    assert!(
+        e.ends_with(
+            "SDXL checkpoint whose UNet has no model.diffusion_model.label_emb.* (the pooled-text and size embedding)"
+        ),
+        "{e}"
+    );
     let e = detect_err(
         &d,
         "refiner.safetensors",

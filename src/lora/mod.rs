@@ -97,7 +97,10 @@ fn other_base(path: &Path, model: Option<Family>, why: impl std::fmt::Display) -
 /// `ss_base_model_version` / modelspec architecture, keys only one family has (`lora_te2_`,
 /// `text_encoder_2.`, SD1's single `lora_te_` encoder), or the text width its cross-attention
 /// keys project from (768 SD1.x, 1024 SD2.x, 2048 SDXL).
-fn lora_base(meta: &BTreeMap<String, String>, groups: &BTreeMap<String, BTreeMap<&'static str, Mat>>) -> Option<(&'static str, String)> {
+fn lora_base(
+    meta: &BTreeMap<String, String>,
+    groups: &BTreeMap<String, BTreeMap<&'static str, Mat>>,
+) -> Option<(&'static str, String)> {
     let version = meta.get("ss_base_model_version").map(String::as_str).unwrap_or("");
     let arch = meta.get("modelspec.architecture").map(String::as_str).unwrap_or("");
     if version.starts_with("sdxl") || arch.contains("-xl-") {
@@ -125,7 +128,10 @@ fn lora_base(meta: &BTreeMap<String, String>, groups: &BTreeMap<String, BTreeMap
         }
     }
     if let Some(k) = groups.keys().find(|k| k.starts_with("lora_te_")) {
-        return Some(("SD1.x", format!("key {k} is for a single text encoder (SDXL LoRAs name lora_te1_ / lora_te2_)")));
+        return Some((
+            "SD1.x",
+            format!("key {k} is for a single text encoder (SDXL LoRAs name lora_te1_ / lora_te2_)"),
+        ));
     }
     None
 }

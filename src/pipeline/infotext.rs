@@ -383,7 +383,9 @@ pub fn parse_size_cond(v: &str) -> Result<[usize; 6]> {
     let bad = || {
         Error::invalid(
             OP,
-            format!("size conditioning {v:?} is not six numbers orig_h, orig_w, crop_top, crop_left, target_h, target_w"),
+            format!(
+                "size conditioning {v:?} is not six numbers orig_h, orig_w, crop_top, crop_left, target_h, target_w"
+            ),
         )
     };
     if parts.len() != 6 {

@@ -138,7 +138,12 @@ impl Request {
         }
         if let Some(c) = self.size_cond {
             if c.iter().any(|&v| v > 65536) {
-                return Err(Error::limit(OP, "size conditioning value", c.iter().copied().max().unwrap_or(0) as u64, 65536));
+                return Err(Error::limit(
+                    OP,
+                    "size conditioning value",
+                    c.iter().copied().max().unwrap_or(0) as u64,
+                    65536,
+                ));
             }
         }
         Ok(())

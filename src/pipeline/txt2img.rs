@@ -340,7 +340,13 @@ impl Pipeline {
                 for r in 0..rows {
                     unary_into(ctx, &mut rec, &x, &x_in.view(r * per, &[1, lc, lh, lw])?, scale)?;
                 }
-                self.unet.time_embedding_into(ctx, &mut rec, &vec![step.timestep as f32; rows], added.as_ref(), &temb)?;
+                self.unet.time_embedding_into(
+                    ctx,
+                    &mut rec,
+                    &vec![step.timestep as f32; rows],
+                    added.as_ref(),
+                    &temb,
+                )?;
                 rec.dispatches.extend(graph.dispatches.iter().cloned());
                 let eps = if guided {
                     let u = eps_all.view(0, &[1, lc, lh, lw])?;
