@@ -156,8 +156,10 @@ fn loras_of_the_other_family_are_refused_by_name() {
         .expect("SD1 LoRA on SDXL")
         .to_string();
     assert!(e.contains("the model is SDXL") && e.contains("made for SD1.x"), "{e}");
-    let e =
-        LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1).err().expect("SDXL LoRA on SD1").to_string();
+    let e = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1)
+        .err()
+        .unwrap_or_else(|| panic!("SDXL LoRA on SD1 opened"))
+        .to_string();
     assert!(e.contains("the model is SD1.x") && e.contains("made for SDXL"), "{e}");
     // Its own family's LoRA matches every module, both text encoders included.
     let l = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sdxl).unwrap();
