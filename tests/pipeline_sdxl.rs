@@ -153,7 +153,7 @@ fn loras_of_the_other_family_are_refused_by_name() {
     let sd1 = ModelFiles::open(sd1_fix.join("model-fp16.safetensors")).unwrap();
     let e = LoraFile::open(sd1_fix.join("loras/kohya_lora.safetensors"), &sdxl)
         .err()
-        .expect("SD1 LoRA on SDXL")
+        .unwrap_or_else(|| panic!("SD1 LoRA on SDXL opened"))
         .to_string();
     assert!(e.contains("the model is SDXL") && e.contains("made for SD1.x"), "{e}");
     let e = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1)
