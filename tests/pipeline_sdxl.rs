@@ -167,3 +167,116 @@ fn loras_of_the_other_family_are_refused_by_name() {
     assert!(s.unmatched == 0 && s.text_encoder_targets > 0 && s.unet_targets > 0, "{s:?}");
     assert!(l.modules.iter().any(|m| m.component == lorafuse::weights::Component::TextEncoder2));
 }
+
+/// `--vae FILE`: a standalone VAE in diffusers names, in LDM names without the checkpoint prefix
+/// (as `vae-ft-mse-840000-ema-pruned.safetensors` ships) or with it, decodes exactly as the
+/// checkpoint's own VAE when it holds the same weights; a file that is not a VAE is refused.
+#[test]
+fn separate_vae_files_in_every_naming() {
+    let ctx = ctx();
+    let d = std::env::temp_dir().join(format!("lorafuse-sdxl-vae-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let single = fix().join("model-fp16.safetensors");
+    let file = lorafuse::weights::safetensors::SafeTensorsFile::open(&single).unwrap();
+    let mut bare = Vec::new();
+    let mut prefixed = Vec::new();
+    for name in file.names() {
+        if let Some(rest) = name.strip_prefix("first_stage_model.") {
+            let info = file.info(name).unwrap();
+            let bytes = file.bytes(name).unwrap().to_vec();
+            bare.push((rest.to_string(), info.shape.clone(), bytes.clone()));
+            prefixed.push((name.to_string(), info.shape.clone(), bytes));
+        }
+    }
+    let write = |path: &std::path::Path, tensors: &[(String, Vec<usize>, Vec<u8>)]| {
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, s, b)| {
+                (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap())
+            })
+            .collect();
+        std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    };
+    write(&d.join("ldm_bare.safetensors"), &bare);
+    write(&d.join("ldm_prefixed.safetensors"), &prefixed);
+    let (name, run) = runs().into_iter().find(|(n, _)| n == "run_euler").unwrap();
+    let req = Request { steps: 2, ..request(&run, &name, LoraMode::Auto) };
+    let plain = Pipeline::load(ctx, &single, Precision::F32).unwrap().generate(ctx, &req, &mut |_| {}).unwrap();
+    for vae in [
+        d.join("ldm_bare.safetensors"),
+        d.join("ldm_prefixed.safetensors"),
+        fix().join("model/vae/diffusion_pytorch_model.safetensors"),
+    ] {
+        let pipe = Pipeline::load_with_vae(ctx, &single, Precision::F32, Some(&vae)).unwrap();
+        assert_eq!(pipe.config.vae.scaling_factor, 0.13025, "the family's scale");
+        let out = pipe.generate(ctx, &req, &mut |_| {}).unwrap();
+        assert_eq!(out.images[0].data, plain.images[0].data, "{}", vae.display());
+    }
+    let e = Pipeline::load_with_vae(ctx, &single, Precision::F32, Some(&fix().join("loras/kohya_lora.safetensors")))
+        .err()
+        .unwrap_or_else(|| panic!("a LoRA loaded as a VAE"))
+        .to_string();
+    assert!(e.contains("not a VAE file"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// The fixture's kohya LoRA rewritten with diffusers/PEFT names (`unet.` / `text_encoder.` /
+/// `text_encoder_2.` + module path, `lora_A`/`lora_B`, alpha kept) gives the same image, merged
+/// and fused: the SDXL name resolution covers both spellings and both text encoders.
+#[test]
+fn peft_named_sdxl_lora_equals_the_kohya_one() {
+    use lorafuse::lora::LoraFile;
+    use lorafuse::weights::{Component, ModelFiles};
+    let ctx = ctx();
+    let d = std::env::temp_dir().join(format!("lorafuse-sdxl-peft-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let single = fix().join("model-fp16.safetensors");
+    let kohya = fix().join("loras/kohya_lora.safetensors");
+    let lora = LoraFile::open(&kohya, &ModelFiles::open(&single).unwrap()).unwrap();
+    let src = lorafuse::weights::safetensors::SafeTensorsFile::open(&kohya).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut components = std::collections::BTreeSet::new();
+    for m in &lora.modules {
+        let prefix = match m.component {
+            Component::Unet => "unet",
+            Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
+            Component::Vae => unreachable!(),
+        };
+        components.insert(prefix);
+        let base = format!("{prefix}.{}", m.target.strip_suffix(".weight").unwrap());
+        for (from, to) in
+            [(".lora_down.weight", ".lora_A.weight"), (".lora_up.weight", ".lora_B.weight"), (".alpha", ".alpha")]
+        {
+            let name = format!("{}{from}", m.key);
+            let info = src.info(&name).unwrap();
+            let dtype = match info.dtype.name() {
+                "F16" => safetensors::Dtype::F16,
+                "F32" => safetensors::Dtype::F32,
+                "BF16" => safetensors::Dtype::BF16,
+                other => panic!("dtype {other}"),
+            };
+            tensors.push((format!("{base}{to}"), dtype, info.shape.clone(), src.bytes(&name).unwrap().to_vec()));
+        }
+    }
+    assert_eq!(components.len(), 3, "the fixture LoRA reaches the UNet and both text encoders: {components:?}");
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, dt, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap()))
+        .collect();
+    let peft = d.join("peft_xl.safetensors");
+    std::fs::write(&peft, safetensors::serialize(views, None).unwrap()).unwrap();
+
+    let pipe = Pipeline::load(ctx, &single, Precision::F32).unwrap();
+    let (name, run) = runs().into_iter().find(|(n, _)| n == "run_lora_kohya_0.8").unwrap();
+    for mode in [LoraMode::Merged, LoraMode::Fused] {
+        let req = request(&run, &name, mode);
+        let want = pipe.generate(ctx, &req, &mut |_| {}).unwrap();
+        let mut other = req.clone();
+        other.loras[0].path = peft.clone();
+        let got = pipe.generate(ctx, &other, &mut |_| {}).unwrap();
+        assert_eq!(got.lora_report.loras[0].applied, want.lora_report.loras[0].applied);
+        assert_close(&format!("PEFT vs kohya [{}]", mode.name()), &got.images[0].data, &want.images[0].data, 1e-6);
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -80,9 +80,35 @@ pub struct Output {
 impl Pipeline {
     /// Load a single-file checkpoint or a diffusers folder.
     pub fn load(ctx: &Context, path: &Path, precision: Precision) -> Result<Pipeline> {
+        Self::load_with_vae(ctx, path, precision, None)
+    }
+
+    /// [`Pipeline::load`] with the VAE taken from a separate file (`--vae`, e.g. an fp16-fixed
+    /// SDXL VAE), for either family; the scaling factor stays the model family's.
+    pub fn load_with_vae(ctx: &Context, path: &Path, precision: Precision, vae: Option<&Path>) -> Result<Pipeline> {
         let dtype = precision.resolve(ctx)?;
         let files = ModelFiles::open(path)?;
-        let config = detect(&files)?;
+        let mut config = detect(&files)?;
+        let vae_files = match vae {
+            Some(v) => {
+                let vf = ModelFiles::open_vae(v)?;
+                let cfg = crate::weights::detect::vae_file_config(&vf, config.family)?;
+                if cfg.latent_channels != config.unet.in_channels {
+                    return Err(Error::invalid(
+                        "load",
+                        format!(
+                            "{}: VAE with {} latent channels, the UNet takes {}",
+                            v.display(),
+                            cfg.latent_channels,
+                            config.unet.in_channels
+                        ),
+                    ));
+                }
+                config.vae = crate::weights::VaeConfig { scaling_factor: config.vae.scaling_factor, ..cfg };
+                Some(vf)
+            }
+            None => None,
+        };
         if config.unet.in_channels != 4 {
             return Err(Error::invalid(
                 "load",
@@ -110,7 +136,7 @@ impl Pipeline {
         if config.v_prediction {
             scheduler_config.prediction_type = crate::schedulers::PredictionType::VPrediction;
         }
-        Self::build(ctx, path, config, scheduler_config, tokenizer, &files, dtype, None)
+        Self::build(ctx, path, config, scheduler_config, tokenizer, &files, vae_files.as_ref(), dtype, None)
     }
 
     /// A pipeline with `config`'s sizes whose weights are seeded synthetic values: the structure
@@ -120,7 +146,7 @@ impl Pipeline {
         let dtype = precision.resolve(ctx)?;
         let files = ModelFiles::open(files_path)?;
         let tokenizer = Tok::Embedded(Tokenizer::embedded()?);
-        Self::build(ctx, files_path, config, SchedulerConfig::sd15(), tokenizer, &files, dtype, Some(0))
+        Self::build(ctx, files_path, config, SchedulerConfig::sd15(), tokenizer, &files, None, dtype, Some(0))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -131,6 +157,7 @@ impl Pipeline {
         scheduler_config: SchedulerConfig,
         tokenizer: Tok,
         files: &ModelFiles,
+        vae_files: Option<&ModelFiles>,
         dtype: DType,
         synthetic: Option<u64>,
     ) -> Result<Pipeline> {
@@ -148,7 +175,7 @@ impl Pipeline {
             None => None,
         };
         let unet = UNet::load(&load(files.unet()), &config.unet)?;
-        let vae = Vae::load_decoder(&load(files.vae()), &config.vae)?;
+        let vae = Vae::load_decoder(&load(vae_files.unwrap_or(files).vae()), &config.vae)?;
         // Adapter keys resolve against the file's names (LDM aliases included) or, for synthetic
         // weights, against what the model registered.
         let index = match synthetic {

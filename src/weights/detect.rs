@@ -456,6 +456,12 @@ fn unet_config(files: &ModelFiles, family: Family, clip2: Option<&ClipConfig>) -
     })
 }
 
+/// The configuration of a standalone VAE file ([`ModelFiles::open_vae`]) for a model of
+/// `family` (whose scaling factor it takes: a VAE file does not state one).
+pub fn vae_file_config(files: &ModelFiles, family: Family) -> Result<VaeConfig> {
+    vae_config(files, family)
+}
+
 fn vae_config(files: &ModelFiles, family: Family) -> Result<VaeConfig> {
     let vb = files.vae();
     let in_channels = dim(&vb, "encoder.conv_in.weight", 1)?;

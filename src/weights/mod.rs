@@ -85,6 +85,46 @@ impl ModelFiles {
         })
     }
 
+    /// A standalone VAE file (`--vae`): diffusers `AutoencoderKL` names (`decoder.up_blocks.…`)
+    /// or the original LDM ones (`decoder.up.…`, with or without `first_stage_model.`), as
+    /// people download them (`sdxl_vae.safetensors`, `vae-ft-mse-840000-ema-pruned.safetensors`).
+    /// Only its [`Component::Vae`] builder is meaningful.
+    pub fn open_vae(path: impl AsRef<Path>) -> Result<ModelFiles> {
+        let path = path.as_ref();
+        let file = SafeTensorsFile::open(path)?;
+        let names: Vec<String> = file.names().map(str::to_string).collect();
+        let has = |p: &str| names.iter().any(|n| n.starts_with(p));
+        let label = file.label().to_string();
+        let (store, ldm) = if has("decoder.up_blocks.") || has("decoder.mid_block.") {
+            (Store::new(label, vec![file])?, None)
+        } else if has(&format!("{}decoder.", names::LDM_VAE)) {
+            let lay = LdmLayout::from_keys(names.iter().map(String::as_str));
+            (Store::new(label, vec![file])?, Some(lay))
+        } else if has("decoder.up.") || has("decoder.mid.") {
+            let prefixed: Vec<String> = names.iter().map(|n| format!("{}{n}", names::LDM_VAE)).collect();
+            let lay = LdmLayout::from_keys(prefixed.iter().map(String::as_str));
+            (Store::with_prefix(label, vec![file], names::LDM_VAE)?, Some(lay))
+        } else {
+            let first: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "{}: not a VAE file: no decoder.up_blocks.* (diffusers) or decoder.up.* (LDM) weights (first keys: {})",
+                    path.display(),
+                    first.join(", ")
+                ),
+            ));
+        };
+        let store = Arc::new(store);
+        Ok(ModelFiles {
+            layout: Layout::SingleFile,
+            path: path.to_path_buf(),
+            stores: BTreeMap::from([(Component::Vae, store.clone()), (Component::TextEncoder, store)]),
+            ldm: ldm.map(Arc::new),
+            configs: BTreeMap::new(),
+        })
+    }
+
     fn open_folder(dir: &Path) -> Result<ModelFiles> {
         let mut stores = BTreeMap::new();
         let mut configs = BTreeMap::new();

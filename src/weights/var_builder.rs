@@ -28,16 +28,24 @@ pub(crate) struct Store {
     label: String,
     files: Vec<SafeTensorsFile>,
     index: HashMap<String, usize>,
+    /// Prepended to every stored name: a standalone LDM VAE file (`decoder.up.0…`) then reads as
+    /// the `first_stage_model.` part of a checkpoint.
+    prefix: String,
     used: Mutex<HashSet<String>>,
 }
 
 impl Store {
     /// `label` names the store in messages (the file, or the shard index).
     pub(crate) fn new(label: String, files: Vec<SafeTensorsFile>) -> Result<Store> {
+        Self::with_prefix(label, files, "")
+    }
+
+    /// A store whose keys are the files' names with `prefix` in front.
+    pub(crate) fn with_prefix(label: String, files: Vec<SafeTensorsFile>, prefix: &str) -> Result<Store> {
         let mut index = HashMap::new();
         for (i, f) in files.iter().enumerate() {
             for name in f.names() {
-                if let Some(prev) = index.insert(name.to_string(), i) {
+                if let Some(prev) = index.insert(format!("{prefix}{name}"), i) {
                     return Err(Error::invalid(
                         OP,
                         format!(
@@ -50,7 +58,12 @@ impl Store {
                 }
             }
         }
-        Ok(Store { label, files, index, used: Mutex::new(HashSet::new()) })
+        Ok(Store { label, files, index, prefix: prefix.to_string(), used: Mutex::new(HashSet::new()) })
+    }
+
+    /// The name in the file of store key `key`.
+    pub(crate) fn file_name<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(self.prefix.as_str()).unwrap_or(key)
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -59,7 +72,7 @@ impl Store {
 
     pub(crate) fn info(&self, key: &str) -> Option<(&SafeTensorsFile, &TensorInfo)> {
         let f = self.files.get(*self.index.get(key)?)?;
-        Some((f, f.info(key)?))
+        Some((f, f.info(self.file_name(key))?))
     }
 
     /// All keys, sorted.
@@ -266,7 +279,7 @@ impl VarBuilder {
             return self.synthetic_get(seed, name, expected);
         }
         let (src, file, stored) = self.checked(name, expected)?;
-        let data = src.extract(&stored, file.read_f32(&src.key)?);
+        let data = src.extract(&stored, file.read_f32(self.store.file_name(&src.key))?);
         self.store.mark_used(&src.key);
         HostTensor::new(expected, data)
     }
@@ -277,7 +290,7 @@ impl VarBuilder {
             return Ok(self.synthetic_get(seed, name, expected)?.data.iter().map(|&x| f16::from_f32(x)).collect());
         }
         let (src, file, stored) = self.checked(name, expected)?;
-        let data = src.extract(&stored, file.read_f16(&src.key)?);
+        let data = src.extract(&stored, file.read_f16(self.store.file_name(&src.key))?);
         self.store.mark_used(&src.key);
         Ok(data)
     }
@@ -292,7 +305,7 @@ impl VarBuilder {
                 format!("{}: {} has shape {stored:?}, which has no {:?}", file.label(), quoted(&src.key), src.part),
             )
         })?;
-        let data = src.extract(&stored, file.read_f32(&src.key)?);
+        let data = src.extract(&stored, file.read_f32(self.store.file_name(&src.key))?);
         self.store.mark_used(&src.key);
         HostTensor::new(&shape, data)
     }

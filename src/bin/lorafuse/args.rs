@@ -49,6 +49,9 @@ pub struct GenerateArgs {
     /// penultimate layer of both encoders, as A1111 does.
     #[arg(long, default_value_t = 1)]
     pub clip_skip: usize,
+    /// Decode with the VAE in this file (diffusers or original names), e.g. an fp16-fixed SDXL VAE.
+    #[arg(long)]
+    pub vae: Option<PathBuf>,
     /// SDXL size conditioning "orig_h,orig_w,crop_top,crop_left,target_h,target_w" (default: the
     /// image size, no crop, as A1111).
     #[arg(long, value_parser = size_cond)]
@@ -135,7 +138,18 @@ impl GenerateArgs {
         if !self.model.exists() {
             bail!("model {} does not exist", self.model.display());
         }
+        if let Some(v) = self.vae.as_ref().filter(|v| !v.is_file()) {
+            bail!("VAE {} does not exist", v.display());
+        }
         Ok(())
+    }
+
+    /// A1111's `VAE: FILE` field when `--vae` gave one (descriptive: `--from-png` takes `--vae`).
+    pub fn with_vae(&self, info: lorafuse::pipeline::infotext::Infotext) -> lorafuse::pipeline::infotext::Infotext {
+        match self.vae.as_ref().and_then(|v| v.file_name()) {
+            Some(name) => info.field("VAE", name.to_string_lossy()),
+            None => info,
+        }
     }
 
     /// The model's name and A1111 hash for the infotext (no hash for a diffusers folder).

@@ -62,6 +62,7 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         batch: 1,
         clip_skip: 1,
         size_cond: None,
+        vae: None,
         precision: Precision::Auto,
         output: a.output.clone(),
         noise_file: None,

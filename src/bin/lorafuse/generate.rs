@@ -43,7 +43,8 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let specs = req.lora_specs()?;
     a.check_paths()?;
     let t0 = Instant::now();
-    let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
+    let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())
+        .with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
     eprintln!("seed: {}", req.seed);
     if !quiet {
@@ -84,7 +85,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let (model_name, hash) = a.model_identity()?;
     for (i, img) in out.images.iter().enumerate() {
         // `--lora` LoRAs go into the prompt as A1111 tags, so the infotext alone reproduces the image.
-        let info = request_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras);
+        let info = a.with_vae(request_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras));
         let path = output_path(&a.output, i, out.images.len());
         write_png(&path, req.width, req.height, &to_rgb8(&img.data, req.height, req.width)?, &info.render())?;
         println!("{}", path.display());

@@ -71,7 +71,8 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     a.check_paths()?;
 
     let t0 = Instant::now();
-    let pipe = Pipeline::load(ctx, &a.model, precision).with_context(|| format!("loading {}", a.model.display()))?;
+    let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let (model_name, hash) = a.model_identity()?;
     if !quiet {
@@ -109,7 +110,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         done_steps += last.max(cell.req.steps as u64);
         bar.set_position(done_steps);
         let rgb = to_rgb8(&out.images[0].data, cell.req.height, cell.req.width)?;
-        let info = request_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras).render();
+        let info = a.with_vae(request_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras)).render();
         let path = cell_path(&a.output, cell, with_z);
         write_png(&path, cell.req.width, cell.req.height, &rgb, &info)?;
         cell_s.push(tc.elapsed().as_secs_f64());
