@@ -106,6 +106,59 @@ fn generate_and_from_png_on_sdxl() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A LoRA-weight grid on SDXL: each cell equals `generate` with that weight.
+#[test]
+fn grid_on_sdxl_matches_generate() {
+    let d = tmpdir("grid");
+    let model = fix().join("model-fp16.safetensors");
+    let loras = fix().join("loras");
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "-m",
+            s(&model),
+            "-p",
+            "a castle",
+            "-n",
+            "lowres",
+            "--steps",
+            "2",
+            "--seed",
+            "3",
+            "-W",
+            "64",
+            "-H",
+            "64",
+            "--precision",
+            "f32",
+            "--lora-dir",
+            s(&loras),
+            "--lora-mode",
+            "fused",
+            "--quiet",
+            "-o",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let grid = d.join("grid.png");
+    let mut args = vec!["grid".to_string()];
+    args.extend(common(&grid));
+    args.extend(["--x".to_string(), "lora-weight:kohya_lora=0,0.8".to_string()]);
+    let o = lorafuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let one = d.join("one.png");
+    let mut args = vec!["generate".to_string()];
+    args.extend(common(&one));
+    args[4] = "a castle <lora:kohya_lora:0.8>".to_string();
+    let o = lorafuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(pixels(&d.join("grid-0-1.png")), pixels(&one), "grid cell vs generate");
+    assert_ne!(pixels(&d.join("grid-0-0.png")), pixels(&one), "the LoRA changed nothing");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn bad_sdxl_input_is_one_line_and_writes_nothing() {
     let d = tmpdir("bad");
