@@ -184,3 +184,16 @@ fn bad_sdxl_input_is_one_line_and_writes_nothing() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn info_names_the_family() {
+    for (m, family) in [
+        (fix().join("model-fp16.safetensors"), "(SDXL)"),
+        (fix().join("model"), "(SDXL)"),
+        (PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny/model-fp16.safetensors"), "(SD1.x)"),
+    ] {
+        let o = lorafuse(&["info", "-m", s(&m)]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && out.contains(family) && out.contains("adapter:"), "{out}");
+    }
+}

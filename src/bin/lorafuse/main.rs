@@ -58,8 +58,13 @@ enum Cmd {
     /// What the text encoder sees for a prompt: token ids after A1111 parsing, one weight per id,
     /// token strings and 75-token chunks (--raw: plain CLIP tokenization of the text).
     Tokenize(tokenize::TokenizeArgs),
-    /// Show the GPU adapter lorafuse would use and what it supports.
-    Info,
+    /// Show the GPU adapter lorafuse would use and what it supports; with -m, also the model's
+    /// family and architecture as detected from its keys.
+    Info {
+        /// A checkpoint (single file or diffusers folder) to describe.
+        #[arg(short = 'm', long)]
+        model: Option<std::path::PathBuf>,
+    },
     /// What a LoRA file is (kind, rank, alpha, targets, base model) and, with --model, how many
     /// of its modules match that checkpoint.
     Inspect(inspect::InspectArgs),
@@ -185,7 +190,10 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Grid(args) => grid::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize(args) => tokenize::run(args),
         Cmd::Inspect(args) => inspect::run(args),
-        Cmd::Info => {
+        Cmd::Info { model } => {
+            if let Some(m) = model {
+                describe_model(m)?;
+            }
             let ctx = context(cli)?;
             let c = &ctx.caps;
             println!("adapter:        {} ({}, {})", c.adapter_name, c.backend, c.device_type);
@@ -310,5 +318,39 @@ fn bench_lora(
     for (mode, ms) in &r.switch6_ms {
         println!("switch a 6-LoRA set ({mode}): {ms:.0} ms");
     }
+    Ok(())
+}
+
+/// `info -m`: what detection read from a checkpoint.
+fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let files = lorafuse::weights::ModelFiles::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let c = lorafuse::weights::detect(&files)?;
+    let u = &c.unet;
+    println!("model:          {} ({})", path.display(), c.family.name());
+    println!(
+        "unet:           widths {:?}, transformer depth down {:?} mid {} up {:?}, heads {:?}, context {}",
+        u.block_out_channels,
+        u.down_transformer_depth,
+        u.mid_transformer_depth,
+        u.up_transformer_depth,
+        u.heads,
+        u.cross_attention_dim
+    );
+    if let Some(a) = &u.addition {
+        println!("added cond:     pooled {} + 6 size ids × {}", a.pooled_dim(), a.time_embed_dim);
+    }
+    let te = |t: &lorafuse::weights::ClipConfig| {
+        format!(
+            "{} layers × {} ({} heads, {})",
+            t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.hidden_act
+        )
+    };
+    println!("text encoder:   {}", te(&c.clip));
+    if let Some(t2) = &c.clip2 {
+        println!("text encoder 2: {}, projection {}", te(t2), t2.projection_dim.unwrap_or(0));
+    }
+    println!("vae:            widths {:?}, scaling factor {}", c.vae.block_out_channels, c.vae.scaling_factor);
+    println!("prediction:     {}", if c.v_prediction { "v" } else { "epsilon" });
     Ok(())
 }
