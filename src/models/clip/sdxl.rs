@@ -82,6 +82,10 @@ pub fn encode_prompt_sdxl(
     let last = te2.final_layer_norm.forward(ctx, &mut rec, &last)?;
     let row = last.view(end * te2.cfg.hidden_size, &[1, te2.cfg.hidden_size])?;
     let pooled = projection.forward(ctx, &mut rec, &row)?;
+    if ctx.caps.is_cpu() {
+        // The first prompt compiles the encoders' kernels: on two devices at once.
+        rec.warm_up(ctx, |_, _| {})?;
+    }
     rec.submit(ctx)?;
 
     let (c1, c2) = (te1.cfg.hidden_size, te2.cfg.hidden_size);

@@ -288,6 +288,10 @@ impl ClipTextModel {
         let ids: Vec<u32> = parsed.chunks.iter().flat_map(|c| c.ids).collect();
         let mut rec = Recorder::new();
         let z = self.forward(ctx, &mut rec, &ids, clip_skip)?;
+        if ctx.caps.is_cpu() {
+            // The first prompt compiles the encoder's kernels: on two devices at once.
+            rec.warm_up(ctx, |_, _| {})?;
+        }
         rec.submit(ctx)?;
         let mut data = z.to_vec(ctx)?;
         let c = self.cfg.hidden_size;
