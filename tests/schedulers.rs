@@ -427,3 +427,96 @@ fn sample_host_runs_the_documented_loop() {
     }
     println!("sample_host (f32) vs f64 coefficient loop: worst rel L2 {worst:.3e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Zero terminal SNR (diffusers `rescale_betas_zero_snr`), against tools/make_sdxl_vpred_goldens.py.
+
+/// A deterministic unit-ish noise vector (#0: the initial noise), as the golden script draws it.
+fn det_noise(k: usize) -> Vec<f64> {
+    (0..N)
+        .map(|j| {
+            let (j, k) = (j as f64, k as f64);
+            let v = 1.3 * (j * 1.37 + 0.71 * k + 0.3).sin() * (j * 0.29 + 1.1 * k).cos();
+            f64::from(v as f32)
+        })
+        .collect()
+}
+
+/// σ with zero terminal SNR. The rescale divides consecutive ᾱ (β_t = 1 − ᾱ_t/ᾱ_{t−1}), so a
+/// one-ulp difference in √ᾱ becomes ~3e-6 in a small β, and torch's vectorised CPU sqrt is not
+/// correctly rounded (it differs from IEEE sqrt in the last bit for 182 of the 1000 √ᾱ):
+/// measured worst 1.8e-6 relative (σ at t = 49).
+const TOL_SIGMA_ZSNR: f64 = 1e-5;
+
+/// Every sampler × {v, ε} × spacing × {1, 4, 20} steps with zero terminal SNR: timesteps exact,
+/// σ and init_noise_sigma ≤ 1e-5, and the final latents of a fake-model loop run through
+/// diffusers' own `step()` (float32) ≤ 1e-3 relative L2: the first step starts from x = 4096·n
+/// and lands near x0, so diffusers' float32 `sample + derivative·dt` cancels 4 digits (measured
+/// worst 1.4e-4, Euler 1 step; the f64 coefficient form has no such loss). ε at ᾱ = 0 (DDIM, LCM at t = 999), where
+/// diffusers produces NaN, is an error naming the cause.
+#[test]
+fn zero_snr_cases_match_diffusers() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl-tiny/scheduler_cases_vpred.json");
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON");
+    let cases = all["cases"].as_object().expect("cases");
+    assert!(cases.len() >= 72, "6 samplers x 2 predictions x 2 spacings x 3 step counts, got {}", cases.len());
+    let (mut worst_sigma, mut worst_final, mut refused) = (0.0f64, 0.0f64, 0);
+    for (name, case) in cases {
+        let p: Vec<&str> = name.split('/').collect();
+        let kind: SamplerKind = p[0].parse().expect("sampler");
+        let mut cfg = SchedulerConfig::sd15();
+        cfg.rescale_betas_zero_snr = true;
+        cfg.prediction_type =
+            if p[1] == "v_prediction" { PredictionType::VPrediction } else { PredictionType::Epsilon };
+        let spacing: Spacing = p[2].parse().expect("spacing");
+        let steps: usize = p[3].parse().expect("steps");
+        let built = Schedule::new(kind, spacing, steps, &cfg);
+        if !case["finite"].as_bool().expect("finite") {
+            let e = built.expect_err(name).to_string();
+            assert!(e.contains("zero terminal SNR"), "{name}: {e}");
+            refused += 1;
+            continue;
+        }
+        let s = built.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.timesteps(), floats(&case["timesteps"]).as_slice(), "{name}: timesteps");
+        let init = case["init_noise_sigma"].as_f64().expect("init");
+        assert!(rel(s.init_noise_sigma(), init) <= TOL_SIGMA_ZSNR, "{name}: init {} vs {init}", s.init_noise_sigma());
+        if let Some(sig) = case.get("sigmas") {
+            let want = floats(sig);
+            assert_eq!(s.sigmas().len(), want.len(), "{name}: sigma count");
+            for (i, (a, b)) in s.sigmas().iter().zip(&want).enumerate() {
+                assert!(rel(*a, *b) <= TOL_SIGMA_ZSNR, "{name}: sigma {i}: {a} vs {b}");
+                worst_sigma = worst_sigma.max(rel(*a, *b));
+            }
+        }
+        let draws = case["noise_draws"].as_u64().expect("draws") as usize;
+        assert_eq!((0..s.len()).filter(|&i| s.needs_noise(i)).count(), draws, "{name}: noise draws");
+        let noise: Vec<Vec<f64>> = (1..=draws).map(det_noise).collect();
+        let got = run_coeffs(&s, &det_noise(0), &noise);
+        let e = rel_l2(&got, &floats(&case["final"]));
+        assert!(e <= 1e-3, "{name}: final latents rel L2 {e:.3e}");
+        worst_final = worst_final.max(e);
+    }
+    assert!(refused > 0, "some ε cases are refused");
+    println!("zero SNR: worst sigma rel {worst_sigma:.3e}, worst final rel L2 {worst_final:.3e}, {refused} refused");
+}
+
+#[test]
+fn zero_snr_table_ends_at_zero_and_config_parses() {
+    let mut cfg = SchedulerConfig::sd15();
+    cfg.rescale_betas_zero_snr = true;
+    let ac = cfg.alphas_cumprod().expect("alphas");
+    let plain = SchedulerConfig::sd15().alphas_cumprod().expect("alphas");
+    // ᾱ_0 is kept, the last one is 0 (DDIM/LCM), and σ-based samplers see 2⁻²⁴ there: σ_max 4096.
+    assert!(rel(ac[0], plain[0]) <= 1e-6, "{} vs {}", ac[0], plain[0]);
+    assert_eq!(*ac.last().expect("last"), 0.0);
+    // √(2²⁴ − 1) correctly rounded is 4096 − 2⁻¹²; torch's sqrt gives 4096.
+    assert!(rel(*cfg.sigmas().expect("sigmas").last().expect("last"), 4096.0) <= 1e-7);
+    let json = r#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+        "steps_offset": 1, "set_alpha_to_one": false, "rescale_betas_zero_snr": true,
+        "prediction_type": "v_prediction"}"#;
+    let parsed = SchedulerConfig::from_json_str(json, "test").expect("zero SNR config parses");
+    assert!(parsed.rescale_betas_zero_snr && parsed.prediction_type == PredictionType::VPrediction);
+    assert_eq!(PredictionType::ALL.map(|p| p.name()), ["eps", "v", "sample"]);
+    assert!("x".parse::<PredictionType>().is_err());
+}

@@ -100,6 +100,7 @@ pub fn sd15_model_config() -> ModelConfig {
         },
         clip2: None,
         v_prediction: false,
+        zero_terminal_snr: false,
     }
 }
 

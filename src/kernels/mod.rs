@@ -10,6 +10,7 @@ mod attention_launch;
 pub mod attention_sg;
 pub mod autotune;
 pub mod binary;
+pub mod cfg_rescale;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_pack;

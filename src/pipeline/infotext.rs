@@ -91,6 +91,12 @@ impl Infotext {
     }
 }
 
+/// A1111's "Noise schedule for sampling" option (`sd_noise_schedule`) and its zero-SNR value.
+const NOISE_SCHEDULE: &str = "Noise Schedule";
+const ZERO_TERMINAL_SNR: &str = "Zero Terminal SNR";
+/// diffusers' `guidance_rescale` φ, as A1111's CFG-rescale extension records it.
+const CFG_RESCALE: &str = "CFG Rescale phi";
+
 /// A1111's `RNG` field: `GPU` for the Philox stream, `CPU` for torch's CPU generator.
 const RNG_NAMES: [(RngKind, &str); 2] = [(RngKind::Philox, "GPU"), (RngKind::TorchCpu, "CPU")];
 
@@ -131,6 +137,15 @@ pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: 
     info = info.field("Model", model_name).field("Clip skip", req.clip_skip).field("RNG", a1111_rng_name(req.rng));
     if req.spacing != Spacing::Leading {
         info = info.field("Timestep spacing", req.spacing.name());
+    }
+    // A1111's own option (written when not "Default"); the prediction type has no A1111 key and
+    // stays with the model file.
+    if req.zero_terminal_snr == Some(true) {
+        info = info.field(NOISE_SCHEDULE, ZERO_TERMINAL_SNR);
+    }
+    // The key of the A1111 CFG-rescale extension (and reForge).
+    if req.cfg_rescale != 0.0 {
+        info = info.field(CFG_RESCALE, fmt_num(req.cfg_rescale as f64));
     }
     if let Some(c) = req.size_cond.filter(|c| *c != Request { size_cond: None, ..req.clone() }.time_ids()) {
         info = info.field("Size cond", fmt_size_cond(c));
@@ -280,6 +295,10 @@ pub struct Settings {
     /// SDXL size conditioning (`Size cond: "orig_h, orig_w, crop_top, crop_left, target_h,
     /// target_w"`, lorafuse's key: A1111 has none), written only when it differs from the default.
     pub size_cond: Option<[usize; 6]>,
+    /// `Noise Schedule: Zero Terminal SNR` (A1111's option; `Default` reads as off).
+    pub zero_terminal_snr: Option<bool>,
+    /// `CFG Rescale phi: R` (A1111's CFG-rescale extension).
+    pub cfg_rescale: Option<f32>,
     pub model: Option<String>,
     pub model_hash: Option<String>,
     /// `Lora hashes: "NAME: HASH, …"` as (NAME, HASH).
@@ -334,6 +353,25 @@ impl Settings {
                 }
                 "Timestep spacing" => s.spacing = Some(v.parse()?),
                 "Size cond" => s.size_cond = Some(parse_size_cond(v)?),
+                NOISE_SCHEDULE => {
+                    s.zero_terminal_snr = Some(match v.as_str() {
+                        ZERO_TERMINAL_SNR => true,
+                        "Default" => false,
+                        _ => {
+                            return Err(Error::invalid(
+                                OP,
+                                format!("{k} {v:?} is not supported (Default or {ZERO_TERMINAL_SNR})"),
+                            ))
+                        }
+                    })
+                }
+                CFG_RESCALE => {
+                    let r: f32 = num(k, v)?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(Error::invalid(OP, format!("{k} {v:?} is not in [0, 1]")));
+                    }
+                    s.cfg_rescale = Some(r);
+                }
                 "Model" => s.model = Some(v.clone()),
                 "Model hash" => s.model_hash = Some(v.clone()),
                 "Lora hashes" => {
@@ -369,6 +407,8 @@ impl Settings {
         req.rng = self.rng.unwrap_or(req.rng);
         req.spacing = self.spacing.unwrap_or(req.spacing);
         req.size_cond = self.size_cond.or(req.size_cond);
+        req.zero_terminal_snr = self.zero_terminal_snr.or(req.zero_terminal_snr);
+        req.cfg_rescale = self.cfg_rescale.unwrap_or(req.cfg_rescale);
     }
 }
 

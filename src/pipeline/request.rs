@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::lora::{extract_extra_networks, resolve_in_dir, LoraMode, LoraSpec};
 use crate::named_enum::named_enum;
 use crate::pipeline::rng::RngKind;
-use crate::schedulers::{SamplerKind, Spacing};
+use crate::schedulers::{PredictionType, SamplerKind, SchedulerConfig, Spacing};
 use crate::{Context, DType, Error, HostTensor, Result};
 
 /// Which precision the models run in.
@@ -76,6 +76,15 @@ pub struct Request {
     /// SDXL's size conditioning `[orig_h, orig_w, crop_top, crop_left, target_h, target_w]`;
     /// `None` = A1111's defaults (original = target = the image size, no crop).
     pub size_cond: Option<[usize; 6]>,
+    /// What the UNet predicts, overriding the model's (`v_pred` marker or scheduler config);
+    /// `None` = the model's.
+    pub prediction: Option<PredictionType>,
+    /// Zero terminal SNR on or off, overriding the model's (`ztsnr` marker or the scheduler
+    /// config's `rescale_betas_zero_snr`); `None` = the model's.
+    pub zero_terminal_snr: Option<bool>,
+    /// diffusers' `guidance_rescale` φ (A1111's `CFG Rescale phi`), in [0, 1]: after CFG the
+    /// guided output is pulled towards the conditional output's standard deviation by φ. 0 = off.
+    pub cfg_rescale: f32,
     pub noise: NoiseOverride,
     /// LoRAs to apply besides the prompt's `<lora:NAME:…>` tags.
     pub loras: Vec<LoraSpec>,
@@ -104,6 +113,9 @@ impl Request {
             batch: 1,
             clip_skip: 1,
             size_cond: None,
+            prediction: None,
+            zero_terminal_snr: None,
+            cfg_rescale: 0.0,
             noise: NoiseOverride::default(),
             loras: Vec::new(),
             lora_dir: PathBuf::from("loras"),
@@ -133,6 +145,10 @@ impl Request {
         if !self.cfg.is_finite() {
             return Err(Error::invalid(OP, format!("CFG scale must be finite, got {}", self.cfg)));
         }
+        // φ outside [0, 1] extrapolates past either output; no UI offers it, so it is a typo.
+        if !(0.0..=1.0).contains(&self.cfg_rescale) {
+            return Err(Error::invalid(OP, format!("CFG rescale must be in [0, 1], got {}", self.cfg_rescale)));
+        }
         if self.clip_skip == 0 {
             return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
         }
@@ -147,6 +163,14 @@ impl Request {
             }
         }
         Ok(())
+    }
+
+    /// The model's scheduler config with this request's prediction and zero-SNR overrides.
+    pub fn scheduler_config(&self, model: &SchedulerConfig) -> SchedulerConfig {
+        let mut c = model.clone();
+        c.prediction_type = self.prediction.unwrap_or(c.prediction_type);
+        c.rescale_betas_zero_snr = self.zero_terminal_snr.unwrap_or(c.rescale_betas_zero_snr);
+        c
     }
 
     /// SDXL's six added time ids for this request (see [`Request::size_cond`]).

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::kernels::binary::add_scaled;
+use crate::kernels::cfg_rescale::cfg_rescale;
 use crate::kernels::concat::concat_channels;
 use crate::kernels::unary::{unary, unary_into, UnaryOp};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -132,9 +133,13 @@ impl Pipeline {
         } else {
             SchedulerConfig::sd15()
         };
-        // A single file marks v-prediction with a `v_pred` key (NoobAI v-pred, SD2-v merges).
+        // A single file marks v-prediction with a `v_pred` key and zero terminal SNR with a
+        // `ztsnr` key (NoobAI v-pred, SD2-v merges); a request may override both.
         if config.v_prediction {
             scheduler_config.prediction_type = crate::schedulers::PredictionType::VPrediction;
+        }
+        if config.zero_terminal_snr {
+            scheduler_config.rescale_betas_zero_snr = true;
         }
         Self::build(ctx, path, config, scheduler_config, tokenizer, &files, vae_files.as_ref(), dtype, None)
     }
@@ -296,10 +301,22 @@ impl Pipeline {
         self.lora_runtime().clear(ctx, &self.adaptable)
     }
 
+    /// `req` with the model's prediction type and zero-SNR setting filled in where it leaves them
+    /// to the model, so an infotext records what was used.
+    pub fn with_model_defaults(&self, req: &Request) -> Request {
+        let c = req.scheduler_config(&self.scheduler_config);
+        Request {
+            prediction: Some(c.prediction_type),
+            zero_terminal_snr: Some(c.rescale_betas_zero_snr),
+            ..req.clone()
+        }
+    }
+
     /// Generate `req.batch` images; image i uses seed `req.seed + i`.
     pub fn generate(&self, ctx: &Context, req: &Request, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
         req.validate()?;
-        let schedule = Schedule::new(req.sampler, req.spacing, req.steps, &self.scheduler_config)?;
+        let schedule =
+            Schedule::new(req.sampler, req.spacing, req.steps, &req.scheduler_config(&self.scheduler_config))?;
         let [lc, lh, lw] = req.latent_shape();
         let per = lc * lh * lw;
         check_noise(&req.noise, req.batch, per, schedule.len())?;
@@ -378,7 +395,14 @@ impl Pipeline {
                 let eps = if guided {
                     let u = eps_all.view(0, &[1, lc, lh, lw])?;
                     let c = eps_all.view(per, &[1, lc, lh, lw])?;
-                    add_scaled(ctx, &mut rec, &u, &c, 1.0 - req.cfg, req.cfg)?
+                    let guided = add_scaled(ctx, &mut rec, &u, &c, 1.0 - req.cfg, req.cfg)?;
+                    // diffusers' guidance_rescale, on the model output (v for v-pred models),
+                    // recorded into the step like everything else: no readback.
+                    if req.cfg_rescale != 0.0 {
+                        cfg_rescale(ctx, &mut rec, &c, &guided, req.cfg_rescale)?
+                    } else {
+                        guided
+                    }
                 } else {
                     eps_all.clone()
                 };

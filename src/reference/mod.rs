@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod attention_sg;
 pub mod binary;
+pub mod cfg_rescale;
 pub mod concat;
 pub mod conv2d;
 pub mod conv_pack;

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use crate::named_enum::named_enum;
 use crate::{Error, Result};
 
 use super::Spacing;
@@ -37,6 +38,17 @@ pub enum PredictionType {
     Sample,
 }
 
+named_enum!(
+    PredictionType,
+    op = "prediction",
+    unknown = |s| format!("unknown prediction type {s:?}; valid: eps, v, sample"),
+    {
+        Epsilon => "eps",
+        VPrediction => "v",
+        Sample => "sample",
+    }
+);
+
 /// The fields of a diffusers scheduler config that the samplers here use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -58,6 +70,10 @@ pub struct SchedulerConfig {
     pub original_inference_steps: usize,
     /// LCM: the boundary-condition time scale (diffusers default 10).
     pub timestep_scaling: f64,
+    /// diffusers `rescale_betas_zero_snr`: betas rescaled so that ᾱ at the last training timestep
+    /// is 0 (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed").
+    /// Only v-prediction (or x0) models can start from pure noise; an ε model divides by √ᾱ = 0.
+    pub rescale_betas_zero_snr: bool,
 }
 
 impl SchedulerConfig {
@@ -77,6 +93,7 @@ impl SchedulerConfig {
             timestep_spacing: Spacing::Leading,
             original_inference_steps: 50,
             timestep_scaling: 10.0,
+            rescale_betas_zero_snr: false,
         }
     }
 
@@ -135,9 +152,6 @@ impl SchedulerConfig {
                 format!("{origin}: `trained_betas` (explicit beta lists) is not supported"),
             ));
         }
-        if flag("rescale_betas_zero_snr", false)? {
-            return Err(Error::invalid(OP, format!("{origin}: `rescale_betas_zero_snr` true is not supported")));
-        }
         let beta_schedule = match text_field("beta_schedule")?.unwrap_or("linear") {
             "linear" => BetaSchedule::Linear,
             "scaled_linear" => BetaSchedule::ScaledLinear,
@@ -188,6 +202,7 @@ impl SchedulerConfig {
             timestep_spacing,
             original_inference_steps: count("original_inference_steps", 50)?,
             timestep_scaling: num("timestep_scaling", 10.0)?,
+            rescale_betas_zero_snr: flag("rescale_betas_zero_snr", false)?,
         };
         cfg.validate().map_err(|e| match e {
             Error::Invalid { op, msg } => Error::Invalid { op, msg: format!("{origin}: {msg}") },
@@ -223,8 +238,15 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    /// β_t as float32 values (diffusers' `self.betas`), widened to f64.
+    /// β_t as float32 values (diffusers' `self.betas`, after `rescale_zero_terminal_snr` when
+    /// [`SchedulerConfig::rescale_betas_zero_snr`] is set), widened to f64.
     pub fn betas(&self) -> Result<Vec<f64>> {
+        let betas = self.schedule_betas()?;
+        Ok(if self.rescale_betas_zero_snr { rescale_zero_terminal_snr(&betas) } else { betas })
+    }
+
+    /// The betas of `beta_schedule`, before any zero-SNR rescaling.
+    fn schedule_betas(&self) -> Result<Vec<f64>> {
         self.validate()?;
         let n = self.num_train_timesteps;
         Ok(match self.beta_schedule {
@@ -249,22 +271,22 @@ impl SchedulerConfig {
 
     /// ᾱ_t = Π(1 − β): float32 factors, accumulated in double and rounded to float32 per entry,
     /// as torch.cumprod does on the CPU.
+    /// With zero terminal SNR the last entry is exactly 0 (DDIM and LCM use it so).
     pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
-        let mut acc = 1.0f64;
-        Ok(self
-            .betas()?
-            .into_iter()
-            .map(|b| {
-                acc *= f64::from(1.0f32 - b as f32);
-                f64::from(acc as f32)
-            })
-            .collect())
+        Ok(cumprod_f32(self.betas()?.iter().map(|&b| 1.0f32 - b as f32)))
     }
 
     /// σ_t = √((1 − ᾱ_t)/ᾱ_t) per training timestep, computed in float32 as diffusers does.
+    /// With zero terminal SNR, ᾱ at the last timestep is taken as 2⁻²⁴ instead of 0, as diffusers'
+    /// σ-based schedulers (Euler, Euler ancestral, DPM-Solver) do so that σ_max = 4096 is finite.
     pub fn sigmas(&self) -> Result<Vec<f64>> {
-        Ok(self
-            .alphas_cumprod()?
+        let mut ac = self.alphas_cumprod()?;
+        if self.rescale_betas_zero_snr {
+            if let Some(last) = ac.last_mut() {
+                *last = f64::from(2.0f32.powi(-24));
+            }
+        }
+        Ok(ac
             .into_iter()
             .map(|a| {
                 let a = a as f32;
@@ -272,6 +294,43 @@ impl SchedulerConfig {
             })
             .collect())
     }
+}
+
+/// torch.cumprod of float32 factors on the CPU: accumulated in double, each entry rounded to
+/// float32.
+fn cumprod_f32(factors: impl Iterator<Item = f32>) -> Vec<f64> {
+    let mut acc = 1.0f64;
+    factors
+        .map(|f| {
+            acc *= f64::from(f);
+            f64::from(acc as f32)
+        })
+        .collect()
+}
+
+/// diffusers `rescale_zero_terminal_snr` (Lin et al. 2023, Algorithm 1), replayed in float32:
+/// √ᾱ is shifted so its last value is 0 and scaled so its first value is unchanged, then turned
+/// back into betas (the last one is 1).
+fn rescale_zero_terminal_snr(betas: &[f64]) -> Vec<f64> {
+    let ac = cumprod_f32(betas.iter().map(|&b| 1.0f32 - b as f32));
+    let sqrt: Vec<f32> = ac.iter().map(|&a| (a as f32).sqrt()).collect();
+    let (Some(&first), Some(&last)) = (sqrt.first(), sqrt.last()) else {
+        return betas.to_vec();
+    };
+    let scale = first / (first - last);
+    let bar: Vec<f32> = sqrt
+        .iter()
+        .map(|&s| {
+            let s = (s - last) * scale;
+            s * s
+        })
+        .collect();
+    (0..bar.len())
+        .map(|i| {
+            let alpha = if i == 0 { bar[0] } else { bar[i] / bar[i - 1] };
+            f64::from(1.0f32 - alpha)
+        })
+        .collect()
 }
 
 /// torch.linspace(start, end, steps, dtype=float32) as its x86 CPU kernel computes it: the first

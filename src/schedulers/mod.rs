@@ -185,9 +185,17 @@ impl Schedule {
             ![s.model_scale, c.x, c.eps, c.prev_x0, c.noise, c.x0_x, c.x0_eps].iter().all(|v| v.is_finite())
         });
         if bad {
+            // ε prediction at ᾱ = 0 (DDIM/LCM at the last training timestep under zero terminal
+            // SNR) divides by √ᾱ; diffusers returns NaN latents there, this says why instead.
+            let hint = if config.rescale_betas_zero_snr && config.prediction_type == PredictionType::Epsilon {
+                " (zero terminal SNR with ε prediction: x0 cannot be recovered from pure noise; \
+                 use a v-prediction model or --prediction v)"
+            } else {
+                ""
+            };
             return Err(Error::invalid(
                 "schedule",
-                format!("{kind} with {steps} steps produced non-finite coefficients"),
+                format!("{kind} with {steps} steps produced non-finite coefficients{hint}"),
             ));
         }
         Ok(Schedule {

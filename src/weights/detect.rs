@@ -142,6 +142,9 @@ pub struct ModelConfig {
     pub clip2: Option<ClipConfig>,
     /// The checkpoint is marked v-prediction (`v_pred` key, or the folder's scheduler config).
     pub v_prediction: bool,
+    /// The checkpoint is marked zero terminal SNR (`ztsnr` key, or the folder's scheduler config
+    /// says `rescale_betas_zero_snr`), as NoobAI v-pred files are.
+    pub zero_terminal_snr: bool,
 }
 
 fn fail(files: &ModelFiles, msg: impl std::fmt::Display) -> Error {
@@ -186,17 +189,28 @@ pub fn detect(files: &ModelFiles) -> Result<ModelConfig> {
             ));
         }
     }
-    let v_prediction = match files.layout() {
-        Layout::SingleFile => files.raw_store(Component::Unet).info("v_pred").is_some(),
-        Layout::DiffusersFolder => scheduler_prediction(files) == Some("v_prediction".to_string()),
+    // Single files mark these with keys whose values do not matter (kohya / ComfyUI write a 0-d
+    // or 1-element tensor); a folder says so in its scheduler config.
+    let (v_prediction, zero_terminal_snr) = match files.layout() {
+        Layout::SingleFile => {
+            let store = files.raw_store(Component::Unet);
+            (store.info("v_pred").is_some(), store.info("ztsnr").is_some())
+        }
+        Layout::DiffusersFolder => {
+            let sched = scheduler_json(files);
+            let field = |k: &str| sched.as_ref().and_then(|v| v.get(k).cloned());
+            (
+                field("prediction_type").is_some_and(|p| p == "v_prediction"),
+                field("rescale_betas_zero_snr").is_some_and(|z| z == true),
+            )
+        }
     };
-    Ok(ModelConfig { family, unet, vae, clip, clip2, v_prediction })
+    Ok(ModelConfig { family, unet, vae, clip, clip2, v_prediction, zero_terminal_snr })
 }
 
-fn scheduler_prediction(files: &ModelFiles) -> Option<String> {
+fn scheduler_json(files: &ModelFiles) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(files.path().join("scheduler/scheduler_config.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(v.get("prediction_type")?.as_str()?.to_string())
+    serde_json::from_str(&text).ok()
 }
 
 /// The first key satisfying `pred`, quoted for a message.

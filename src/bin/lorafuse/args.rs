@@ -8,7 +8,7 @@ use clap::Args;
 use lorafuse::lora::{LoraMode, LoraSpec};
 use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
 use lorafuse::pipeline::rng::RngKind;
-use lorafuse::schedulers::{SamplerKind, Spacing};
+use lorafuse::schedulers::{PredictionType, SamplerKind, Spacing};
 use lorafuse::weights::hash::model_hash;
 use lorafuse::weights::safetensors::SafeTensorsFile;
 use lorafuse::HostTensor;
@@ -56,6 +56,19 @@ pub struct GenerateArgs {
     /// image size, no crop, as A1111).
     #[arg(long, value_parser = size_cond)]
     pub size_cond: Option<[usize; 6]>,
+    /// What the model predicts: eps or v [default: the model's: a `v_pred` key in a single
+    /// file, the scheduler config of a folder, else eps].
+    #[arg(long, value_parser = named::<PredictionType>)]
+    pub prediction: Option<PredictionType>,
+    /// Zero terminal SNR noise schedule (diffusers' rescale_betas_zero_snr), for v-prediction
+    /// models trained with it; `--zero-terminal-snr=false` turns off a file's marker [default: the
+    /// model's: a `ztsnr` key in a single file, the scheduler config of a folder].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub zero_terminal_snr: Option<bool>,
+    /// CFG rescale φ in [0, 1] (diffusers' guidance_rescale; 0.7 is the usual value with zero
+    /// terminal SNR): pulls the guided output's spread back towards the conditional one's.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub cfg_rescale: f32,
     /// f32, f16 or auto
     #[arg(long, default_value = "auto", value_parser = named::<Precision>)]
     pub precision: Precision,
@@ -119,6 +132,9 @@ impl GenerateArgs {
             batch: self.batch,
             clip_skip: self.clip_skip,
             size_cond: self.size_cond,
+            prediction: self.prediction,
+            zero_terminal_snr: self.zero_terminal_snr,
+            cfg_rescale: self.cfg_rescale,
             noise,
             loras,
             lora_dir: self.lora_dir.clone(),

@@ -42,6 +42,8 @@ pub fn apply(a: &mut GenerateArgs, png: &Path, given: &dyn Fn(&str) -> bool) -> 
     take!("rng", rng, s.rng);
     take!("clip_skip", clip_skip, s.clip_skip);
     take!("size_cond", size_cond, s.size_cond.map(Some));
+    take!("zero_terminal_snr", zero_terminal_snr, s.zero_terminal_snr.map(Some));
+    take!("cfg_rescale", cfg_rescale, s.cfg_rescale);
     take!("width", width, s.size.map(|(w, _)| w));
     take!("height", height, s.size.map(|(_, h)| h));
     if let Some(seed) = s.seed {

@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::{Context as _, Result};
 use lorafuse::pipeline::image::{to_rgb8, write_atomic, write_png};
 use lorafuse::pipeline::infotext::request_infotext;
+use lorafuse::pipeline::request::Request;
 use lorafuse::pipeline::txt2img::{Pipeline, Progress};
+use lorafuse::schedulers::PredictionType;
 use lorafuse::{Context, HostTensor};
 
 pub use crate::args::GenerateArgs;
@@ -34,6 +36,21 @@ fn save_tensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
     Ok(())
 }
 
+/// What differs from plain ε sampling (v-prediction, zero terminal SNR, CFG rescale), if anything.
+fn sampling_note(req: &Request) -> Option<String> {
+    let mut parts = Vec::new();
+    if req.prediction == Some(PredictionType::VPrediction) {
+        parts.push("v-prediction".to_string());
+    }
+    if req.zero_terminal_snr == Some(true) {
+        parts.push("zero terminal SNR".to_string());
+    }
+    if req.cfg_rescale != 0.0 {
+        parts.push(format!("CFG rescale {}", req.cfg_rescale));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let precision = a.precision;
     let req = a.request()?;
@@ -46,9 +63,14 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())
         .with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
+    // The model file's markers filled in, so the infotext records the schedule that was used.
+    let req = pipe.with_model_defaults(&req);
     eprintln!("seed: {}", req.seed);
     if !quiet {
         eprintln!("precision: {}", precision.describe(ctx));
+        if let Some(s) = sampling_note(&req) {
+            eprintln!("sampling: {s}");
+        }
     }
     // Applied here so the report shows before sampling; `generate` then finds it in place.
     if !specs.is_empty() {

@@ -110,7 +110,8 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         done_steps += last.max(cell.req.steps as u64);
         bar.set_position(done_steps);
         let rgb = to_rgb8(&out.images[0].data, cell.req.height, cell.req.width)?;
-        let info = a.with_vae(request_infotext(&cell.req, out.seeds[0], &model_name, &hash, &out.loras)).render();
+        let used = pipe.with_model_defaults(&cell.req);
+        let info = a.with_vae(request_infotext(&used, out.seeds[0], &model_name, &hash, &out.loras)).render();
         let path = cell_path(&a.output, cell, with_z);
         write_png(&path, cell.req.width, cell.req.height, &rgb, &info)?;
         cell_s.push(tc.elapsed().as_secs_f64());
