@@ -151,10 +151,10 @@ fn loras_of_the_other_family_are_refused_by_name() {
     let sd1_fix = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd15-tiny");
     let sdxl = ModelFiles::open(fix().join("model-fp16.safetensors")).unwrap();
     let sd1 = ModelFiles::open(sd1_fix.join("model-fp16.safetensors")).unwrap();
-    let e = LoraFile::open(sd1_fix.join("loras/kohya_lora.safetensors"), &sdxl)
-        .err()
-        .expect("SD1 LoRA on SDXL")
-        .to_string();
+    let Err(e) = LoraFile::open(sd1_fix.join("loras/kohya_lora.safetensors"), &sdxl) else {
+        panic!("SD1 LoRA on SDXL")
+    };
+    let e = e.to_string();
     assert!(e.contains("the model is SDXL") && e.contains("made for SD1.x"), "{e}");
     let e = LoraFile::open(fix().join("loras/kohya_lora.safetensors"), &sd1)
         .err()

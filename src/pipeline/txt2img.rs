@@ -80,9 +80,16 @@ pub struct Output {
 impl Pipeline {
     /// Load a single-file checkpoint or a diffusers folder.
     pub fn load(ctx: &Context, path: &Path, precision: Precision) -> Result<Pipeline> {
+        Self::load_files(ctx, &ModelFiles::open(path)?, precision)
+    }
+
+    /// [`Pipeline::load`] from opened files, so the caller can ask them afterwards what was
+    /// never read (`ModelFiles::unused_keys`; the VAE encoder's weights are among those, since
+    /// text-to-image does not load it).
+    pub fn load_files(ctx: &Context, files: &ModelFiles, precision: Precision) -> Result<Pipeline> {
         let dtype = precision.resolve(ctx)?;
-        let files = ModelFiles::open(path)?;
-        let config = detect(&files)?;
+        let path = files.path();
+        let config = detect(files)?;
         if config.unet.in_channels != 4 {
             return Err(Error::invalid(
                 "load",
@@ -110,7 +117,7 @@ impl Pipeline {
         if config.v_prediction {
             scheduler_config.prediction_type = crate::schedulers::PredictionType::VPrediction;
         }
-        Self::build(ctx, path, config, scheduler_config, tokenizer, &files, dtype, None)
+        Self::build(ctx, path, config, scheduler_config, tokenizer, files, dtype, None)
     }
 
     /// A pipeline with `config`'s sizes whose weights are seeded synthetic values: the structure
@@ -414,7 +421,10 @@ impl Pipeline {
             progress(Progress::Decode);
             let inv = 1.0 / self.config.vae.scaling_factor;
             let z = unary(ctx, &mut rec, &x, UnaryOp::Scale(inv))?;
-            let img = self.vae.decode_checked(ctx, &mut rec, &z)?.to_vec(ctx)?;
+            let img = match &req.vae_tiling {
+                Some(t) => self.vae.decode_tiled(ctx, &mut rec, &z, t)?.data,
+                None => self.vae.decode_checked_host(ctx, &mut rec, &z)?,
+            };
             images.push(HostTensor::new(&[3, req.height, req.width], crate::models::vae::postprocess(&img))?);
         }
         Ok(Output {
