@@ -261,6 +261,40 @@ fn bench_pipeline_runs_full_size_sd15_with_synthetic_weights() {
     assert!(v["step_ms"][0].as_f64().unwrap() > 0.0 && v["vae_ms"].as_f64().unwrap() > 0.0);
     // SD1.5's weights alone are ~2 GB in f16; the pool holds them and the activations.
     assert!(v["pool_mib"].as_f64().unwrap() > 1500.0, "{v}");
+    assert_eq!(v["family"], "SD1.x");
+    assert!(v["vae_tiling"].is_null());
+    assert!(v["step_gflop"].as_f64().unwrap() > 10.0, "{v}");
+    // Peak memory per phase, in order; on lavapipe the weights are host memory, so the load's
+    // resident peak holds them too.
+    let phases: Vec<&str> = v["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["load", "prepare", "sampling", "vae"]);
+    let load = &v["phases"][0];
+    assert!(load["pool_peak_mib"].as_f64().unwrap() > 1500.0, "{load}");
+    if cfg!(target_os = "linux") {
+        assert!(load["rss_peak_mib"].as_f64().unwrap() > 100.0, "{load}");
+        assert!(v["rss_peak_mib"].as_f64().unwrap() >= load["rss_peak_mib"].as_f64().unwrap());
+    }
+}
+
+/// `bench pipeline` and `bench write-sdxl` refuse bad options before any work.
+#[test]
+fn bench_bad_options_fail_fast() {
+    for args in [
+        &["bench", "pipeline", "--family", "sd3"][..],
+        &["bench", "pipeline", "--vae-tile-size", "32"],
+        &["bench", "pipeline", "--vae-tiling", "--vae-tile-size", "2"],
+        &["bench", "pipeline", "--vae-tiling", "--vae-tile-size", "32", "--vae-tile-overlap", "17"],
+        &["bench", "pipeline", "--size", "100"],
+        &["bench", "write-sdxl", "--out", "/nonexistent-dir/x.safetensors"],
+        &["bench", "write-sdxl", "--out", "x.safetensors", "--dtype", "fp8"],
+    ] {
+        let out = lorafuse(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !err.is_empty(), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let out = lorafuse(&["generate", "-m", "x.safetensors", "--vae-tile-overlap", "8"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vae-tiling"), "{out:?}");
 }
 
 fn tokenize_json(args: &[&str]) -> serde_json::Value {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lorafuse::bench::random_sd15::{
+use lorafuse::bench::random_model::{
     checkpoint_tensors, kohya_lora_tensors, lora_targets, sd15_model_config, write_checkpoint, write_kohya_lora_for,
     TensorSpec,
 };

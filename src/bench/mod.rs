@@ -5,11 +5,13 @@
 //! cost is excluded), or by wall clock where the adapter has no timestamps. Every result is set
 //! against the device's FMA peak measured by the `fma_peak` microbenchmark.
 
+pub mod flops;
 pub mod kernels;
 pub mod lora;
+pub mod memory;
 pub mod pipeline;
 pub mod profile;
-pub mod random_sd15;
+pub mod random_model;
 
 use std::time::Instant;
 

@@ -419,6 +419,17 @@ impl Context {
         self.pool.total_bytes()
     }
 
+    /// The most bytes the buffer pool held at once since the context was made or
+    /// [`Context::reset_pool_peak`].
+    pub fn pool_peak_bytes(&self) -> u64 {
+        self.pool.peak_bytes()
+    }
+
+    /// Starts a new pool peak from what the pool holds now (per-phase peaks in benchmarks).
+    pub fn reset_pool_peak(&self) {
+        self.pool.reset_peak()
+    }
+
     /// Drop every free buffer in the pool.
     pub fn trim_pool(&self) {
         self.pool.trim()

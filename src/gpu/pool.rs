@@ -21,6 +21,8 @@ pub const POOL_USAGE: wgpu::BufferUsages =
 struct Inner {
     free: HashMap<u64, Vec<wgpu::Buffer>>,
     total: u64,
+    /// The most `total` has been since the last `reset_peak` (benchmarks report it per phase).
+    peak: u64,
 }
 
 #[derive(Default, Clone)]
@@ -84,6 +86,7 @@ impl BufferPool {
             Some(b) => b,
             None => {
                 g.total += class;
+                g.peak = g.peak.max(g.total);
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("lorafuse.pool"),
                     size: class,
@@ -97,6 +100,18 @@ impl BufferPool {
 
     pub fn total_bytes(&self) -> u64 {
         self.inner.lock().map(|g| g.total).unwrap_or(0)
+    }
+
+    /// The most bytes the pool held at once since it was made or [`BufferPool::reset_peak`].
+    pub fn peak_bytes(&self) -> u64 {
+        self.inner.lock().map(|g| g.peak).unwrap_or(0)
+    }
+
+    /// Starts a new peak from what the pool holds now.
+    pub fn reset_peak(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.peak = g.total;
+        }
     }
 
     pub fn trim(&self) {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::lora::{extract_extra_networks, resolve_in_dir, LoraMode, LoraSpec};
+use crate::models::vae::VaeTiling;
 use crate::named_enum::named_enum;
 use crate::pipeline::rng::RngKind;
 use crate::schedulers::{PredictionType, SamplerKind, SchedulerConfig, Spacing};
@@ -95,6 +96,9 @@ pub struct Request {
     pub max_loras: Option<usize>,
     /// The caller changes LoRA weights between images (a grid): `Auto` mode picks fused.
     pub lora_weights_vary: bool,
+    /// Decode the latents in overlapping tiles (less memory for large images; not bit-identical
+    /// to a whole decode once the latent is larger than one tile).
+    pub vae_tiling: Option<VaeTiling>,
 }
 
 impl Request {
@@ -122,6 +126,7 @@ impl Request {
             lora_mode: LoraMode::Auto,
             max_loras: None,
             lora_weights_vary: false,
+            vae_tiling: None,
         }
     }
 
@@ -151,6 +156,9 @@ impl Request {
         }
         if self.clip_skip == 0 {
             return Err(Error::invalid(OP, "clip skip counts from 1 (A1111 numbering)"));
+        }
+        if let Some(t) = &self.vae_tiling {
+            t.validate()?;
         }
         if let Some(c) = self.size_cond {
             if c.iter().any(|&v| v > 65536) {

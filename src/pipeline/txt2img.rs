@@ -87,9 +87,25 @@ impl Pipeline {
     /// [`Pipeline::load`] with the VAE taken from a separate file (`--vae`, e.g. an fp16-fixed
     /// SDXL VAE), for either family; the scaling factor stays the model family's.
     pub fn load_with_vae(ctx: &Context, path: &Path, precision: Precision, vae: Option<&Path>) -> Result<Pipeline> {
+        Self::load_files_with_vae(ctx, &ModelFiles::open(path)?, precision, vae)
+    }
+
+    /// [`Pipeline::load`] from opened files, so the caller can ask them afterwards what was
+    /// never read (`ModelFiles::unused_keys`; the VAE encoder's weights are among those, since
+    /// text-to-image does not load it).
+    pub fn load_files(ctx: &Context, files: &ModelFiles, precision: Precision) -> Result<Pipeline> {
+        Self::load_files_with_vae(ctx, files, precision, None)
+    }
+
+    fn load_files_with_vae(
+        ctx: &Context,
+        files: &ModelFiles,
+        precision: Precision,
+        vae: Option<&Path>,
+    ) -> Result<Pipeline> {
         let dtype = precision.resolve(ctx)?;
-        let files = ModelFiles::open(path)?;
-        let mut config = detect(&files)?;
+        let path = files.path();
+        let mut config = detect(files)?;
         let vae_files = match vae {
             Some(v) => {
                 let vf = ModelFiles::open_vae(v)?;
@@ -141,7 +157,7 @@ impl Pipeline {
         if config.zero_terminal_snr {
             scheduler_config.rescale_betas_zero_snr = true;
         }
-        Self::build(ctx, path, config, scheduler_config, tokenizer, &files, vae_files.as_ref(), dtype, None)
+        Self::build(ctx, path, config, scheduler_config, tokenizer, files, vae_files.as_ref(), dtype, None)
     }
 
     /// A pipeline with `config`'s sizes whose weights are seeded synthetic values: the structure
@@ -465,7 +481,10 @@ impl Pipeline {
             progress(Progress::Decode);
             let inv = 1.0 / self.config.vae.scaling_factor;
             let z = unary(ctx, &mut rec, &x, UnaryOp::Scale(inv))?;
-            let img = self.vae.decode_checked(ctx, &mut rec, &z)?.to_vec(ctx)?;
+            let img = match &req.vae_tiling {
+                Some(t) => self.vae.decode_tiled(ctx, &mut rec, &z, t)?.data,
+                None => self.vae.decode_checked_host(ctx, &mut rec, &z)?,
+            };
             images.push(HostTensor::new(&[3, req.height, req.width], crate::models::vae::postprocess(&img))?);
         }
         Ok(Output {

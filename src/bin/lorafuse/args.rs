@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::Args;
 use lorafuse::lora::{LoraMode, LoraSpec};
+use lorafuse::models::vae::VaeTiling;
 use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::schedulers::{PredictionType, SamplerKind, Spacing};
@@ -92,6 +93,18 @@ pub struct GenerateArgs {
     /// auto, merged (added into the weights) or fused (applied at run time)
     #[arg(long, default_value = "auto", value_parser = named::<LoraMode>)]
     pub lora_mode: LoraMode,
+    /// Decode the image in overlapping tiles: far less memory at 1024² and above (each tile's
+    /// activations are those of a 512² decode), slightly different pixels (GroupNorm statistics
+    /// are per tile).
+    #[arg(long)]
+    pub vae_tiling: bool,
+    /// Tile side in latent pixels (×8 image pixels) [default: 64]; needs --vae-tiling.
+    #[arg(long, value_name = "N")]
+    pub vae_tile_size: Option<usize>,
+    /// Overlap of neighbouring tiles in latent pixels, at most half the tile [default: 16]; needs
+    /// --vae-tiling.
+    #[arg(long, value_name = "N")]
+    pub vae_tile_overlap: Option<usize>,
     /// Regenerate the image whose `parameters` chunk (lorafuse's or A1111's) this PNG holds;
     /// options given on the command line override its settings.
     #[arg(long, value_name = "IMAGE.png")]
@@ -141,6 +154,7 @@ impl GenerateArgs {
             lora_mode: self.lora_mode,
             max_loras: self.max_loras,
             lora_weights_vary: false,
+            vae_tiling: vae_tiling(self.vae_tiling, self.vae_tile_size, self.vae_tile_overlap)?,
         })
     }
 
@@ -174,6 +188,19 @@ impl GenerateArgs {
         let hash = if self.model.is_file() { model_hash(&self.model)? } else { String::new() };
         Ok((name, hash))
     }
+}
+
+/// `--vae-tiling` with its size options (shared with `bench pipeline`): the options without the
+/// flag are a mistake worth saying, not something to ignore.
+pub fn vae_tiling(on: bool, size: Option<usize>, overlap: Option<usize>) -> Result<Option<VaeTiling>> {
+    if !on {
+        if size.is_some() || overlap.is_some() {
+            bail!("--vae-tile-size and --vae-tile-overlap need --vae-tiling");
+        }
+        return Ok(None);
+    }
+    let d = VaeTiling::default();
+    Ok(Some(VaeTiling::new(size.unwrap_or(d.tile), overlap.unwrap_or(d.overlap))?))
 }
 
 /// An option whose values are one of the library's [`clap::ValueEnum`] names, read through the

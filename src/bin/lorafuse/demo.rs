@@ -74,6 +74,9 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         lora_dir: "loras".into(),
         max_loras: None,
         lora_mode: LoraMode::Auto,
+        vae_tiling: false,
+        vae_tile_size: None,
+        vae_tile_overlap: None,
         from_png: None,
     };
     let lora = dir.join("demo_lora.safetensors");

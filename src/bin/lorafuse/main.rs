@@ -9,7 +9,7 @@ mod grid;
 mod inspect;
 mod progress;
 mod tokenize;
-mod write_sd15;
+mod write_model;
 
 use anyhow::{Context as _, Result};
 use clap::parser::ValueSource;
@@ -17,6 +17,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lorafuse::bench::kernels::{run, BenchOptions};
 use lorafuse::gpu::Autotune;
 use lorafuse::pipeline::request::Precision;
+use lorafuse::weights::detect::Family;
 use lorafuse::{Context, ContextOptions};
 
 #[derive(Parser)]
@@ -110,9 +111,16 @@ enum BenchWhat {
         json: bool,
     },
     /// Write a full-size SD1.5 single-file checkpoint with random weights (and a kohya LoRA).
-    WriteSd15(write_sd15::WriteSd15Args),
-    /// One full-size SD1.5 generation with synthetic weights: step time, VAE time, memory.
+    WriteSd15(write_model::WriteModelArgs),
+    /// Write a full-size SDXL base single-file checkpoint with random weights (and a kohya LoRA):
+    /// both text encoders (OpenCLIP's in its own layout), 6.94 GB in fp16.
+    WriteSdxl(write_model::WriteModelArgs),
+    /// One full-size SD1.5 or SDXL generation with synthetic weights: step time, VAE time, and
+    /// peak memory per phase.
     Pipeline {
+        /// sd15 or sdxl (SDXL base's sizes).
+        #[arg(long, default_value = "sd15", value_parser = family)]
+        family: Family,
         /// Image side in pixels.
         #[arg(long, default_value_t = 512)]
         size: usize,
@@ -126,9 +134,26 @@ enum BenchWhat {
         /// elementwise and copies, with FLOPs, bytes and the share of the FMA probe's peak.
         #[arg(long)]
         profile: bool,
+        /// Decode in overlapping tiles (as `generate --vae-tiling`).
+        #[arg(long)]
+        vae_tiling: bool,
+        /// Tile side in latent pixels [default: 64]; needs --vae-tiling.
+        #[arg(long, value_name = "N")]
+        vae_tile_size: Option<usize>,
+        /// Tile overlap in latent pixels [default: 16]; needs --vae-tiling.
+        #[arg(long, value_name = "N")]
+        vae_tile_overlap: Option<usize>,
         #[arg(long)]
         json: bool,
     },
+}
+
+fn family(s: &str) -> std::result::Result<Family, String> {
+    match s {
+        "sd15" | "sd1" => Ok(Family::Sd1),
+        "sdxl" => Ok(Family::Sdxl),
+        _ => Err(format!("unknown model family {s:?} (expected sd15 or sdxl)")),
+    }
 }
 
 fn context(cli: &Cli) -> Result<Context> {
@@ -206,45 +231,12 @@ fn run_cli(cli: &Cli) -> Result<()> {
             println!("workgroup mem:  {} KiB", c.max_workgroup_storage >> 10);
             Ok(())
         }
-        Cmd::Bench { what: BenchWhat::Pipeline { size, steps, precision, profile, json } } => {
-            let ctx = context(cli)?;
-            let dir = std::env::temp_dir().join(format!("lorafuse-bench-{}", std::process::id()));
-            std::fs::create_dir_all(&dir)?;
-            let structure = dir.join("sd15-structure.safetensors");
-            std::fs::write(&structure, demo::TINY_MODEL)?;
-            let quiet = cli.quiet || *json;
-            let r = lorafuse::bench::pipeline::run(&ctx, &structure, *size, *steps, *precision, *profile, |m| {
-                if !quiet {
-                    eprintln!("{m}");
-                }
-            });
-            let _ = std::fs::remove_dir_all(&dir);
-            let r = r?;
-            if *json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!("adapter: {} ({}), {}x{}, {} steps", r.adapter, r.precision, r.size, r.size, r.steps);
-                println!("load (synthetic weights + upload): {:.1} s", r.load_s);
-                let ms: Vec<String> = r.step_ms.iter().map(|m| format!("{m:.0}")).collect();
-                println!("UNet step with CFG (ms): {}  ->  {:.3} TFLOP/s", ms.join(", "), r.step_tflops);
-                println!("VAE decode: {:.0} ms", r.vae_ms);
-                println!("GPU buffers held (pool peak): {:.0} MiB", r.pool_mib);
-                match &r.profile {
-                    Some(p) => {
-                        println!("FMA probe: {:.1} GFLOP/s", p.peak_gflops);
-                        print!("{}", p.unet_step.table("UNet step with CFG", Some(p.peak_gflops)));
-                        print!("{}", p.vae_decode.table("VAE decode", Some(p.peak_gflops)));
-                    }
-                    None if *profile => println!("profile: this adapter has no timestamp queries"),
-                    None => {}
-                }
-            }
-            Ok(())
-        }
+        Cmd::Bench { what: BenchWhat::Pipeline { .. } } => bench_pipeline(cli),
         Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
             bench_lora(cli, *size, *rank, counts, *precision, *budget_ms, *json)
         }
-        Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_sd15::run(args, cli.quiet),
+        Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_model::run(args, Family::Sd1, cli.quiet),
+        Cmd::Bench { what: BenchWhat::WriteSdxl(args) } => write_model::run(args, Family::Sdxl, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
             if *budget_ms <= 0.0 || budget_ms.is_nan() {
                 anyhow::bail!("--budget-ms must be positive, got {budget_ms}");
@@ -352,5 +344,102 @@ fn describe_model(path: &std::path::Path) -> anyhow::Result<()> {
     }
     println!("vae:            widths {:?}, scaling factor {}", c.vae.block_out_channels, c.vae.scaling_factor);
     println!("prediction:     {}", if c.v_prediction { "v" } else { "epsilon" });
+    Ok(())
+}
+
+fn bench_pipeline(cli: &Cli) -> Result<()> {
+    let Cmd::Bench {
+        what:
+            BenchWhat::Pipeline {
+                family,
+                size,
+                steps,
+                precision,
+                profile,
+                vae_tiling,
+                vae_tile_size,
+                vae_tile_overlap,
+                json,
+            },
+    } = &cli.cmd
+    else {
+        unreachable!("bench_pipeline runs only for `bench pipeline`");
+    };
+    if *size == 0 || !size.is_multiple_of(8) || *steps == 0 {
+        anyhow::bail!("--size must be a positive multiple of 8 and --steps positive");
+    }
+    let vae_tiling = args::vae_tiling(*vae_tiling, *vae_tile_size, *vae_tile_overlap)?;
+    let ctx = context(cli)?;
+    let dir = std::env::temp_dir().join(format!("lorafuse-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let structure = dir.join("structure.safetensors");
+    let written = match family {
+        Family::Sd1 => std::fs::write(&structure, demo::TINY_MODEL).map_err(anyhow::Error::from),
+        Family::Sdxl => lorafuse::bench::pipeline::write_sdxl_structure(&structure).map_err(anyhow::Error::from),
+    };
+    let quiet = cli.quiet || *json;
+    let opts = lorafuse::bench::pipeline::PipelineBenchOptions {
+        family: *family,
+        size: *size,
+        steps: *steps,
+        precision: *precision,
+        profile: *profile,
+        vae_tiling,
+    };
+    let r = written.and_then(|()| {
+        Ok(lorafuse::bench::pipeline::run(&ctx, &structure, &opts, |m| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        })?)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let r = r?;
+    if *json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let tiling = r.vae_tiling.map_or("whole".to_string(), |t| format!("tiled {}/{}", t.tile, t.overlap));
+    println!(
+        "adapter: {} ({}), {} {}x{}, {} steps, VAE {tiling}",
+        r.adapter, r.precision, r.family, r.size, r.size, r.steps
+    );
+    println!("load (synthetic weights + upload): {:.1} s", r.load_s);
+    let ms: Vec<String> = r.step_ms.iter().map(|m| format!("{m:.0}")).collect();
+    println!(
+        "UNet step with CFG (ms): {}  ->  {:.3} TFLOP/s ({:.0} GFLOP per step)",
+        ms.join(", "),
+        r.step_tflops,
+        r.step_gflop
+    );
+    println!("VAE decode: {:.0} ms", r.vae_ms);
+    println!("GPU buffers held (pool peak): {:.0} MiB", r.pool_mib);
+    let mib = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    let note = if r.rss_peak_per_phase { "" } else { " (cumulative: the high-water mark could not be reset)" };
+    println!("peak memory per phase, MiB{note}:");
+    println!(
+        "{:<10} {:>9} {:>10} {:>9} {:>10} {:>9}",
+        "phase", "seconds", "RSS peak", "RSS end", "pool peak", "pool end"
+    );
+    for p in &r.phases {
+        println!(
+            "{:<10} {:>9.1} {:>10} {:>9} {:>10.0} {:>9.0}",
+            p.phase,
+            p.seconds,
+            mib(p.rss_peak_mib),
+            mib(p.rss_end_mib),
+            p.pool_peak_mib,
+            p.pool_end_mib
+        );
+    }
+    match &r.profile {
+        Some(p) => {
+            println!("FMA probe: {:.1} GFLOP/s", p.peak_gflops);
+            print!("{}", p.unet_step.table("UNet step with CFG", Some(p.peak_gflops)));
+            print!("{}", p.vae_decode.table("VAE decode", Some(p.peak_gflops)));
+        }
+        None if *profile => println!("profile: this adapter has no timestamp queries"),
+        None => {}
+    }
     Ok(())
 }

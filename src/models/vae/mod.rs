@@ -9,6 +9,8 @@
 //! - [`Vae::decode_checked`]: the fp16 VAE is known to overflow on some latents (SD1.5's VAE has
 //!   activations past 65504); this reads the image back and, on any NaN/Inf, decodes again with
 //!   an f32 copy of the decoder that is loaded from the kept weight reader on first need.
+//! - [`Vae::decode_tiled`] / [`Vae::encode_mean_tiled`]: the same in overlapping tiles
+//!   ([`tiling`]), for images whose activations would not fit.
 //! - [`to_image`] / [`postprocess`]: `clamp(x/2 + 0.5, 0, 1)`, the affine part on the GPU or
 //!   everything on the host (there is no clamp kernel; the VAE runs once per image).
 
@@ -17,6 +19,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod mid_block;
 pub mod sampling;
+pub mod tiling;
 
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +28,7 @@ pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use mid_block::MidBlock;
 pub use sampling::{Downsample2D, Upsample2D};
+pub use tiling::VaeTiling;
 
 use crate::kernels::binary::add_scaled;
 use crate::kernels::conv2d::Conv2dParams;
@@ -225,20 +229,40 @@ impl Vae {
     /// logs a warning and decodes again with the f32 decoder, returning that f32 image instead of
     /// a black one. The result's dtype says which path produced it. f32 VAEs skip the readback.
     pub fn decode_checked(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<GpuTensor> {
+        Ok(self.checked(ctx, rec, z)?.0)
+    }
+
+    /// [`Vae::decode_checked`] read back to the host: an f16 VAE's check already read the image,
+    /// so it is read once.
+    pub fn decode_checked_host(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<Vec<f32>> {
+        match self.checked(ctx, rec, z)? {
+            (_, Some(values)) => Ok(values),
+            (out, None) => out.to_vec(ctx),
+        }
+    }
+
+    /// The decoded image, and its values where the check read them back.
+    fn checked(&self, ctx: &Context, rec: &mut Recorder, z: &GpuTensor) -> Result<(GpuTensor, Option<Vec<f32>>)> {
         let out = self.decode(ctx, rec, z)?;
         rec.submit(ctx)?;
-        if self.dtype == DType::F32 || out.to_vec(ctx)?.iter().all(|v| v.is_finite()) {
-            return Ok(out);
+        if self.dtype == DType::F32 {
+            return Ok((out, None));
         }
+        let values = out.to_vec(ctx)?;
+        if values.iter().all(|v| v.is_finite()) {
+            return Ok((out, Some(values)));
+        }
+        drop(values);
         let zh = z.to_vec(ctx)?;
         if zh.iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid("vae.decode", "the latents themselves contain NaN/Inf; nothing to decode"));
         }
         log::warn!("fp16 VAE decode of {:?} produced NaN/Inf (activation overflow); decoding again in f32", z.shape);
+        drop(out);
         let z32 = GpuTensor::from_slice(ctx, &z.shape, &zh, DType::F32)?;
         let out = self.f32_decoder(ctx)?.forward(ctx, rec, &z32)?;
         rec.submit(ctx)?;
-        Ok(out)
+        Ok((out, None))
     }
 }
 
