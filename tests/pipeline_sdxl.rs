@@ -280,3 +280,56 @@ fn peft_named_sdxl_lora_equals_the_kohya_one() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// The single file converted to fp32 and bf16 (every key kept, metadata too): fp32 holds the same
+/// values as the fp16 file, so its image is the same bit for bit; bf16 rounds every weight to 8
+/// mantissa bits, so its image is compared to diffusers' with the error printed and a bound that a
+/// misread (byte order, wrong dtype, a skipped tensor) could not meet.
+#[test]
+fn bf16_and_fp32_single_files_load_and_match() {
+    use lorafuse::weights::safetensors::SafeTensorsFile;
+    let ctx = ctx();
+    let d = std::env::temp_dir().join(format!("lorafuse-sdxl-dtypes-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let src_path = fix().join("model-fp16.safetensors");
+    let src = SafeTensorsFile::open(&src_path).unwrap();
+    let (name, run) = runs().into_iter().find(|(n, _)| n == "run_euler").unwrap();
+    let req = request(&run, &name, LoraMode::Auto);
+    let fp16 = Pipeline::load(ctx, &src_path, Precision::F32).unwrap().generate(ctx, &req, &mut |_| {}).unwrap();
+    for (dtype, bound) in [(safetensors::Dtype::F32, 0.0), (safetensors::Dtype::BF16, 2e-2)] {
+        let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (key, info) in src.tensors() {
+            let bytes = match info.dtype.name() {
+                "F16" => {
+                    let v = src.read_f32(key).unwrap();
+                    match dtype {
+                        safetensors::Dtype::F32 => bytemuck::cast_slice(&v).to_vec(),
+                        _ => v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                    }
+                }
+                other => panic!("{key}: fixture dtype {other}"),
+            };
+            tensors.push((key.to_string(), dtype, info.shape.clone(), bytes));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(n, dt, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap()))
+            .collect();
+        let path = d.join(format!("model-{dtype:?}.safetensors"));
+        std::fs::write(
+            &path,
+            safetensors::serialize(views, Some(src.metadata().clone().into_iter().collect())).unwrap(),
+        )
+        .unwrap();
+        let pipe = Pipeline::load(ctx, &path, Precision::F32).unwrap();
+        assert_eq!(pipe.family(), Family::Sdxl, "{dtype:?}");
+        let out = pipe.generate(ctx, &req, &mut |_| {}).unwrap();
+        if bound == 0.0 {
+            assert_eq!(out.images[0].data, fp16.images[0].data, "{dtype:?} file made another image");
+        } else {
+            let want = golden(&format!("{name}_image")).unwrap();
+            assert_close(&format!("{dtype:?} single file vs diffusers"), &out.images[0].data, &want.data, bound);
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -68,6 +68,8 @@ fn tiny_config_reproduces_the_sdxl_fixture_keys_and_shapes() {
     for (k, s) in &want {
         assert_eq!(&got[k], s, "shape of {k}");
     }
+    // The demo's built-in tiny SDXL is this architecture.
+    assert_eq!(lorafuse::bench::random_model::sdxl_tiny_config(), config);
 }
 
 #[test]

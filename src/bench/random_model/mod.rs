@@ -145,6 +145,42 @@ pub fn sdxl_model_config() -> ModelConfig {
     }
 }
 
+/// A small SDXL with every architectural feature of the base model (no attention at level 0,
+/// deeper transformers below it, linear projections, `text_time` conditioning, CLIP-L style and
+/// OpenCLIP style text encoders with projection, 0.13025 VAE) at test widths: the architecture of
+/// the sdxl-tiny fixture (a test checks they agree), small enough to write on every
+/// `lorafuse demo --family sdxl` (about 11 M parameters).
+pub fn sdxl_tiny_config() -> ModelConfig {
+    let full = sdxl_model_config();
+    let clip = ClipConfig {
+        vocab_size: 49408,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 3,
+        num_attention_heads: 1,
+        max_position_embeddings: 77,
+        hidden_act: "quick_gelu".into(),
+        projection_dim: None,
+    };
+    ModelConfig {
+        unet: UNetConfig {
+            block_out_channels: vec![32, 64, 64],
+            down_transformer_depth: vec![0, 1, 2],
+            up_transformer_depth: vec![2, 1, 0],
+            mid_transformer_depth: 2,
+            cross_attention_dim: 2 * 64,
+            heads: vec![1; 3],
+            time_embed_dim: 4 * 32,
+            addition: Some(AdditionConfig { time_embed_dim: 8, in_dim: 64 + 6 * 8 }),
+            ..full.unet
+        },
+        vae: VaeConfig { block_out_channels: vec![32, 32, 64, 64], ..full.vae },
+        clip2: Some(ClipConfig { hidden_act: "gelu".into(), projection_dim: Some(64), ..clip.clone() }),
+        clip,
+        ..full
+    }
+}
+
 fn invalid(msg: impl Into<String>) -> Error {
     Error::invalid(OP, msg)
 }
@@ -330,6 +366,19 @@ pub fn write_kohya_lora_for(
     seed: u64,
     dtype: StDType,
 ) -> Result<usize> {
+    write_kohya_lora_with(path, config, rank, seed, dtype, 0.01)
+}
+
+/// [`write_kohya_lora_for`] with `lora_up ~ N(0, up_std²)`: 0.01 is a benchmark's barely-there
+/// adapter; ~0.25 changes a random model's image visibly (the demo's LoRA).
+pub fn write_kohya_lora_with(
+    path: &Path,
+    config: &ModelConfig,
+    rank: usize,
+    seed: u64,
+    dtype: StDType,
+    up_std: f32,
+) -> Result<usize> {
     let specs: Vec<_> = kohya_lora_tensors(config, rank)?
         .into_iter()
         .map(|s| {
@@ -338,7 +387,7 @@ pub fn write_kohya_lora_for(
             } else if s.key.ends_with(".lora_down.weight") {
                 Fill::Normal { std: 1.0 / (s.shape[1] as f32).sqrt() }
             } else {
-                Fill::Normal { std: 0.01 }
+                Fill::Normal { std: up_std }
             };
             (s, f)
         })

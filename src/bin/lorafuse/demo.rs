@@ -1,6 +1,8 @@
 //! `lorafuse demo`: the whole pipeline end to end on the bundled tiny model (real SD1.x
 //! architecture, random weights — its images are structured noise, not pictures), so a fresh
-//! machine can run the main job without downloading anything.
+//! machine can run the main job without downloading anything. `--family sdxl` does the same with
+//! a tiny SDXL (both text encoders, size conditioning, the SDXL VAE scale) written with random
+//! weights at start: the binary carries only the SD1 model.
 
 use std::path::PathBuf;
 
@@ -10,6 +12,8 @@ use lorafuse::lora::LoraMode;
 use lorafuse::pipeline::request::Precision;
 use lorafuse::pipeline::rng::RngKind;
 use lorafuse::schedulers::{SamplerKind, Spacing};
+use lorafuse::weights::detect::Family;
+use lorafuse::weights::StDType;
 use lorafuse::Context;
 
 use crate::args::GenerateArgs;
@@ -23,6 +27,9 @@ pub static TINY_LORA: &[u8] = include_bytes!("../../../tests/fixtures/sd15-tiny/
 
 #[derive(Args, Clone, Debug)]
 pub struct DemoArgs {
+    /// sd15 (the bundled model) or sdxl (a tiny SDXL written with random weights).
+    #[arg(long, default_value = "sd15", value_parser = crate::family)]
+    pub family: Family,
     #[arg(short = 'p', long, default_value = "masterpiece, best quality, 1girl, blonde hair, tiara, forest")]
     pub prompt: String,
     #[arg(long, default_value_t = 42)]
@@ -45,8 +52,31 @@ pub struct DemoArgs {
 pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("lorafuse-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let model = dir.join("sd15-tiny.safetensors");
-    std::fs::write(&model, TINY_MODEL).with_context(|| format!("writing {}", model.display()))?;
+    let r = run_in(ctx, a, quiet, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+fn run_in(ctx: &Context, a: &DemoArgs, quiet: bool, dir: &std::path::Path) -> Result<()> {
+    let lora = dir.join("demo_lora.safetensors");
+    let model = match a.family {
+        Family::Sd1 => {
+            let model = dir.join("sd15-tiny.safetensors");
+            std::fs::write(&model, TINY_MODEL).with_context(|| format!("writing {}", model.display()))?;
+            std::fs::write(&lora, TINY_LORA).with_context(|| format!("writing {}", lora.display()))?;
+            model
+        }
+        Family::Sdxl => {
+            use lorafuse::bench::random_model::{sdxl_tiny_config, write_checkpoint, write_kohya_lora_with};
+            let model = dir.join("sdxl-tiny.safetensors");
+            let config = sdxl_tiny_config();
+            write_checkpoint(&model, &config, StDType::F16, 0, &mut |_, _| {})
+                .with_context(|| format!("writing {}", model.display()))?;
+            write_kohya_lora_with(&lora, &config, 4, 1, StDType::F16, 0.25)
+                .with_context(|| format!("writing {}", lora.display()))?;
+            model
+        }
+    };
     let args = GenerateArgs {
         model,
         prompt: a.prompt.clone(),
@@ -79,27 +109,22 @@ pub fn run(ctx: &Context, a: &DemoArgs, quiet: bool) -> Result<()> {
         vae_tile_overlap: None,
         from_png: None,
     };
-    let lora = dir.join("demo_lora.safetensors");
-    let r = generate::run(ctx, &args, quiet).and_then(|()| {
-        if a.no_grid {
-            return Ok(());
-        }
-        // The same prompt and seed with the bundled LoRA at 0 … 1.0, one model load.
-        std::fs::write(&lora, TINY_LORA).with_context(|| format!("writing {}", lora.display()))?;
-        let mut gen = args.clone();
-        gen.loras = vec![lora.display().to_string()];
-        gen.output = a.grid.clone();
-        gen.steps = a.steps.min(8);
-        let g = GridArgs {
-            gen,
-            x: Some("lora-weight:demo_lora=0,0.3,0.5,0.8,1.0".into()),
-            y: None,
-            z: None,
-            max_cells: 64,
-            timings: false,
-        };
-        grid::run(ctx, &g, quiet)
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    generate::run(ctx, &args, quiet)?;
+    if a.no_grid {
+        return Ok(());
+    }
+    // The same prompt and seed with the demo LoRA at 0 … 1.0, one model load.
+    let mut gen = args.clone();
+    gen.loras = vec![lora.display().to_string()];
+    gen.output = a.grid.clone();
+    gen.steps = a.steps.min(8);
+    let g = GridArgs {
+        gen,
+        x: Some("lora-weight:demo_lora=0,0.3,0.5,0.8,1.0".into()),
+        y: None,
+        z: None,
+        max_cells: 64,
+        timings: false,
+    };
+    grid::run(ctx, &g, quiet)
 }
