@@ -41,6 +41,10 @@ pub enum Error {
     #[error("shader {kernel}: {msg}")]
     Shader { kernel: String, msg: String },
 
+    /// The caller asked the work to stop (e.g. an HTTP interrupt) and it stopped between steps.
+    #[error("{0}: interrupted")]
+    Cancelled(&'static str),
+
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

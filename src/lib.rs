@@ -14,6 +14,7 @@
 //! - [`lora`]: LoRA files, `<lora:…>` tags, merged and fused application.
 //! - [`pipeline`]: one request type resolved once, text-to-image, A1111 infotext, seeded noise.
 //! - [`grid`]: comparison grids (X/Y/Z plots). [`bench`]: benchmarks at Stable Diffusion shapes.
+//! - [`serve`]: `lorafuse serve`, an A1111-compatible HTTP API with tiers, quotas and a fair queue.
 
 pub mod bench;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod reference;
 pub mod schedulers;
+pub mod serve;
 pub mod tensor;
 pub mod weights;
 

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("pipeline", 9),
     ("grid", 10),
     ("bench", 10),
+    ("serve", 11),
 ];
 
 /// Names the crate root re-exports, and the module each comes from.

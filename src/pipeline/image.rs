@@ -1,7 +1,7 @@
 //! Images out: [0,1] CHW floats to 8-bit RGB PNG, with the `parameters` text chunk that A1111,
 //! ComfyUI, civitai and image viewers read (its text: [`super::infotext`]), and reading it back.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -24,22 +24,15 @@ pub fn to_rgb8(chw: &[f32], height: usize, width: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Write an RGB8 PNG with a `parameters` text chunk. The file appears whole or not at all: it is
-/// written beside the target and renamed over it.
-pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], parameters: &str) -> Result<()> {
+/// Encode an RGB8 PNG with a `parameters` text chunk (Latin-1 tEXt when it fits, else iTXt).
+pub fn encode_png(width: usize, height: usize, rgb: &[u8], parameters: &str) -> Result<Vec<u8>> {
     if rgb.len() != width * height * 3 {
         return Err(Error::shape("write_png", format!("{} bytes for a {width}x{height} RGB image", rgb.len())));
     }
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("write_png", format!("{} is not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.partial", name.to_string_lossy()));
-    let png_err = |e: png::EncodingError| Error::invalid("write_png", format!("{}: {e}", path.display()));
+    let png_err = |e: png::EncodingError| Error::invalid("write_png", e.to_string());
+    let mut out = Vec::new();
     {
-        let file = std::fs::File::create(&tmp)
-            .map_err(|e| Error::invalid("write_png", format!("cannot create {}: {e}", tmp.display())))?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), width as u32, height as u32);
+        let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         if parameters.chars().all(|c| (c as u32) < 256) {
@@ -51,10 +44,16 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], parameter
         w.write_image_data(rgb).map_err(png_err)?;
         w.finish().map_err(png_err)?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::invalid("write_png", format!("cannot move the image to {}: {e}", path.display()))
-    })
+    Ok(out)
+}
+
+/// Write an RGB8 PNG with a `parameters` text chunk. The file appears whole or not at all: it is
+/// written beside the target and renamed over it.
+pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8], parameters: &str) -> Result<()> {
+    let bytes = encode_png(width, height, rgb, parameters)
+        .map_err(|e| Error::invalid("write_png", format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+        .map_err(|e| Error::invalid("write_png", format!("cannot write the image to {}: {e}", path.display())))
 }
 
 /// Read an image's `parameters` text (tEXt, zTXt or iTXt), as written by A1111 or lorafuse.

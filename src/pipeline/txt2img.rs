@@ -330,6 +330,19 @@ impl Pipeline {
 
     /// Generate `req.batch` images; image i uses seed `req.seed + i`.
     pub fn generate(&self, ctx: &Context, req: &Request, progress: &mut dyn FnMut(Progress)) -> Result<Output> {
+        self.generate_cancellable(ctx, req, progress, &|| false)
+    }
+
+    /// [`Pipeline::generate`] that asks `cancelled` before each image and each sampling step and
+    /// stops with [`Error::Cancelled`] when it says so (a server's interrupt or timeout), so the
+    /// device is free again within one step.
+    pub fn generate_cancellable(
+        &self,
+        ctx: &Context,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress),
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Output> {
         req.validate()?;
         let schedule =
             Schedule::new(req.sampler, req.spacing, req.steps, &req.scheduler_config(&self.scheduler_config))?;
@@ -377,6 +390,9 @@ impl Pipeline {
         let mut latents_all = Vec::with_capacity(req.batch * per);
         let mut seeds = Vec::new();
         for b in 0..req.batch {
+            if cancelled() {
+                return Err(Error::Cancelled("generate"));
+            }
             progress(Progress::Image { image: b, images: req.batch });
             let seed = req.seed.wrapping_add(b as u64);
             seeds.push(seed);
@@ -394,6 +410,9 @@ impl Pipeline {
             let mut drawn = 0usize;
             let mut in_flight = None;
             for i in 0..schedule.len() {
+                if cancelled() {
+                    return Err(Error::Cancelled("generate"));
+                }
                 let step = schedule.step(i).ok_or_else(|| Error::invalid("generate", "schedule index"))?;
                 // Refill the graph's inputs.
                 let scale = UnaryOp::Scale(step.model_scale as f32);

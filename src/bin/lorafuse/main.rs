@@ -8,6 +8,7 @@ mod generate;
 mod grid;
 mod inspect;
 mod progress;
+mod serve;
 mod tokenize;
 mod write_model;
 
@@ -69,6 +70,9 @@ enum Cmd {
     /// What a LoRA file is (kind, rank, alpha, targets, base model) and, with --model, how many
     /// of its modules match that checkpoint.
     Inspect(inspect::InspectArgs),
+    /// An AUTOMATIC1111-compatible HTTP API (txt2img with LoRA tags, loras, samplers, progress,
+    /// interrupt, options) over one loaded model, with per-tier LoRA quotas and a fair queue.
+    Serve(serve::ServeArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -157,23 +161,27 @@ fn family(s: &str) -> std::result::Result<Family, String> {
 }
 
 fn context(cli: &Cli) -> Result<Context> {
+    Context::new(&context_options(cli)).context("cannot start the GPU")
+}
+
+fn context_options(cli: &Cli) -> ContextOptions {
     let pipeline_cache_dir = if cli.no_cache {
         None
     } else {
         cli.cache_dir.clone().or_else(|| dirs::cache_dir().map(|d| d.join("lorafuse")))
     };
-    let opts = ContextOptions {
+    ContextOptions {
         adapter: cli.adapter.clone(),
         disable_f16: cli.no_f16,
         pipeline_cache_dir,
         autotune: cli.autotune,
-    };
-    Context::new(&opts).context("cannot start the GPU")
+    }
 }
 
 fn main() {
     env::quiet_vulkan_loader();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // The server's request log (queued, done, refused, timings) is info; everything else warns only.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,lorafuse::serve=info")).init();
     let matches = Cli::command().try_get_matches().unwrap_or_else(|e| exit_on_clap_error(e));
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = apply_from_png(&mut cli, &matches).and_then(|()| run_cli(&cli)) {
@@ -214,6 +222,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Generate(args) => generate::run(&context(cli)?, args, cli.quiet),
         Cmd::Grid(args) => grid::run(&context(cli)?, args, cli.quiet),
         Cmd::Tokenize(args) => tokenize::run(args),
+        Cmd::Serve(args) => serve::run(context_options(cli), args),
         Cmd::Inspect(args) => inspect::run(args),
         Cmd::Info { model } => {
             if let Some(m) = model {

@@ -1,0 +1,354 @@
+//! The HTTP routes: A1111's `/sdapi/v1/*` subset and `/openapi.json`. Handlers check the caller,
+//! the body and the policy, then hand the job to the GPU worker through the queue and await its
+//! reply; nothing here blocks on the device.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::a1111::{self, clip_skip_value, InfoFields, Txt2ImgRequest, Txt2ImgResponse};
+use super::api_error::ApiError;
+use super::loras::LoraEntry;
+use super::policy::{Ask, Caller, Config, Meter};
+use super::queue::{FairQueue, PushError};
+use super::worker::{Job, Live, ModelInfo, Outcome};
+use crate::pipeline::request::Request;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub config: Config,
+    pub queue: Arc<FairQueue<Job>>,
+    pub live: Arc<Live>,
+    pub meter: Meter,
+    pub model: ModelInfo,
+    pub lora_dir: PathBuf,
+    pub loras: RwLock<Vec<LoraEntry>>,
+    /// A1111's `CLIP_stop_at_last_layers` option: the clip skip of requests that do not override it.
+    pub clip_skip: Mutex<usize>,
+    pub outdir: PathBuf,
+    pub next_id: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+type Shared = Arc<AppState>;
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Shared) -> Router {
+    let limit = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/sdapi/v1/txt2img", post(txt2img))
+        .route("/sdapi/v1/loras", get(loras))
+        .route("/sdapi/v1/refresh-loras", post(refresh_loras))
+        .route("/sdapi/v1/sd-models", get(sd_models))
+        .route("/sdapi/v1/samplers", get(|| async { Json(a1111::samplers()) }))
+        .route("/sdapi/v1/schedulers", get(|| async { Json(a1111::schedulers()) }))
+        .route("/sdapi/v1/progress", get(progress))
+        .route("/sdapi/v1/interrupt", post(interrupt))
+        .route("/sdapi/v1/options", get(get_options).post(set_options))
+        .route("/openapi.json", get(|| async { Json(super::openapi::document()) }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route; see /openapi.json") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn caller(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    let auth = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| unauthorized("the Authorization header is not text"))?),
+    };
+    state.config.caller(auth).map_err(unauthorized)
+}
+
+fn unauthorized(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
+}
+
+/// The body as JSON of type `T`; every failure is a JSON 4xx (A1111/FastAPI answer 422 for
+/// malformed and mistyped bodies alike).
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = body.map_err(|r| {
+        let status = r.status();
+        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
+        ApiError::new(status, kind, r.body_text())
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", e.to_string()))
+}
+
+/// Gives the caller's concurrent-job slot back, and cancels the job if the client went away
+/// before it was answered (the handler future is dropped then).
+struct InFlight<'a> {
+    state: &'a AppState,
+    key: String,
+    cancel: Arc<AtomicBool>,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        self.state.meter.release(&self.key);
+    }
+}
+
+/// A1111's seed: -1 draws one (below 2³², as A1111 and the CLI do).
+fn seed(s: i64) -> ApiResult<u64> {
+    match s {
+        -1 => {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            Ok((t as u64 ^ (t >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
+        }
+        s if s >= 0 => Ok(s as u64),
+        s => Err(ApiError::bad_request(format!("seed {s} is not valid (-1 for a random seed, or ≥ 0)"))),
+    }
+}
+
+async fn txt2img(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Txt2ImgResponse>> {
+    let caller = caller(&state, &headers)?;
+    if state.shutting_down.load(Ordering::SeqCst) {
+        return Err(shutting_down());
+    }
+    state.meter.admit_rate(&caller).map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RateLimited",
+            format!(
+                "more than the {} tier's requests_per_minute = {}; retry in {wait} s",
+                caller.tier, caller.limits.requests_per_minute
+            ),
+        )
+        .limit("requests_per_minute")
+        .retry_after(wait)
+    })?;
+    let api: Txt2ImgRequest = json_body(body)?;
+    for w in api.ignored() {
+        log::warn!("txt2img ({}): {w}", caller.key);
+    }
+    let sampler = api.sampler()?;
+    let clip_skip = match api.clip_skip_override()? {
+        Some(c) => c,
+        None => *state.clip_skip.lock().unwrap_or_else(|e| e.into_inner()),
+    };
+    let images = api
+        .batch_size
+        .checked_mul(api.n_iter)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ApiError::bad_request("batch_size and n_iter must be at least 1"))?;
+    // The policy first: a request over its tier's size or step limits is a quota refusal (403)
+    // whatever else is wrong with it.
+    let mut ask = Ask { loras: 0, width: api.width, height: api.height, steps: api.steps, images };
+    let quota = |caller: &Caller, ask: &Ask| {
+        caller.check(ask).map_err(|r| ApiError::new(StatusCode::FORBIDDEN, "QuotaExceeded", r.message).limit(r.limit))
+    };
+    quota(&caller, &ask)?;
+    let req = Request {
+        prompt: api.prompt.clone(),
+        negative_prompt: api.negative_prompt.clone(),
+        steps: api.steps,
+        cfg: api.cfg_scale,
+        sampler,
+        seed: seed(api.seed)?,
+        width: api.width,
+        height: api.height,
+        batch: images,
+        clip_skip,
+        lora_dir: state.lora_dir.clone(),
+        ..Request::new("")
+    };
+    req.validate()?;
+    // Tags resolve inside the LoRA folder only (no `..`, absolute paths or escaping symlinks).
+    ask.loras = req.resolve()?.loras.len();
+    quota(&caller, &ask)?;
+    if !state.meter.acquire(&caller) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyJobs",
+            format!(
+                "the {} tier's concurrent_jobs = {} are all queued or running",
+                caller.tier, caller.limits.concurrent_jobs
+            ),
+        )
+        .limit("concurrent_jobs")
+        .retry_after(1));
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut in_flight = InFlight { state: &state, key: caller.key.clone(), cancel: cancel.clone(), answered: false };
+    let (tx, rx) = oneshot::channel();
+    let id = state.next_id.fetch_add(1, Ordering::SeqCst);
+    let job = Job { id, key: caller.key.clone(), api: api.clone(), req, sampler, cancel: cancel.clone(), reply: tx };
+    state.queue.push(&caller.key, job).map_err(|e| match e {
+        PushError::Full { capacity } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "QueueFull",
+            format!("the queue is full ({capacity} jobs waiting); retry later"),
+        )
+        .limit("queue_size")
+        .retry_after(5),
+        PushError::Closed => shutting_down(),
+    })?;
+    log::info!("job {id} ({}, tier {}): queued, {} waiting", caller.key, caller.tier, state.queue.len());
+    let timeout = Duration::from_secs_f64(state.config.server.request_timeout_s);
+    let outcome = match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(_)) => {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerError", "the GPU worker stopped"))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("not finished within request_timeout_s = {}; cancelled", state.config.server.request_timeout_s),
+            )
+            .limit("request_timeout_s"))
+        }
+    };
+    in_flight.answered = true;
+    let (images, seeds, infotexts, interrupted) = match outcome {
+        Outcome::Done(f) => (f.images, f.seeds, f.infotexts, false),
+        Outcome::Interrupted => (Vec::new(), Vec::new(), Vec::new(), true),
+        Outcome::Rejected(why) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", why)),
+        Outcome::Failed(e) => return Err(e.into()),
+    };
+    let info = InfoFields {
+        req: &api,
+        sampler,
+        clip_skip,
+        seeds: &seeds,
+        infotexts: &infotexts,
+        model_name: &state.model.name,
+        model_hash: &state.model.hash,
+        interrupted,
+    }
+    .to_json();
+    let parameters = serde_json::to_value(&api).unwrap_or(Value::Null);
+    Ok(Json(Txt2ImgResponse { images, parameters, info: info.to_string() }))
+}
+
+pub fn shutting_down() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", "the server is shutting down; the job was not run")
+        .retry_after(30)
+}
+
+async fn loras(State(state): State<Shared>) -> Json<Vec<LoraEntry>> {
+    Json(state.loras.read().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+async fn refresh_loras(State(state): State<Shared>) -> ApiResult<Json<Value>> {
+    let dir = state.lora_dir.clone();
+    let found = tokio::task::spawn_blocking(move || super::loras::scan(&dir))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerError", e.to_string()))??;
+    *state.loras.write().unwrap_or_else(|e| e.into_inner()) = found;
+    Ok(Json(Value::Null))
+}
+
+async fn sd_models(State(state): State<Shared>) -> Json<Value> {
+    let m = &state.model;
+    Json(json!([{
+        "title": m.title(),
+        "model_name": m.name,
+        "hash": if m.hash.is_empty() { Value::Null } else { json!(m.hash) },
+        "sha256": if m.sha256.is_empty() { Value::Null } else { json!(m.sha256) },
+        "filename": m.path.display().to_string(),
+        "config": null,
+    }]))
+}
+
+async fn progress(State(state): State<Shared>) -> Json<Value> {
+    let running = state.live.snapshot();
+    let waiting = state.queue.len();
+    let (fraction, eta, interrupted, job_no, step, steps, job) = match &running {
+        Some(r) => {
+            let f = r.fraction();
+            let elapsed = r.started.elapsed().as_secs_f64();
+            let eta = if f > 0.0 { elapsed / f - elapsed } else { 0.0 };
+            (f, eta, r.cancel.load(Ordering::SeqCst), r.image, r.step, r.steps, format!("job {}", r.id))
+        }
+        None => (0.0, 0.0, false, 0, 0, 0, String::new()),
+    };
+    Json(json!({
+        "progress": fraction,
+        "eta_relative": eta,
+        "state": {
+            "skipped": false,
+            "interrupted": interrupted,
+            "stopping_generation": false,
+            "job": job,
+            "job_count": waiting + usize::from(running.is_some()),
+            "job_timestamp": a1111::job_timestamp(),
+            "job_no": job_no,
+            "sampling_step": step,
+            "sampling_steps": steps,
+        },
+        "current_image": null,
+        "textinfo": null,
+        "current_task": null,
+    }))
+}
+
+/// Stops the caller's running job at its next step (A1111 interrupts the current job; here only
+/// its owner may, so one user cannot cancel another's work).
+async fn interrupt(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let caller = caller(&state, &headers)?;
+    let stopped = state.live.interrupt(&caller.key);
+    Ok(Json(json!({"interrupted": stopped})))
+}
+
+async fn get_options(State(state): State<Shared>) -> Json<Value> {
+    Json(json!({
+        "sd_model_checkpoint": state.model.title(),
+        "sd_checkpoint_hash": state.model.sha256,
+        "CLIP_stop_at_last_layers": *state.clip_skip.lock().unwrap_or_else(|e| e.into_inner()),
+        "samples_format": "png",
+        "outdir_txt2img_samples": state.outdir.display().to_string(),
+    }))
+}
+
+async fn set_options(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    caller(&state, &headers)?;
+    let opts: serde_json::Map<String, Value> = json_body(body)?;
+    let mut clip_skip = None;
+    for (k, v) in &opts {
+        match k.as_str() {
+            "CLIP_stop_at_last_layers" => clip_skip = Some(clip_skip_value(v)?),
+            "sd_model_checkpoint" => {
+                let m = &state.model;
+                let want = v.as_str().unwrap_or_default();
+                let file = m.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                if ![m.title(), m.name.clone(), file].iter().any(|n| n == want) {
+                    return Err(ApiError::bad_request(format!(
+                        "sd_model_checkpoint {v}: only the loaded model {:?} is available",
+                        m.title()
+                    )));
+                }
+            }
+            other => log::warn!("options: {other} is not supported and was ignored"),
+        }
+    }
+    if let Some(c) = clip_skip {
+        *state.clip_skip.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+    Ok(Json(Value::Null))
+}
