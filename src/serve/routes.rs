@@ -151,7 +151,12 @@ async fn txt2img(
         .batch_size
         .checked_mul(api.n_iter)
         .filter(|&n| n > 0)
-        .ok_or_else(|| ApiError::bad_request("batch_size and n_iter must be at least 1"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "batch_size × n_iter = {} × {} is not a number of images (each must be at least 1)",
+                api.batch_size, api.n_iter
+            ))
+        })?;
     // The policy first: a request over its tier's size or step limits is a quota refusal (403)
     // whatever else is wrong with it.
     let mut ask = Ask { loras: 0, width: api.width, height: api.height, steps: api.steps, images };
