@@ -210,10 +210,8 @@ fn parse_response(raw: &[u8]) -> Resp {
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status line");
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     let mut body = raw[split + 4..].to_vec();
     if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
         let mut out = Vec::new();
@@ -355,7 +353,8 @@ fn read_only_routes_speak_a1111() {
     let r = s.post("/sdapi/v1/options", None, &json!({"CLIP_stop_at_last_layers": 2}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(s.get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"], 2);
-    s.post("/sdapi/v1/options", None, &json!({"CLIP_stop_at_last_layers": 0})).assert_error(400, "CLIP_stop_at_last_layers");
+    s.post("/sdapi/v1/options", None, &json!({"CLIP_stop_at_last_layers": 0}))
+        .assert_error(400, "CLIP_stop_at_last_layers");
     s.post("/sdapi/v1/options", None, &json!({"sd_model_checkpoint": "other.safetensors"}))
         .assert_error(400, "only the loaded model");
     let same = json!({"sd_model_checkpoint": models[0]["title"]});
@@ -433,7 +432,8 @@ fn txt2img_infotext_and_pixels_equal_the_cli() {
         args.extend(["-W", "64", "-H", "64"].map(String::from));
         args.extend(cli.iter().map(|a| a.to_string()));
         args.extend(["-o".into(), out.display().to_string()]);
-        let o = Command::new(env!("CARGO_BIN_EXE_lorafuse")).args(&args).env("XDG_RUNTIME_DIR", xdg()).output().unwrap();
+        let o =
+            Command::new(env!("CARGO_BIN_EXE_lorafuse")).args(&args).env("XDG_RUNTIME_DIR", xdg()).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let (cli_px, cli_params) = png_file(&out);
         assert_eq!(server_params, cli_params, "infotext differs from the CLI's");
@@ -555,7 +555,8 @@ fn bad_input_gets_json_4xx_and_the_server_keeps_serving() {
     s.txt2img(Some("k-pro"), small(json!({"width": 100000}))).assert_error(403, "max_pixels");
     s.txt2img(Some("k-long"), small(json!({"width": 9000, "height": 8}))).assert_error(400, "8192");
     s.txt2img(Some("k-pro"), small(json!({"steps": 1_000_000_000u64}))).assert_error(403, "max_steps");
-    s.txt2img(None, small(json!({"batch_size": 1u64 << 40, "n_iter": 1u64 << 40}))).assert_error(400, "batch_size × n_iter");
+    s.txt2img(None, small(json!({"batch_size": 1u64 << 40, "n_iter": 1u64 << 40})))
+        .assert_error(400, "batch_size × n_iter");
     s.txt2img(None, small(json!({"batch_size": 0}))).assert_error(400, "at least 1");
     s.txt2img(None, small(json!({"width": 60}))).assert_error(400, "multiples of 8");
     s.txt2img(None, small(json!({"seed": -7}))).assert_error(400, "seed");
@@ -565,7 +566,8 @@ fn bad_input_gets_json_4xx_and_the_server_keeps_serving() {
     s.txt2img(None, small(json!({"override_settings": {"CLIP_stop_at_last_layers": 40}})))
         .assert_error(400, "CLIP_stop_at_last_layers");
     s.txt2img(None, small(json!({"prompt": "<lora:no_such_lora:1>"}))).assert_error(400, "no_such_lora");
-    s.txt2img(None, small(json!({"prompt": "<lora:../loras/kohya_lora:1>"}))).assert_error(400, "inside the LoRA folder");
+    s.txt2img(None, small(json!({"prompt": "<lora:../loras/kohya_lora:1>"})))
+        .assert_error(400, "inside the LoRA folder");
     s.txt2img(None, small(json!({"prompt": "<lora:/etc/passwd:1>"}))).assert_error(400, "inside the LoRA folder");
     s.txt2img(None, small(json!({"prompt": "<lora:kohya_lora:heavy>"}))).assert_error(400, "not a finite number");
     let big = json!({"prompt": "a".repeat(1 << 20)});
@@ -637,7 +639,13 @@ fn sigterm_finishes_the_running_job_and_rejects_queued_ones() {
     let running = {
         let a = addr.clone();
         std::thread::spawn(move || {
-            http(&a, "POST", "/sdapi/v1/txt2img", None, Some(small(json!({"steps": 40, "seed": 4})).to_string().as_bytes()))
+            http(
+                &a,
+                "POST",
+                "/sdapi/v1/txt2img",
+                None,
+                Some(small(json!({"steps": 40, "seed": 4})).to_string().as_bytes()),
+            )
         })
     };
     s.wait_progress("the first job to sample", |p| p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1);
@@ -663,4 +671,17 @@ fn sigterm_finishes_the_running_job_and_rejects_queued_ones() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "exit status {status:?}: {}", s.stderr());
+}
+
+#[test]
+fn a_request_past_its_timeout_gets_504_and_its_job_stops() {
+    let s = Server::start("timeout", "request_timeout_s = 3");
+    let t0 = Instant::now();
+    let r = s.txt2img(Some("k-long"), small(json!({"steps": 5000, "seed": 1})));
+    assert_eq!(r.assert_error(504, "request_timeout_s")["limit"], "request_timeout_s");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    // The cancelled job leaves the GPU within a step or two, not after 5000 steps.
+    s.wait_progress("the timed-out job to stop", |p| p["state"]["job_count"] == 0);
+    let r = s.txt2img(None, small(json!({"seed": 2})));
+    assert_eq!(info(&r)["all_seeds"], json!([2]));
 }

@@ -104,7 +104,10 @@ impl Txt2ImgRequest {
     pub fn ignored(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.subseed != -1 || self.subseed_strength != 0.0 {
-            out.push(format!("subseed {} (strength {}) is ignored: no variation seeds", self.subseed, self.subseed_strength));
+            out.push(format!(
+                "subseed {} (strength {}) is ignored: no variation seeds",
+                self.subseed, self.subseed_strength
+            ));
         }
         if self.enable_hr {
             out.push("enable_hr is ignored: no hires fix".into());
@@ -121,7 +124,9 @@ impl Txt2ImgRequest {
         if self.script_name.as_ref().is_some_and(|s| !s.is_empty()) {
             out.push("script_name is ignored: no scripts".into());
         }
-        for k in self.override_settings.keys().filter(|k| *k != "CLIP_stop_at_last_layers" && *k != "sd_model_checkpoint") {
+        for k in
+            self.override_settings.keys().filter(|k| *k != "CLIP_stop_at_last_layers" && *k != "sd_model_checkpoint")
+        {
             out.push(format!("override_settings.{k} is ignored"));
         }
         out
@@ -171,9 +176,7 @@ pub fn sampler_with_scheduler(name: &str, scheduler: Option<&str>) -> Result<Sam
 
 /// `GET /sdapi/v1/samplers`: the A1111 names, with the default schedule A1111 gives each.
 pub fn samplers() -> Value {
-    let entry = |k: SamplerKind, options: Value| {
-        json!({"name": a1111_sampler_name(k), "aliases": [k.name()], "options": options})
-    };
+    let entry = |k: SamplerKind, options: Value| json!({"name": a1111_sampler_name(k), "aliases": [k.name()], "options": options});
     Value::Array(vec![
         entry(SamplerKind::Euler, json!({})),
         entry(SamplerKind::EulerA, json!({"uses_ensd": "True"})),

@@ -50,8 +50,12 @@ pub struct ServeOptions {
 pub fn run(opts: ServeOptions) -> Result<()> {
     let queue = Arc::new(FairQueue::new(opts.config.server.queue_size));
     let live = Arc::new(Live::default());
-    let setup =
-        WorkerSetup { context: opts.context, model: opts.model.clone(), precision: opts.precision, outdir: opts.outdir.clone() };
+    let setup = WorkerSetup {
+        context: opts.context,
+        model: opts.model.clone(),
+        precision: opts.precision,
+        outdir: opts.outdir.clone(),
+    };
     let (worker, model) = worker::spawn(setup, queue.clone(), live.clone())?;
     let loras = loras::scan(&opts.lora_dir)?;
     log::info!("{} LoRAs in {}", loras.len(), opts.lora_dir.display());

@@ -78,7 +78,12 @@ pub struct ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> ServerSettings {
-        ServerSettings { queue_size: 32, request_timeout_s: 600.0, anonymous_tier: "free".into(), max_body_bytes: 64 << 10 }
+        ServerSettings {
+            queue_size: 32,
+            request_timeout_s: 600.0,
+            anonymous_tier: "free".into(),
+            max_body_bytes: 64 << 10,
+        }
     }
 }
 
@@ -164,7 +169,9 @@ impl Config {
         };
         let token = h.strip_prefix("Bearer ").map(str::trim).ok_or("Authorization must be `Bearer <API key>`")?;
         match self.keys.get(token) {
-            Some(tier) => Ok(Caller { key: format!("key:{token}"), tier: tier.clone(), limits: self.tiers[tier].clone() }),
+            Some(tier) => {
+                Ok(Caller { key: format!("key:{token}"), tier: tier.clone(), limits: self.tiers[tier].clone() })
+            }
             None => Err(format!("unknown API key {}", redact(token))),
         }
     }

@@ -81,7 +81,8 @@ fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>
         let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
         ApiError::new(status, kind, r.body_text())
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", e.to_string()))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", e.to_string()))
 }
 
 /// Gives the caller's concurrent-job slot back, and cancels the job if the client went away
@@ -106,10 +107,8 @@ impl Drop for InFlight<'_> {
 fn seed(s: i64) -> ApiResult<u64> {
     match s {
         -1 => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             Ok((t as u64 ^ (t >> 64) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32)
         }
         s if s >= 0 => Ok(s as u64),
@@ -147,16 +146,12 @@ async fn txt2img(
         Some(c) => c,
         None => *state.clip_skip.lock().unwrap_or_else(|e| e.into_inner()),
     };
-    let images = api
-        .batch_size
-        .checked_mul(api.n_iter)
-        .filter(|&n| n > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "batch_size × n_iter = {} × {} is not a number of images (each must be at least 1)",
-                api.batch_size, api.n_iter
-            ))
-        })?;
+    let images = api.batch_size.checked_mul(api.n_iter).filter(|&n| n > 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "batch_size × n_iter = {} × {} is not a number of images (each must be at least 1)",
+            api.batch_size, api.n_iter
+        ))
+    })?;
     // The policy first: a request over its tier's size or step limits is a quota refusal (403)
     // whatever else is wrong with it.
     let mut ask = Ask { loras: 0, width: api.width, height: api.height, steps: api.steps, images };

@@ -76,11 +76,8 @@ impl ModelInfo {
 
     fn of(path: &Path) -> Result<ModelInfo> {
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let (hash, sha256) = if path.is_file() {
-            (model_hash(path)?, sha256_hex(path, 0)?)
-        } else {
-            (String::new(), String::new())
-        };
+        let (hash, sha256) =
+            if path.is_file() { (model_hash(path)?, sha256_hex(path, 0)?) } else { (String::new(), String::new()) };
         Ok(ModelInfo { path: path.to_path_buf(), name, hash, sha256 })
     }
 }
@@ -227,7 +224,14 @@ fn serve_job(ctx: &Context, pipe: &Pipeline, model: &ModelInfo, outdir: &Path, l
     let _ = job.reply.send(outcome);
 }
 
-fn run_job(ctx: &Context, pipe: &Pipeline, model: &ModelInfo, outdir: &Path, live: &Live, job: &Job) -> Result<Finished> {
+fn run_job(
+    ctx: &Context,
+    pipe: &Pipeline,
+    model: &ModelInfo,
+    outdir: &Path,
+    live: &Live,
+    job: &Job,
+) -> Result<Finished> {
     // The model file's markers filled in, as the CLI does, so both write the same infotext.
     let req = pipe.with_model_defaults(&job.req);
     let cancel = job.cancel.clone();

@@ -170,12 +170,7 @@ fn context_options(cli: &Cli) -> ContextOptions {
     } else {
         cli.cache_dir.clone().or_else(|| dirs::cache_dir().map(|d| d.join("lorafuse")))
     };
-    ContextOptions {
-        adapter: cli.adapter.clone(),
-        disable_f16: cli.no_f16,
-        pipeline_cache_dir,
-        autotune: cli.autotune,
-    }
+    ContextOptions { adapter: cli.adapter.clone(), disable_f16: cli.no_f16, pipeline_cache_dir, autotune: cli.autotune }
 }
 
 fn main() {
