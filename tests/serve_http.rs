@@ -542,7 +542,7 @@ fn quotas_rate_limits_and_keys() {
 
 #[test]
 fn bad_input_gets_json_4xx_and_the_server_keeps_serving() {
-    let s = Server::start("bad", "");
+    let s = Server::start("bad", "body_timeout_s = 2");
     let raw = |body: &[u8]| http(&s.addr, "POST", "/sdapi/v1/txt2img", None, Some(body));
     raw(b"{\"prompt\": ").assert_error(422, "EOF");
     raw(b"not json").assert_error(422, "expected");
@@ -572,7 +572,16 @@ fn bad_input_gets_json_4xx_and_the_server_keeps_serving() {
     s.txt2img(None, small(json!({"prompt": "<lora:kohya_lora:heavy>"}))).assert_error(400, "not a finite number");
     let big = json!({"prompt": "a".repeat(1 << 20)});
     let r = s.txt2img(None, big);
-    assert_eq!(r.assert_error(413, "length limit")["error"], "PayloadTooLarge");
+    assert_eq!(r.assert_error(413, "max_body_bytes")["error"], "PayloadTooLarge");
+    // A body that never finishes arriving (slow-loris) is cut off after body_timeout_s.
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let t0 = Instant::now();
+    write!(c, "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{\"prompt\"").unwrap();
+    let mut raw = Vec::new();
+    let _ = c.read_to_end(&mut raw);
+    parse_response(&raw).assert_error(408, "body_timeout_s");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     // Wrong method and route: still answers, and the server still generates afterwards.
     assert_eq!(s.get("/sdapi/v1/txt2img").status, 405);
     let r = s.txt2img(None, small(json!({"seed": 1})));

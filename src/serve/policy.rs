@@ -74,6 +74,8 @@ pub struct ServerSettings {
     pub anonymous_tier: String,
     /// Largest request body; longer prompts get 413.
     pub max_body_bytes: usize,
+    /// Time a client has to send its body (slow-loris clients get 408).
+    pub body_timeout_s: f64,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +85,7 @@ impl Default for ServerSettings {
             request_timeout_s: 600.0,
             anonymous_tier: "free".into(),
             max_body_bytes: 64 << 10,
+            body_timeout_s: 20.0,
         }
     }
 }
@@ -154,8 +157,12 @@ impl Config {
         if self.server.queue_size == 0 {
             return Err(Error::invalid(OP, "server.queue_size must be at least 1"));
         }
-        if !(self.server.request_timeout_s > 0.0 && self.server.request_timeout_s.is_finite()) {
-            return Err(Error::invalid(OP, "server.request_timeout_s must be a positive number"));
+        for (name, v) in
+            [("request_timeout_s", self.server.request_timeout_s), ("body_timeout_s", self.server.body_timeout_s)]
+        {
+            if !(v > 0.0 && v < 1e9) {
+                return Err(Error::invalid(OP, format!("server.{name} must be a positive number of seconds")));
+            }
         }
         Ok(())
     }

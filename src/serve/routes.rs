@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,7 +43,6 @@ type Shared = Arc<AppState>;
 type ApiResult<T> = Result<T, ApiError>;
 
 pub fn router(state: Shared) -> Router {
-    let limit = state.config.server.max_body_bytes;
     Router::new()
         .route("/sdapi/v1/txt2img", post(txt2img))
         .route("/sdapi/v1/loras", get(loras))
@@ -57,7 +55,6 @@ pub fn router(state: Shared) -> Router {
         .route("/sdapi/v1/options", get(get_options).post(set_options))
         .route("/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route; see /openapi.json") })
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
@@ -73,14 +70,43 @@ fn unauthorized(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", detail)
 }
 
-/// The body as JSON of type `T`; every failure is a JSON 4xx (A1111/FastAPI answer 422 for
-/// malformed and mistyped bodies alike).
-fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
-    let bytes = body.map_err(|r| {
-        let status = r.status();
-        let kind = if status == StatusCode::PAYLOAD_TOO_LARGE { "PayloadTooLarge" } else { "BadRequest" };
-        ApiError::new(status, kind, r.body_text())
-    })?;
+/// The body as JSON of type `T`, read within `body_timeout_s` (a client trickling bytes, a
+/// slow-loris, would otherwise hold a connection and its memory as long as it likes) and
+/// `max_body_bytes`; every failure is a JSON 4xx (A1111/FastAPI answer 422 for malformed and
+/// mistyped bodies alike).
+async fn json_body<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> ApiResult<T> {
+    let limit = state.config.server.max_body_bytes;
+    let wait = state.config.server.body_timeout_s;
+    let bytes = match tokio::time::timeout(Duration::from_secs_f64(wait), axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!("the request body did not arrive within body_timeout_s = {wait}"),
+            )
+            .limit("body_timeout_s"))
+        }
+        Ok(Err(e)) => {
+            // `to_bytes` reports an over-long body through a `LengthLimitError` in its chain.
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            let mut too_long = false;
+            while let Some(s) = source {
+                too_long |= s.is::<http_body_util::LengthLimitError>();
+                source = s.source();
+            }
+            return Err(if too_long {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    format!("the request body is over the length limit max_body_bytes = {limit}"),
+                )
+                .limit("max_body_bytes")
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}"))
+            });
+        }
+        Ok(Ok(b)) => b,
+    };
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", e.to_string()))
 }
@@ -116,11 +142,7 @@ fn seed(s: i64) -> ApiResult<u64> {
     }
 }
 
-async fn txt2img(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Txt2ImgResponse>> {
+async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) -> ApiResult<Json<Txt2ImgResponse>> {
     let caller = caller(&state, &headers)?;
     if state.shutting_down.load(Ordering::SeqCst) {
         return Err(shutting_down());
@@ -137,7 +159,7 @@ async fn txt2img(
         .limit("requests_per_minute")
         .retry_after(wait)
     })?;
-    let api: Txt2ImgRequest = json_body(body)?;
+    let api: Txt2ImgRequest = json_body(&state, body).await?;
     for w in api.ignored() {
         log::warn!("txt2img ({}): {w}", caller.key);
     }
@@ -322,13 +344,9 @@ async fn get_options(State(state): State<Shared>) -> Json<Value> {
     }))
 }
 
-async fn set_options(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+async fn set_options(State(state): State<Shared>, headers: HeaderMap, body: Body) -> ApiResult<Json<Value>> {
     caller(&state, &headers)?;
-    let opts: serde_json::Map<String, Value> = json_body(body)?;
+    let opts: serde_json::Map<String, Value> = json_body(&state, body).await?;
     let mut clip_skip = None;
     for (k, v) in &opts {
         match k.as_str() {
