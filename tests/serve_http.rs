@@ -383,6 +383,20 @@ fn read_only_routes_speak_a1111() {
         assert!(api["paths"][path].is_object(), "{path} missing from /openapi.json");
     }
     s.get("/sdapi/v1/nothing").assert_error(404, "no such route");
+
+    // The web page is embedded and uses these same routes; the tier route tells it the limits.
+    let page = s.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")), "{:?}", page.headers);
+    for needle in
+        ["/sdapi/v1/txt2img", "/sdapi/v1/loras", "/sdapi/v1/progress", "/sdapi/v1/interrupt", "/lorafuse/v1/tier"]
+    {
+        assert!(page.text().contains(needle), "the page does not use {needle}");
+    }
+    let t = http(&s.addr, "GET", "/lorafuse/v1/tier", Some("k-pro"), None).json();
+    assert_eq!((t["tier"].clone(), t["limits"]["max_loras"].clone()), (json!("pro"), json!(6)));
+    assert_eq!(s.get("/lorafuse/v1/tier").json()["limits"]["max_loras"], 3);
+    http(&s.addr, "GET", "/lorafuse/v1/tier", Some("k-nope"), None).assert_error(401, "unknown API key");
 }
 
 /// The same settings through the CLI and through the server give the same infotext and pixels.

@@ -77,6 +77,8 @@ pub fn document() -> Value {
                 "post": {"summary": "Set CLIP_stop_at_last_layers (sd_model_checkpoint must name the loaded model)",
                          "requestBody": {"content": {"application/json": {"schema": any.clone()}}},
                          "responses": merge(ok("Set", any.clone()), error_responses())}},
+            "/lorafuse/v1/tier": {"get": {"summary": "The caller's tier and its limits (lorafuse's own)", "responses": merge(ok("Tier", any.clone()), error_responses())}},
+            "/": {"get": {"summary": "The web page", "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3", any)}}
         }
     })

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -54,6 +55,8 @@ pub fn router(state: Shared) -> Router {
         .route("/sdapi/v1/interrupt", post(interrupt))
         .route("/sdapi/v1/options", get(get_options).post(set_options))
         .route("/openapi.json", get(|| async { Json(super::openapi::document()) }))
+        .route("/lorafuse/v1/tier", get(tier))
+        .route("/", get(|| async { Html(include_str!("web/index.html")) }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route; see /openapi.json") })
         .with_state(state)
 }
@@ -267,6 +270,12 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
 pub fn shutting_down() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", "the server is shutting down; the job was not run")
         .retry_after(30)
+}
+
+/// The caller's tier and its limits (the web page shows them; not an A1111 route).
+async fn tier(State(state): State<Shared>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let c = caller(&state, &headers)?;
+    Ok(Json(json!({"tier": c.tier, "limits": c.limits})))
 }
 
 async fn loras(State(state): State<Shared>) -> Json<Vec<LoraEntry>> {
