@@ -566,6 +566,10 @@ fn bad_input_gets_json_4xx_and_the_server_keeps_serving() {
     s.txt2img(None, json!({"width": 1e30})).assert_error(422, "");
     s.txt2img(None, json!({"cfg_scale": "high"})).assert_error(422, "invalid type");
     s.txt2img(None, json!({"override_settings": 3})).assert_error(422, "invalid type");
+    // Clients such as webuiapi send null for unset fields: null takes A1111's default.
+    let r =
+        s.txt2img(None, small(json!({"seed": 6, "sampler_index": null, "override_settings": null, "styles": null})));
+    assert_eq!(info(&r)["sampler_name"], "Euler");
     s.txt2img(Some("k-pro"), small(json!({"width": 100000}))).assert_error(403, "max_pixels");
     s.txt2img(Some("k-long"), small(json!({"width": 9000, "height": 8}))).assert_error(400, "8192");
     s.txt2img(Some("k-pro"), small(json!({"steps": 1_000_000_000u64}))).assert_error(403, "max_steps");
@@ -642,6 +646,7 @@ fn queue_full_interrupt_progress_and_concurrency() {
     let (r, answered) = long.join().unwrap();
     let inf = info(&r);
     assert_eq!(inf["interrupted"], true);
+    assert_eq!(inf["all_seeds"], json!([1]));
     assert_eq!(r.json()["images"], json!([]));
     // Between steps: well before the remaining ~1000 steps could have run.
     assert!(answered.duration_since(asked) < Duration::from_secs(20), "{:?}", answered.duration_since(asked));

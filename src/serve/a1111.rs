@@ -31,8 +31,13 @@ fn one() -> usize {
 fn yes() -> bool {
     true
 }
-fn euler() -> String {
-    "Euler".into()
+fn euler() -> Option<String> {
+    Some("Euler".into())
+}
+
+/// A `null` where A1111 has a default (clients such as webuiapi send `None` for unset fields).
+fn null_is_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The body of `POST /sdapi/v1/txt2img`. Unknown fields are ignored, as pydantic does for A1111.
@@ -54,7 +59,7 @@ pub struct Txt2ImgRequest {
     #[serde(default)]
     pub sampler_name: Option<String>,
     #[serde(default = "euler")]
-    pub sampler_index: String,
+    pub sampler_index: Option<String>,
     /// A1111 1.9+'s separate schedule type ("Automatic", "Uniform", "Karras").
     #[serde(default)]
     pub scheduler: Option<String>,
@@ -76,7 +81,7 @@ pub struct Txt2ImgRequest {
     pub tiling: Option<bool>,
     #[serde(default)]
     pub enable_hr: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub override_settings: BTreeMap<String, Value>,
     #[serde(default = "yes")]
     pub override_settings_restore_afterwards: bool,
@@ -135,7 +140,10 @@ impl Txt2ImgRequest {
     /// The sampler the names select (A1111 names, or lorafuse's own), with A1111's
     /// "Automatic" schedule: Karras for DPM++ 2M (as A1111 1.9+), uniform otherwise.
     pub fn sampler(&self) -> Result<SamplerKind> {
-        let name = self.sampler_name.as_deref().filter(|s| !s.is_empty()).unwrap_or(&self.sampler_index);
+        let name = [&self.sampler_name, &self.sampler_index]
+            .into_iter()
+            .find_map(|n| n.as_deref().filter(|s| !s.is_empty()))
+            .unwrap_or("Euler");
         sampler_with_scheduler(name, self.scheduler.as_deref())
     }
 }

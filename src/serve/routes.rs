@@ -214,6 +214,8 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
         .limit("concurrent_jobs")
         .retry_after(1));
     }
+    // An interrupted job still reports the seeds it was given, as A1111 does.
+    let planned: Vec<u64> = (0..images as u64).map(|i| req.seed.wrapping_add(i)).collect();
     let cancel = Arc::new(AtomicBool::new(false));
     let mut in_flight = InFlight { state: &state, key: caller.key.clone(), cancel: cancel.clone(), answered: false };
     let (tx, rx) = oneshot::channel();
@@ -248,7 +250,7 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
     in_flight.answered = true;
     let (images, seeds, infotexts, interrupted) = match outcome {
         Outcome::Done(f) => (f.images, f.seeds, f.infotexts, false),
-        Outcome::Interrupted => (Vec::new(), Vec::new(), Vec::new(), true),
+        Outcome::Interrupted => (Vec::new(), planned, Vec::new(), true),
         Outcome::Rejected(why) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", why)),
         Outcome::Failed(e) => return Err(e.into()),
     };
