@@ -703,9 +703,16 @@ fn sigterm_finishes_the_running_job_and_rejects_queued_ones() {
 
 #[test]
 fn a_request_past_its_timeout_gets_504_and_its_job_stops() {
-    let s = Server::start("timeout", "request_timeout_s = 3");
+    let s = std::sync::Arc::new(Server::start("timeout", "request_timeout_s = 5"));
+    // Kernels compiled first, so the timeout falls in the middle of sampling, between steps.
+    assert_eq!(info(&s.txt2img(None, small(json!({"seed": 2}))))["all_seeds"], json!([2]));
     let t0 = Instant::now();
-    let r = s.txt2img(Some("k-long"), small(json!({"steps": 1000, "seed": 1})));
+    let long = {
+        let s = s.clone();
+        std::thread::spawn(move || s.txt2img(Some("k-long"), small(json!({"steps": 1000, "seed": 1}))))
+    };
+    s.wait_progress("the long job to sample", |p| p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1);
+    let r = long.join().unwrap();
     assert_eq!(r.assert_error(504, "request_timeout_s")["limit"], "request_timeout_s");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
     // The cancelled job leaves the GPU within a step or two, not after its 1000 steps (~2 min).
@@ -714,6 +721,6 @@ fn a_request_past_its_timeout_gets_504_and_its_job_stops() {
         assert!(t1.elapsed() < Duration::from_secs(20), "the timed-out job still runs: {}", s.progress());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let r = s.txt2img(None, small(json!({"seed": 2})));
-    assert_eq!(info(&r)["all_seeds"], json!([2]));
+    let r = s.txt2img(None, small(json!({"seed": 3})));
+    assert_eq!(info(&r)["all_seeds"], json!([3]));
 }
