@@ -63,7 +63,10 @@ max_steps = 19
 
 impl Server {
     fn start(name: &str, server_section: &str) -> Server {
-        let dir = tmpdir(name);
+        Server::start_in(tmpdir(name), server_section, &fixtures().join("loras"))
+    }
+
+    fn start_in(dir: PathBuf, server_section: &str, lora_dir: &Path) -> Server {
         let cfg = dir.join("lorafuse.toml");
         std::fs::write(&cfg, format!("[server]\n{server_section}\n{KEYS}")).unwrap();
         let log = std::fs::File::create(dir.join("stderr.txt")).unwrap();
@@ -71,7 +74,7 @@ impl Server {
             .args(["serve", "-m"])
             .arg(model())
             .arg("--lora-dir")
-            .arg(fixtures().join("loras"))
+            .arg(lora_dir)
             .args(["--port", "0", "--config"])
             .arg(&cfg)
             .arg("--outdir")
@@ -552,6 +555,8 @@ fn quotas_rate_limits_and_keys() {
     assert!(r.header("retry-after").and_then(|v| v.parse::<u64>().ok()).is_some_and(|v| (1..=60).contains(&v)));
     // Other keys are not affected.
     assert_eq!(s.txt2img(Some("k-pro"), small(json!({"seed": 2}))).status, 200);
+    // The request log names keys by a digest, never by the secret.
+    assert!(s.stderr().contains("queued") && !s.stderr().contains("k-pro"), "{}", s.stderr());
 }
 
 #[test]
@@ -723,4 +728,27 @@ fn a_request_past_its_timeout_gets_504_and_its_job_stops() {
     }
     let r = s.txt2img(None, small(json!({"seed": 3})));
     assert_eq!(info(&r)["all_seeds"], json!([3]));
+}
+
+#[cfg(unix)]
+#[test]
+fn lora_names_stay_inside_the_lora_folder() {
+    let dir = tmpdir("folder");
+    let (loras, outside) = (dir.join("loras"), dir.join("outside"));
+    std::fs::create_dir_all(loras.join("sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let src = fixtures().join("loras/kohya_lora.safetensors");
+    std::fs::copy(&src, loras.join("sub/inner.safetensors")).unwrap();
+    std::fs::copy(&src, outside.join("secret.safetensors")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.safetensors"), loras.join("escape.safetensors")).unwrap();
+    std::os::unix::fs::symlink(&outside, loras.join("away")).unwrap();
+    let s = Server::start_in(dir, "", &loras);
+    let listed = s.get("/sdapi/v1/loras").json();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sub/inner"], "symlinks leading out are not listed");
+    s.txt2img(None, small(json!({"prompt": "x <lora:escape:1>"}))).assert_error(400, "leads outside");
+    s.txt2img(None, small(json!({"prompt": "x <lora:away/secret:1>"}))).assert_error(400, "leads outside");
+    s.txt2img(None, small(json!({"prompt": "x <lora:sub/../escape:1>"}))).assert_error(400, "inside the LoRA folder");
+    let r = s.txt2img(None, small(json!({"prompt": "x <lora:sub/inner:0.5>", "seed": 1})));
+    assert!(info(&r)["infotexts"][0].as_str().unwrap().contains("Lora hashes: \"inner: "), "{}", r.text());
 }

@@ -176,12 +176,17 @@ impl Config {
         };
         let token = h.strip_prefix("Bearer ").map(str::trim).ok_or("Authorization must be `Bearer <API key>`")?;
         match self.keys.get(token) {
-            Some(tier) => {
-                Ok(Caller { key: format!("key:{token}"), tier: tier.clone(), limits: self.tiers[tier].clone() })
-            }
+            Some(tier) => Ok(Caller { key: key_id(token), tier: tier.clone(), limits: self.tiers[tier].clone() }),
             None => Err(format!("unknown API key {}", redact(token))),
         }
     }
+}
+
+/// The name a key is accounted and logged under: a digest, so logs never hold the secret.
+fn key_id(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(token.as_bytes());
+    format!("key-{}", d.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// A key as logs and messages may show it.
