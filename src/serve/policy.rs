@@ -142,7 +142,10 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid(OP, format!("cannot read {}: {e}", path.display())))?;
-        Config::parse(&text).map_err(|e| Error::invalid(OP, format!("{}: {e}", path.display())))
+        Config::parse(&text).map_err(|e| match e {
+            Error::Invalid { msg, .. } => Error::invalid(OP, format!("{}: {msg}", path.display())),
+            other => other,
+        })
     }
 
     fn check(&self) -> Result<()> {
