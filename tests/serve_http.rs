@@ -677,7 +677,7 @@ fn sigterm_finishes_the_running_job_and_rejects_queued_ones() {
                 "POST",
                 "/sdapi/v1/txt2img",
                 None,
-                Some(small(json!({"steps": 40, "seed": 4})).to_string().as_bytes()),
+                Some(small(json!({"steps": 100, "seed": 4})).to_string().as_bytes()),
             )
         })
     };
@@ -709,14 +709,25 @@ fn sigterm_finishes_the_running_job_and_rejects_queued_ones() {
 #[test]
 fn a_request_past_its_timeout_gets_504_and_its_job_stops() {
     let s = std::sync::Arc::new(Server::start("timeout", "request_timeout_s = 5"));
-    // Kernels compiled first, so the timeout falls in the middle of sampling, between steps.
-    assert_eq!(info(&s.txt2img(None, small(json!({"seed": 2}))))["all_seeds"], json!([2]));
+    // Kernels compiled first, so the timeout falls in the middle of sampling, between steps. On a
+    // loaded machine the first compile can outlast the timeout itself: then compile again (the
+    // driver keeps what it compiled) until a request fits.
+    let mut warm = s.txt2img(None, small(json!({"seed": 2})));
+    for _ in 0..10 {
+        if warm.status != 504 {
+            break;
+        }
+        warm = s.txt2img(None, small(json!({"seed": 2})));
+    }
+    assert_eq!(info(&warm)["all_seeds"], json!([2]));
     let t0 = Instant::now();
     let long = {
         let s = s.clone();
         std::thread::spawn(move || s.txt2img(Some("k-long"), small(json!({"steps": 1000, "seed": 1}))))
     };
-    s.wait_progress("the long job to sample", |p| p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1);
+    s.wait_progress("the long job to sample", |p| {
+        p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1 || long.is_finished()
+    });
     let r = long.join().unwrap();
     assert_eq!(r.assert_error(504, "request_timeout_s")["limit"], "request_timeout_s");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
