@@ -2,6 +2,7 @@
 //! diffusers/PEFT, DoRA), mapping keys to the model's weights, and exact ΔW per module.
 
 pub mod apply;
+pub mod cache;
 mod delta;
 pub mod inspect;
 pub mod keys;
@@ -21,7 +22,8 @@ use delta::Mat;
 pub use keys::{ModuleIndex, Target};
 pub use module::{LoraKind, LoraModule};
 pub use runtime::LoraRuntime;
-pub use source::{lora_name, resolve_in_dir, LoraCache, LoraSpec};
+pub use cache::{LoraCache, LoraCacheStats};
+pub use source::{lora_name, resolve_in_dir, LoraSpec};
 pub use tags::{extract_extra_networks, ExtraNetworks, LoraTag};
 
 const OP: &str = "lora_file";

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{lora_name, ActiveLora, ApplyReport, LoraCache, LoraFile, LoraMode, LoraSpec, LoraState, ModuleIndex};
+use super::{lora_name, ActiveLora, ApplyReport, LoraCache, LoraCacheStats, LoraFile, LoraMode, LoraSpec, LoraState, ModuleIndex};
 use crate::nn::AdaptableWeights;
 use crate::{Context, DType, Result};
 
@@ -23,6 +23,14 @@ impl LoraRuntime {
     /// Parse (or take from the cache) one LoRA file for this model, with its hash.
     pub fn file(&mut self, spec: &LoraSpec) -> Result<(Arc<LoraFile>, String)> {
         self.cache.get(&spec.path, &self.index)
+    }
+
+    pub fn cache_stats(&self) -> LoraCacheStats {
+        self.cache.stats()
+    }
+
+    pub fn set_cache_budget(&mut self, bytes: u64) {
+        self.cache.set_budget(bytes)
     }
 
     /// Put exactly `specs` on the model's weights (an empty list restores them) in `mode`.

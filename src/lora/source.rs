@@ -1,16 +1,8 @@
 //! Where LoRAs come from: `--lora PATH[:W]` / `PATH:unet=W1,te=W2` specs, `<lora:NAME:…>` prompt
-//! tags resolved inside the LoRA folder (never outside it), and a per-model cache of parsed
-//! files keyed by path and content hash, so a grid or a batch parses each file once.
+//! tags resolved inside the LoRA folder (never outside it). Parsed files are kept by [`super::cache`].
 
-use std::collections::HashMap;
 use std::path::{Component as PathPart, Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
 
-use super::keys::ModuleIndex;
-use super::LoraFile;
-use crate::weights::hash::lora_hash;
-use crate::weights::SafeTensorsFile;
 use crate::{Error, Result};
 
 const OP: &str = "lora";
@@ -129,55 +121,4 @@ pub fn resolve_in_dir(dir: &Path, name: &str) -> Result<PathBuf> {
         return Ok(candidate);
     }
     Err(Error::invalid(OP, format!("<lora:{name}>: no {name}.safetensors in {}", dir.display())))
-}
-
-struct Cached {
-    len: u64,
-    modified: Option<SystemTime>,
-    hash: String,
-    file: Arc<LoraFile>,
-}
-
-/// Parsed LoRA files of one model (matching depends on the model's module names).
-#[derive(Default)]
-pub struct LoraCache {
-    by_path: HashMap<PathBuf, Cached>,
-}
-
-impl LoraCache {
-    /// The parsed file at `path` and its [`lora_hash`]: from the cache when the file's size and
-    /// time are unchanged or, after re-hashing, when its content is; parsed otherwise.
-    pub fn get(&mut self, path: &Path, index: &ModuleIndex) -> Result<(Arc<LoraFile>, String)> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::invalid(OP, format!("LoRA {}: {e}", path.display())))?;
-        if !meta.is_file() {
-            return Err(Error::invalid(OP, format!("LoRA {} is not a file", path.display())));
-        }
-        let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let modified = meta.modified().ok();
-        if let Some(c) = self.by_path.get(&key) {
-            if c.len == meta.len() && c.modified == modified && modified.is_some() {
-                return Ok((c.file.clone(), c.hash.clone()));
-            }
-        }
-        let hash = lora_hash(path)?;
-        if let Some(c) = self.by_path.get_mut(&key) {
-            if c.hash == hash {
-                c.len = meta.len();
-                c.modified = modified;
-                return Ok((c.file.clone(), hash));
-            }
-        }
-        let st = SafeTensorsFile::open(path)?;
-        let file = Arc::new(LoraFile::from_file(path, &st, index)?);
-        self.by_path.insert(key, Cached { len: meta.len(), modified, hash: hash.clone(), file: file.clone() });
-        Ok((file, hash))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_path.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
-    }
 }

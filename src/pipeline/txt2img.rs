@@ -26,6 +26,7 @@ use crate::pipeline::rng::{randn, NoiseStream, RngKind};
 use crate::schedulers::{Schedule, SchedulerConfig};
 use crate::weights::detect::{detect, Family, ModelConfig};
 use crate::weights::ModelFiles;
+pub use crate::pipeline::watch::Watch;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
 enum Tok {
@@ -73,6 +74,9 @@ pub struct Output {
     /// Final latents [B, 4, h, w] (before division by the VAE scaling factor).
     pub latents: HostTensor,
     pub seeds: Vec<u64>,
+    /// Stopped early by [`Watch::cancelled`] with [`Watch::decode_on_cancel`]: the last image is
+    /// decoded from the latents its sampling had reached, and later images were not started.
+    pub interrupted: bool,
     /// The LoRAs that were applied (CLI and prompt tags), with their hashes.
     pub loras: Vec<UsedLora>,
     pub lora_report: ApplyReport,
@@ -295,6 +299,16 @@ impl Pipeline {
         self.lora_runtime().file(spec)
     }
 
+    /// How the parsed-LoRA cache was used, and what it holds.
+    pub fn lora_cache_stats(&self) -> crate::lora::LoraCacheStats {
+        self.lora_runtime().cache_stats()
+    }
+
+    /// Bound the parsed-LoRA cache to `bytes` of LoRA files (least recently used dropped first).
+    pub fn set_lora_cache_budget(&self, bytes: u64) {
+        self.lora_runtime().set_cache_budget(bytes)
+    }
+
     /// Put exactly `specs` on the model (an empty list restores it) in `mode`.
     pub fn set_loras(
         &self,
@@ -343,6 +357,19 @@ impl Pipeline {
         progress: &mut dyn FnMut(Progress),
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Output> {
+        self.generate_watched(ctx, req, progress, &mut Watch { cancelled, ..Watch::default() })
+    }
+
+    /// [`Pipeline::generate_cancellable`] with a look at the latents while sampling (live
+    /// previews) and, optionally, A1111's interrupt: the image decoded from where sampling got to.
+    pub fn generate_watched(
+        &self,
+        ctx: &Context,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress),
+        watch: &mut Watch<'_>,
+    ) -> Result<Output> {
+        let cancelled = watch.cancelled;
         req.validate()?;
         let schedule =
             Schedule::new(req.sampler, req.spacing, req.steps, &req.scheduler_config(&self.scheduler_config))?;
@@ -389,8 +416,13 @@ impl Pipeline {
         let mut noise_all = Vec::with_capacity(req.batch * per);
         let mut latents_all = Vec::with_capacity(req.batch * per);
         let mut seeds = Vec::new();
+        let mut interrupted = false;
         for b in 0..req.batch {
             if cancelled() {
+                if watch.decode_on_cancel && !images.is_empty() {
+                    interrupted = true;
+                    break;
+                }
                 return Err(Error::Cancelled("generate"));
             }
             progress(Progress::Image { image: b, images: req.batch });
@@ -411,7 +443,11 @@ impl Pipeline {
             let mut in_flight = None;
             for i in 0..schedule.len() {
                 if cancelled() {
-                    return Err(Error::Cancelled("generate"));
+                    if !watch.decode_on_cancel {
+                        return Err(Error::Cancelled("generate"));
+                    }
+                    interrupted = true;
+                    break;
                 }
                 let step = schedule.step(i).ok_or_else(|| Error::invalid("generate", "schedule index"))?;
                 // Refill the graph's inputs.
@@ -480,6 +516,11 @@ impl Pipeline {
                 if let Some(done) = in_flight.replace(submitted) {
                     ctx.wait_for(done)?;
                     progress(Progress::Step { step: i, steps: schedule.len() });
+                    // `x` is what the finished steps produced. Reading it back waits for the
+                    // step just queued too, so it is done only when the watcher asks.
+                    if (watch.wants_latents)(i) {
+                        (watch.on_latents)(&x.to_vec(ctx)?, [lc, lh, lw]);
+                    }
                 }
                 x = next;
                 if x0_new.is_some() {
@@ -488,10 +529,12 @@ impl Pipeline {
             }
             if let Some(done) = in_flight.take() {
                 ctx.wait_for(done)?;
-                progress(Progress::Step { step: schedule.len(), steps: schedule.len() });
+                if !interrupted {
+                    progress(Progress::Step { step: schedule.len(), steps: schedule.len() });
+                }
             }
             latents_all.extend(x.to_vec(ctx)?);
-            if b + 1 == req.batch {
+            if b + 1 == req.batch || interrupted {
                 // The UNet graph's intermediates are dead once the last image is sampled: give
                 // them back before the VAE allocates its own, so the two never add up.
                 graph.dispatches.clear();
@@ -505,12 +548,17 @@ impl Pipeline {
                 None => self.vae.decode_checked_host(ctx, &mut rec, &z)?,
             };
             images.push(HostTensor::new(&[3, req.height, req.width], crate::models::vae::postprocess(&img))?);
+            if interrupted {
+                break;
+            }
         }
+        let n = images.len();
         Ok(Output {
             images,
-            noise: HostTensor::new(&[req.batch, lc, lh, lw], noise_all)?,
-            latents: HostTensor::new(&[req.batch, lc, lh, lw], latents_all)?,
+            noise: HostTensor::new(&[n, lc, lh, lw], noise_all)?,
+            latents: HostTensor::new(&[n, lc, lh, lw], latents_all)?,
             seeds,
+            interrupted,
             loras,
             lora_report,
         })

@@ -16,8 +16,8 @@ use crate::{Error, Result};
 fn minus_one() -> i64 {
     -1
 }
-fn twenty() -> usize {
-    20
+fn fifty() -> usize {
+    50
 }
 fn seven() -> f32 {
     7.0
@@ -67,7 +67,7 @@ pub struct Txt2ImgRequest {
     pub batch_size: usize,
     #[serde(default = "one")]
     pub n_iter: usize,
-    #[serde(default = "twenty")]
+    #[serde(default = "fifty")]
     pub steps: usize,
     #[serde(default = "seven")]
     pub cfg_scale: f32,

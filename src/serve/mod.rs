@@ -6,6 +6,7 @@
 //! - [`queue`]: the bounded, per-key round-robin job queue.
 //! - [`worker`]: the one thread that owns the GPU and the [`crate::pipeline::txt2img::Pipeline`].
 //! - [`loras`]: the LoRA folder's index; [`openapi`]: `/openapi.json`.
+//! - [`preview`]: live previews from latents; [`metrics`]: `/metrics` for Prometheus.
 //!
 //! The tokio runtime only parses, checks and waits; generation runs on the worker thread, so a
 //! long job never stalls `progress` or `interrupt`.
@@ -13,8 +14,10 @@
 pub mod a1111;
 pub mod api_error;
 pub mod loras;
+pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod preview;
 pub mod queue;
 pub mod routes;
 pub mod worker;
@@ -50,19 +53,23 @@ pub struct ServeOptions {
 pub fn run(opts: ServeOptions) -> Result<()> {
     let queue = Arc::new(FairQueue::new(opts.config.server.queue_size));
     let live = Arc::new(Live::default());
+    let metrics = Arc::new(metrics::Metrics::default());
     let setup = WorkerSetup {
         context: opts.context,
         model: opts.model.clone(),
         precision: opts.precision,
         outdir: opts.outdir.clone(),
+        // `as` saturates: a negative or NaN budget keeps nothing beyond the files in use.
+        lora_cache_bytes: (opts.config.server.lora_cache_mib * 1_048_576.0) as u64,
     };
-    let (worker, model) = worker::spawn(setup, queue.clone(), live.clone())?;
+    let (worker, model) = worker::spawn(setup, queue.clone(), live.clone(), metrics.clone())?;
     let loras = loras::scan(&opts.lora_dir)?;
     log::info!("{} LoRAs in {}", loras.len(), opts.lora_dir.display());
     let state = Arc::new(AppState {
         config: opts.config,
         queue: queue.clone(),
         live,
+        metrics,
         meter: policy::Meter::default(),
         model,
         lora_dir: opts.lora_dir,
@@ -115,6 +122,7 @@ async fn shutdown_signal(state: Arc<AppState>) {
 fn reject_queued(state: &AppState) {
     state.shutting_down.store(true, Ordering::SeqCst);
     for job in state.queue.close() {
+        state.metrics.job("rejected");
         let _ = job.reply.send(Outcome::Rejected("the server is shutting down; the job was not run".into()));
     }
 }

@@ -76,6 +76,8 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Time a client has to send its body (slow-loris clients get 408).
     pub body_timeout_s: f64,
+    /// Memory budget of the parsed-LoRA cache, in MiB (least recently used files dropped past it).
+    pub lora_cache_mib: f64,
 }
 
 impl Default for ServerSettings {
@@ -86,6 +88,7 @@ impl Default for ServerSettings {
             anonymous_tier: "free".into(),
             max_body_bytes: 64 << 10,
             body_timeout_s: 20.0,
+            lora_cache_mib: 2048.0,
         }
     }
 }
@@ -96,6 +99,7 @@ impl Default for ServerSettings {
 /// [server]
 /// queue_size = 32
 /// request_timeout_s = 600
+/// lora_cache_mib = 2048
 /// anonymous_tier = "free"
 ///
 /// [tiers.free]

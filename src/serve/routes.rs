@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Html;
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::a1111::{self, clip_skip_value, InfoFields, Txt2ImgRequest, Txt2ImgResponse};
 use super::api_error::ApiError;
 use super::loras::LoraEntry;
+use super::metrics::Metrics;
 use super::policy::{Ask, Caller, Config, Meter};
 use super::queue::{FairQueue, PushError};
 use super::worker::{Job, Live, ModelInfo, Outcome};
@@ -29,6 +30,7 @@ pub struct AppState {
     pub config: Config,
     pub queue: Arc<FairQueue<Job>>,
     pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
     pub meter: Meter,
     pub model: ModelInfo,
     pub lora_dir: PathBuf,
@@ -56,6 +58,7 @@ pub fn router(state: Shared) -> Router {
         .route("/sdapi/v1/options", get(get_options).post(set_options))
         .route("/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .route("/lorafuse/v1/tier", get(tier))
+        .route("/metrics", get(metrics))
         .route("/", get(|| async { Html(include_str!("web/index.html")) }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such route; see /openapi.json") })
         .with_state(state)
@@ -151,6 +154,7 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
         return Err(shutting_down());
     }
     state.meter.admit_rate(&caller).map_err(|wait| {
+        state.metrics.job("refused");
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RateLimited",
@@ -203,6 +207,7 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
     ask.loras = req.resolve()?.loras.len();
     quota(&caller, &ask)?;
     if !state.meter.acquire(&caller) {
+        state.metrics.job("refused");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyJobs",
@@ -222,13 +227,16 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
     let id = state.next_id.fetch_add(1, Ordering::SeqCst);
     let job = Job { id, key: caller.key.clone(), api: api.clone(), req, sampler, cancel: cancel.clone(), reply: tx };
     state.queue.push(&caller.key, job).map_err(|e| match e {
-        PushError::Full { capacity } => ApiError::new(
+        PushError::Full { capacity } => {
+            state.metrics.job("refused");
+            ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "QueueFull",
             format!("the queue is full ({capacity} jobs waiting); retry later"),
         )
-        .limit("queue_size")
-        .retry_after(5),
+            .limit("queue_size")
+            .retry_after(5)
+        }
         PushError::Closed => shutting_down(),
     })?;
     log::info!("job {id} ({}, tier {}): queued, {} waiting", caller.key, caller.tier, state.queue.len());
@@ -250,7 +258,9 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
     in_flight.answered = true;
     let (images, seeds, infotexts, interrupted) = match outcome {
         Outcome::Done(f) => (f.images, f.seeds, f.infotexts, false),
-        Outcome::Interrupted => (Vec::new(), planned, Vec::new(), true),
+        // A1111 answers an interrupt with what was sampled so far, and the seeds it was given.
+        Outcome::Interrupted(Some(f)) => (f.images, planned, f.infotexts, true),
+        Outcome::Interrupted(None) => (Vec::new(), planned, Vec::new(), true),
         Outcome::Rejected(why) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ShuttingDown", why)),
         Outcome::Failed(e) => return Err(e.into()),
     };
@@ -305,7 +315,17 @@ async fn sd_models(State(state): State<Shared>) -> Json<Value> {
     }]))
 }
 
-async fn progress(State(state): State<Shared>) -> Json<Value> {
+/// A1111's `skip_current_image` query flag (pydantic reads true/1/yes/on, any case).
+fn skips_image(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|kv| match kv.split_once('=') {
+        Some(("skip_current_image", v)) => matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"),
+        _ => false,
+    })
+}
+
+async fn progress(State(state): State<Shared>, RawQuery(query): RawQuery) -> Json<Value> {
+    // Asking is what turns previews on (the worker reads latents back only while someone looks).
+    let current_image = if skips_image(query.as_deref()) { None } else { state.live.take_preview_interest() };
     let running = state.live.snapshot();
     let waiting = state.queue.len();
     let (fraction, eta, interrupted, job_no, step, steps, job) = match &running {
@@ -331,7 +351,7 @@ async fn progress(State(state): State<Shared>) -> Json<Value> {
             "sampling_step": step,
             "sampling_steps": steps,
         },
-        "current_image": null,
+        "current_image": if running.is_some() { current_image } else { None },
         "textinfo": null,
         "current_task": null,
     }))
@@ -380,4 +400,10 @@ async fn set_options(State(state): State<Shared>, headers: HeaderMap, body: Body
         *state.clip_skip.lock().unwrap_or_else(|e| e.into_inner()) = c;
     }
     Ok(Json(Value::Null))
+}
+
+/// Prometheus' text format (not an A1111 route).
+async fn metrics(State(state): State<Shared>) -> impl axum::response::IntoResponse {
+    let live = super::metrics::Live { queue_len: state.queue.len(), running: state.live.snapshot().is_some() };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(&live))
 }

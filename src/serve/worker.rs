@@ -5,18 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use tokio::sync::oneshot;
 
 use super::a1111::Txt2ImgRequest;
+use super::metrics::Metrics;
+use super::preview::preview_png_base64;
 use super::queue::FairQueue;
 use crate::pipeline::image::{encode_png, to_rgb8, write_png};
 use crate::pipeline::infotext::request_infotext;
 use crate::pipeline::request::{Precision, Request};
-use crate::pipeline::txt2img::{Pipeline, Progress};
+use crate::pipeline::txt2img::{Pipeline, Progress, Watch};
 use crate::schedulers::SamplerKind;
+use crate::weights::detect::Family;
 use crate::weights::hash::{model_hash, sha256_hex};
 use crate::{Context, ContextOptions, Error, Result};
 
@@ -37,8 +40,9 @@ pub struct Job {
 /// How a job ended.
 pub enum Outcome {
     Done(Finished),
-    /// Interrupted between steps (`POST /sdapi/v1/interrupt`) or timed out.
-    Interrupted,
+    /// Interrupted between steps (`POST /sdapi/v1/interrupt`) or timed out: the images decoded
+    /// from where sampling got to, as A1111 answers (none when it stopped before sampling).
+    Interrupted(Option<Finished>),
     /// Never ran: the server is shutting down.
     Rejected(String),
     Failed(Error),
@@ -50,6 +54,8 @@ pub struct Finished {
     pub images: Vec<String>,
     pub seeds: Vec<u64>,
     pub infotexts: Vec<String>,
+    /// Stopped by an interrupt: the last image is what sampling had reached.
+    pub interrupted: bool,
 }
 
 /// The loaded checkpoint as A1111's model list describes it.
@@ -106,10 +112,17 @@ impl Running {
     }
 }
 
+/// A preview is made only while someone asked for one this recently, so sampling pays for the
+/// readback only while a client watches.
+const PREVIEW_WANTED_FOR: Duration = Duration::from_secs(5);
+
 /// What the worker is doing now, shared with the handlers.
 #[derive(Default)]
 pub struct Live {
     running: Mutex<Option<Running>>,
+    /// The running job's latest preview (base64 PNG); `None` between jobs.
+    preview: Mutex<Option<String>>,
+    preview_asked: Mutex<Option<Instant>>,
 }
 
 impl Live {
@@ -119,6 +132,20 @@ impl Live {
 
     pub fn snapshot(&self) -> Option<Running> {
         self.lock().clone()
+    }
+
+    /// The running job's latest preview, and a note that previews are wanted.
+    pub fn take_preview_interest(&self) -> Option<String> {
+        *self.preview_asked.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.preview.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn preview_wanted(&self) -> bool {
+        self.preview_asked.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t.elapsed() < PREVIEW_WANTED_FOR)
+    }
+
+    fn set_preview(&self, p: Option<String>) {
+        *self.preview.lock().unwrap_or_else(|e| e.into_inner()) = p;
     }
 
     /// Ask `key`'s running job to stop at its next step; `false` when none of its jobs runs.
@@ -146,6 +173,7 @@ pub struct WorkerSetup {
     pub precision: Precision,
     /// Where `save_images` writes.
     pub outdir: PathBuf,
+    pub lora_cache_bytes: u64,
 }
 
 /// Start the worker: device and model are ready when this returns `Ok`.
@@ -153,6 +181,7 @@ pub fn spawn(
     setup: WorkerSetup,
     queue: Arc<FairQueue<Job>>,
     live: Arc<Live>,
+    metrics: Arc<Metrics>,
 ) -> Result<(std::thread::JoinHandle<()>, ModelInfo)> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<ModelInfo>>();
     let handle = std::thread::Builder::new().name("lorafuse-gpu".into()).spawn(move || {
@@ -160,6 +189,7 @@ pub fn spawn(
             let ctx = Context::new(&setup.context)?;
             let t0 = Instant::now();
             let pipe = Pipeline::load(&ctx, &setup.model, setup.precision)?;
+            pipe.set_lora_cache_budget(setup.lora_cache_bytes);
             log::info!("loaded {} in {:.1}s", setup.model.display(), t0.elapsed().as_secs_f64());
             Ok((ctx, pipe, ModelInfo::of(&setup.model)?))
         })();
@@ -171,8 +201,11 @@ pub fn spawn(
             }
         };
         let _ = ready_tx.send(Ok(model.clone()));
+        let w = Worker { ctx: &ctx, pipe: &pipe, model: &model, outdir: &setup.outdir, live: &live, metrics: &metrics };
+        w.account();
         while let Some(job) = queue.pop() {
-            serve_job(&ctx, &pipe, &model, &setup.outdir, &live, job);
+            w.serve_job(job);
+            w.account();
         }
         log::info!("GPU worker stopped");
     })?;
@@ -189,84 +222,134 @@ pub fn spawn(
     }
 }
 
-fn serve_job(ctx: &Context, pipe: &Pipeline, model: &ModelInfo, outdir: &Path, live: &Live, job: Job) {
-    if job.cancel.load(Ordering::SeqCst) {
-        let _ = job.reply.send(Outcome::Interrupted);
-        return;
-    }
-    *live.lock() = Some(Running {
-        id: job.id,
-        key: job.key.clone(),
-        started: Instant::now(),
-        image: 0,
-        images: job.req.batch,
-        step: 0,
-        steps: job.req.steps,
-        cancel: job.cancel.clone(),
-    });
-    let t0 = Instant::now();
-    // A bug must not take the only GPU thread down with it: the job fails, the server goes on.
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(ctx, pipe, model, outdir, live, &job)));
-    *live.lock() = None;
-    let outcome = match run {
-        Ok(Ok(f)) => Outcome::Done(f),
-        Ok(Err(Error::Cancelled(_))) => Outcome::Interrupted,
-        Ok(Err(e)) => Outcome::Failed(e),
-        Err(_) => Outcome::Failed(Error::invalid("serve", "the generation panicked (a bug); the server goes on")),
-    };
-    let status = match &outcome {
-        Outcome::Done(_) => "done",
-        Outcome::Interrupted => "interrupted",
-        Outcome::Rejected(_) => "rejected",
-        Outcome::Failed(_) => "failed",
-    };
-    log::info!("job {} ({}): {status} in {:.2}s", job.id, job.key, t0.elapsed().as_secs_f64());
-    let _ = job.reply.send(outcome);
+/// The worker's loaded state, borrowed for one job at a time.
+struct Worker<'a> {
+    ctx: &'a Context,
+    pipe: &'a Pipeline,
+    model: &'a ModelInfo,
+    outdir: &'a Path,
+    live: &'a Live,
+    metrics: &'a Metrics,
 }
 
-fn run_job(
-    ctx: &Context,
-    pipe: &Pipeline,
-    model: &ModelInfo,
-    outdir: &Path,
-    live: &Live,
-    job: &Job,
-) -> Result<Finished> {
-    // The model file's markers filled in, as the CLI does, so both write the same infotext.
-    let req = pipe.with_model_defaults(&job.req);
-    let cancel = job.cancel.clone();
-    let out = pipe.generate_cancellable(
-        ctx,
-        &req,
-        &mut |p| match p {
-            Progress::Image { image, images } => live.update(|r| {
-                r.image = image;
-                r.images = images;
-                r.step = 0;
-            }),
-            Progress::Step { step, steps } => live.update(|r| {
-                r.step = step;
-                r.steps = steps;
-            }),
-            Progress::Decode | Progress::Compile { .. } => {}
-        },
-        &move || cancel.load(Ordering::SeqCst),
-    )?;
-    let mut finished = Finished { images: Vec::new(), seeds: out.seeds.clone(), infotexts: Vec::new() };
-    let stamp = super::a1111::job_timestamp();
-    for (i, img) in out.images.iter().enumerate() {
-        let info = request_infotext(&req, out.seeds[i], &model.name, &model.hash, &out.loras).render();
-        let rgb = to_rgb8(&img.data, req.height, req.width)?;
-        if job.api.save_images {
-            std::fs::create_dir_all(outdir)?;
-            let path = outdir.join(format!("{stamp}-{}-{i}-{}.png", job.id, out.seeds[i]));
-            write_png(&path, req.width, req.height, &rgb, &info)?;
-        }
-        if job.api.send_images {
-            let png = encode_png(req.width, req.height, &rgb, &info)?;
-            finished.images.push(base64::engine::general_purpose::STANDARD.encode(png));
-        }
-        finished.infotexts.push(info);
+impl Worker<'_> {
+    /// Publish what only this thread can read (GPU pool, LoRA cache) for `/metrics`.
+    fn account(&self) {
+        let m = self.metrics;
+        m.gpu_pool_bytes.store(self.ctx.pool_bytes(), Ordering::Relaxed);
+        m.gpu_pool_peak_bytes.store(self.ctx.pool_peak_bytes(), Ordering::Relaxed);
+        *m.lora.lock().unwrap_or_else(|e| e.into_inner()) = self.pipe.lora_cache_stats();
     }
-    Ok(finished)
+
+    fn serve_job(&self, job: Job) {
+        if job.cancel.load(Ordering::SeqCst) {
+            self.metrics.job("interrupted");
+            let _ = job.reply.send(Outcome::Interrupted(None));
+            return;
+        }
+        *self.live.lock() = Some(Running {
+            id: job.id,
+            key: job.key.clone(),
+            started: Instant::now(),
+            image: 0,
+            images: job.req.batch,
+            step: 0,
+            steps: job.req.steps,
+            cancel: job.cancel.clone(),
+        });
+        self.live.set_preview(None);
+        let t0 = Instant::now();
+        // A bug must not take the only GPU thread down with it: the job fails, the server goes on.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(&job)));
+        *self.live.lock() = None;
+        self.live.set_preview(None);
+        let outcome = match run {
+            Ok(Ok(f)) if f.interrupted => Outcome::Interrupted(Some(f)),
+            Ok(Ok(f)) => Outcome::Done(f),
+            Ok(Err(Error::Cancelled(_))) => Outcome::Interrupted(None),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::Failed(Error::invalid("serve", "the generation panicked (a bug); the server goes on")),
+        };
+        let status = match &outcome {
+            Outcome::Done(_) => "done",
+            Outcome::Interrupted(_) => "interrupted",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::Failed(_) => "failed",
+        };
+        self.metrics.job(status);
+        log::info!("job {} ({}): {status} in {:.2}s", job.id, job.key, t0.elapsed().as_secs_f64());
+        let _ = job.reply.send(outcome);
+    }
+
+    fn run_job(&self, job: &Job) -> Result<Finished> {
+        let (pipe, live, metrics) = (self.pipe, self.live, self.metrics);
+        // The model file's markers filled in, as the CLI does, so both write the same infotext.
+        let req = pipe.with_model_defaults(&job.req);
+        let cancel = job.cancel.clone();
+        let sdxl = pipe.family() == Family::Sdxl;
+        let mut last_step = Instant::now();
+        let mut wants = |_step: usize| live.preview_wanted();
+        let mut on_latents = |latents: &[f32], shape: [usize; 3]| {
+            let t = Instant::now();
+            match preview_png_base64(latents, shape, sdxl) {
+                Ok(p) => live.set_preview(p),
+                Err(e) => log::warn!("preview: {e}"),
+            }
+            metrics.previews.fetch_add(1, Ordering::Relaxed);
+            metrics.preview_seconds_micros.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        };
+        let mut watch = Watch {
+            cancelled: &move || cancel.load(Ordering::SeqCst),
+            wants_latents: &mut wants,
+            on_latents: &mut on_latents,
+            // A1111 answers an interrupt with the image sampled so far.
+            decode_on_cancel: true,
+        };
+        let out = pipe.generate_watched(
+            self.ctx,
+            &req,
+            &mut |p| match p {
+                Progress::Image { image, images } => {
+                    last_step = Instant::now();
+                    live.update(|r| {
+                        r.image = image;
+                        r.images = images;
+                        r.step = 0;
+                    })
+                }
+                Progress::Step { step, steps } => {
+                    metrics.step(last_step.elapsed().as_secs_f64());
+                    last_step = Instant::now();
+                    live.update(|r| {
+                        r.step = step;
+                        r.steps = steps;
+                    })
+                }
+                Progress::Decode | Progress::Compile { .. } => {}
+            },
+            &mut watch,
+        )?;
+        let mut finished = Finished {
+            images: Vec::new(),
+            seeds: out.seeds.clone(),
+            infotexts: Vec::new(),
+            interrupted: out.interrupted,
+        };
+        let stamp = super::a1111::job_timestamp();
+        for (i, img) in out.images.iter().enumerate() {
+            let info = request_infotext(&req, out.seeds[i], &self.model.name, &self.model.hash, &out.loras).render();
+            let rgb = to_rgb8(&img.data, req.height, req.width)?;
+            if job.api.save_images {
+                std::fs::create_dir_all(self.outdir)?;
+                let path = self.outdir.join(format!("{stamp}-{}-{i}-{}.png", job.id, out.seeds[i]));
+                write_png(&path, req.width, req.height, &rgb, &info)?;
+            }
+            if job.api.send_images {
+                let png = encode_png(req.width, req.height, &rgb, &info)?;
+                finished.images.push(base64::engine::general_purpose::STANDARD.encode(png));
+            }
+            finished.infotexts.push(info);
+        }
+        Ok(finished)
+    }
 }
