@@ -34,3 +34,41 @@ fn webuiapi_drives_txt2img_with_lora_tags() {
     assert!(stdout.contains("ok:"), "{stdout}");
     println!("{stdout}");
 }
+
+/// Debian's `chromium` (`LORAFUSE_CHROMIUM` overrides it).
+fn chromium() -> PathBuf {
+    std::env::var_os("LORAFUSE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromium"))
+}
+
+#[test]
+fn chromium_picks_a_lora_generates_and_compares_on_the_web_page() {
+    let py = python();
+    assert!(py.exists(), "{} is missing: run .ci/run first", py.display());
+    let browser = chromium();
+    let found = Command::new(&browser).arg("--version").output();
+    assert!(
+        found.as_ref().is_ok_and(|o| o.status.success()),
+        "{} is missing: run .ci/run (apt-get install chromium) first",
+        browser.display()
+    );
+    let s = Server::start("chromium", "");
+    // The screenshot is the test's artifact: kept under target/ for a person to look at.
+    let artifacts = PathBuf::from(option_env!("CARGO_TARGET_DIR").unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .join("serve-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("web-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new(&py)
+        .arg(repo().join("tests/clients/chromium_page.py"))
+        .arg(&browser)
+        .arg(format!("http://{}/", s.addr))
+        .arg(&shot)
+        .arg(s.dir.join("chromium-profile"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}", s.stderr());
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    println!("{stdout}screenshot: {}", shot.display());
+}
