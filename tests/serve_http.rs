@@ -120,6 +120,8 @@ fn read_only_routes_speak_a1111() {
 
     let api = s.get("/openapi.json").json();
     assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    let txt2img = &api["components"]["schemas"]["StableDiffusionTxt2ImgProcessingAPI"]["properties"];
+    assert_eq!(txt2img["steps"]["default"], 50, "A1111's API default");
     for path in [
         "/sdapi/v1/txt2img",
         "/sdapi/v1/loras",
@@ -129,6 +131,7 @@ fn read_only_routes_speak_a1111() {
         "/sdapi/v1/progress",
         "/sdapi/v1/interrupt",
         "/sdapi/v1/options",
+        "/metrics",
     ] {
         assert!(api["paths"][path].is_object(), "{path} missing from /openapi.json");
     }

@@ -39,7 +39,8 @@ pub struct Server {
 }
 
 /// Keys every test config knows: `k-pro` (built-in pro tier), `k-long` (long jobs, one at a
-/// time), `k-rate` (2 requests a minute), `k-small` (tiny images and few steps only).
+/// time), `k-rate` (2 requests a minute), `k-small` (tiny images and few steps only), `k-load-a`
+/// and `k-load-b` (no practical rate or concurrency limit).
 pub const KEYS: &str = r#"
 [tiers.long]
 max_steps = 100000
@@ -52,7 +53,13 @@ requests_per_minute = 2
 max_pixels = 4096
 max_steps = 19
 
+[tiers.load]
+concurrent_jobs = 1000
+requests_per_minute = 100000
+
 [keys]
+"k-load-a" = "load"
+"k-load-b" = "load"
 "k-pro" = "pro"
 "k-long" = "long"
 "k-rate" = "rate"
