@@ -53,8 +53,9 @@ fn chromium_picks_a_lora_generates_and_compares_on_the_web_page() {
     );
     let s = Server::start("chromium", "");
     // The screenshot is the test's artifact: kept under target/ for a person to look at.
-    let artifacts = PathBuf::from(option_env!("CARGO_TARGET_DIR").unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
-        .join("serve-artifacts");
+    let artifacts =
+        PathBuf::from(option_env!("CARGO_TARGET_DIR").unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+            .join("serve-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("web-page.png");
     let _ = std::fs::remove_file(&shot);

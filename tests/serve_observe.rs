@@ -75,7 +75,9 @@ fn previews_while_sampling_and_metrics_that_move() {
     let (w, h, px, _) = decode_png(first["current_image"].as_str().unwrap());
     assert_eq!((w, h, px.len()), (8, 8, 8 * 8 * 3));
     let t0 = Instant::now();
-    let newer = s.wait_progress("a newer preview", |p| p["current_image"].is_string() && p["current_image"] != first["current_image"]);
+    let newer = s.wait_progress("a newer preview", |p| {
+        p["current_image"].is_string() && p["current_image"] != first["current_image"]
+    });
     assert!(t0.elapsed() < Duration::from_secs(60));
     assert!(newer["state"]["sampling_step"].as_u64() > first["state"]["sampling_step"].as_u64(), "{newer}");
     let skipped = s.get("/sdapi/v1/progress?skip_current_image=true").json();

@@ -45,7 +45,11 @@ pub struct LoraCache {
 
 impl Default for LoraCache {
     fn default() -> Self {
-        LoraCache { by_path: HashMap::new(), clock: 0, stats: LoraCacheStats { budget: u64::MAX, ..Default::default() } }
+        LoraCache {
+            by_path: HashMap::new(),
+            clock: 0,
+            stats: LoraCacheStats { budget: u64::MAX, ..Default::default() },
+        }
     }
 }
 

@@ -18,11 +18,11 @@ use crate::error::{Error, Result};
 use crate::weights::detect::Family;
 use crate::weights::{ModelFiles, SafeTensorsFile};
 pub use apply::{ActiveLora, ApplyReport, LoraApplied, LoraMode, LoraState};
+pub use cache::{LoraCache, LoraCacheStats};
 use delta::Mat;
 pub use keys::{ModuleIndex, Target};
 pub use module::{LoraKind, LoraModule};
 pub use runtime::LoraRuntime;
-pub use cache::{LoraCache, LoraCacheStats};
 pub use source::{lora_name, resolve_in_dir, LoraSpec};
 pub use tags::{extract_extra_networks, ExtraNetworks, LoraTag};
 

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{lora_name, ActiveLora, ApplyReport, LoraCache, LoraCacheStats, LoraFile, LoraMode, LoraSpec, LoraState, ModuleIndex};
+use super::{
+    lora_name, ActiveLora, ApplyReport, LoraCache, LoraCacheStats, LoraFile, LoraMode, LoraSpec, LoraState, ModuleIndex,
+};
 use crate::nn::AdaptableWeights;
 use crate::{Context, DType, Result};
 

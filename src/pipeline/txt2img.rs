@@ -23,10 +23,10 @@ use crate::models::vae::Vae;
 use crate::nn::AdaptableWeights;
 use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
+pub use crate::pipeline::watch::Watch;
 use crate::schedulers::{Schedule, SchedulerConfig};
 use crate::weights::detect::{detect, Family, ModelConfig};
 use crate::weights::ModelFiles;
-pub use crate::pipeline::watch::Watch;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
 
 enum Tok {

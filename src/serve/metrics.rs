@@ -66,7 +66,8 @@ impl Metrics {
         };
         gauge(&mut o, "lorafuse_queue_length", "Jobs waiting for the GPU.", "gauge", live.queue_len as f64);
         gauge(&mut o, "lorafuse_jobs_running", "Jobs on the GPU now.", "gauge", f64::from(u8::from(live.running)));
-        let _ = writeln!(o, "# HELP lorafuse_jobs_total Jobs by how they ended (refused: turned away before queueing).");
+        let _ =
+            writeln!(o, "# HELP lorafuse_jobs_total Jobs by how they ended (refused: turned away before queueing).");
         let _ = writeln!(o, "# TYPE lorafuse_jobs_total counter");
         for (s, n) in STATUSES.iter().zip(&self.jobs) {
             let _ = writeln!(o, "lorafuse_jobs_total{{status=\"{s}\"}} {}", n.load(Ordering::Relaxed));
@@ -92,7 +93,13 @@ impl Metrics {
         counter(&mut o, "lorafuse_lora_cache_misses_total", "LoRA files parsed from disk.", lora.misses);
         counter(&mut o, "lorafuse_lora_cache_evictions_total", "LoRA files dropped for the budget.", lora.evictions);
         gauge(&mut o, "lorafuse_lora_cache_entries", "Parsed LoRA files held.", "gauge", lora.entries as f64);
-        gauge(&mut o, "lorafuse_lora_cache_bytes", "Bytes of LoRA files held (size on disk).", "gauge", lora.bytes as f64);
+        gauge(
+            &mut o,
+            "lorafuse_lora_cache_bytes",
+            "Bytes of LoRA files held (size on disk).",
+            "gauge",
+            lora.bytes as f64,
+        );
         gauge(&mut o, "lorafuse_lora_cache_budget_bytes", "The LoRA cache's budget.", "gauge", lora.budget as f64);
         let pool = self.gpu_pool_bytes.load(Ordering::Relaxed) as f64;
         gauge(&mut o, "lorafuse_gpu_pool_bytes", "GPU memory held by the buffer pool.", "gauge", pool);

@@ -230,10 +230,10 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
         PushError::Full { capacity } => {
             state.metrics.job("refused");
             ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "QueueFull",
-            format!("the queue is full ({capacity} jobs waiting); retry later"),
-        )
+                StatusCode::SERVICE_UNAVAILABLE,
+                "QueueFull",
+                format!("the queue is full ({capacity} jobs waiting); retry later"),
+            )
             .limit("queue_size")
             .retry_after(5)
         }
