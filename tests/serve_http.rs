@@ -244,6 +244,13 @@ fn txt2img_defaults_seeds_batches_and_saving() {
     // allowing less refuses them.
     s.txt2img(Some("k-small"), json!({"width": 64, "height": 64})).assert_error(403, "50 steps");
     s.txt2img(Some("k-small"), json!({"steps": 2})).assert_error(403, "512x512");
+    // A1111's disable_extra_networks: tags leave the prompt, no LoRA is applied.
+    let r = s.txt2img(
+        None,
+        small(json!({"prompt": "a cat <lora:kohya_lora:1>", "disable_extra_networks": true, "seed": 2})),
+    );
+    let text = info(&r)["infotexts"][0].as_str().unwrap().to_string();
+    assert!(!text.contains("Lora hashes") && !text.contains("<lora:"), "{text}");
 
     // batch_size × n_iter images, seeds consecutive from the given one, each PNG with its infotext.
     let r = s.txt2img(None, small(json!({"seed": 7, "batch_size": 2, "n_iter": 2})));

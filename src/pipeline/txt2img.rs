@@ -419,7 +419,7 @@ impl Pipeline {
         let mut interrupted = false;
         for b in 0..req.batch {
             if cancelled() {
-                if watch.decode_on_cancel && !images.is_empty() {
+                if !images.is_empty() && (watch.decode_on_cancel)() {
                     interrupted = true;
                     break;
                 }
@@ -443,7 +443,7 @@ impl Pipeline {
             let mut in_flight = None;
             for i in 0..schedule.len() {
                 if cancelled() {
-                    if !watch.decode_on_cancel {
+                    if !(watch.decode_on_cancel)() {
                         return Err(Error::Cancelled("generate"));
                     }
                     interrupted = true;

@@ -11,8 +11,9 @@ pub struct Watch<'a> {
     pub wants_latents: &'a mut dyn FnMut(usize) -> bool,
     /// The current image's latents [4, h, w] (model space, before the VAE scaling factor).
     pub on_latents: &'a mut dyn FnMut(&[f32], [usize; 3]),
-    /// On cancel, decode the latents reached instead of failing with [`crate::Error::Cancelled`].
-    pub decode_on_cancel: bool,
+    /// Asked on cancel: decode the latents reached instead of failing with
+    /// [`crate::Error::Cancelled`] (a user's interrupt wants the image; a timeout does not).
+    pub decode_on_cancel: &'a dyn Fn() -> bool,
 }
 
 impl Default for Watch<'_> {
@@ -22,7 +23,7 @@ impl Default for Watch<'_> {
             cancelled: &|| false,
             wants_latents: Box::leak(Box::new(|_| false)),
             on_latents: Box::leak(Box::new(|_: &[f32], _| {})),
-            decode_on_cancel: false,
+            decode_on_cancel: &|| false,
         }
     }
 }

@@ -148,6 +148,12 @@ fn seed(s: i64) -> ApiResult<u64> {
     }
 }
 
+/// A1111's `disable_extra_networks`: the tags are still taken out of the prompt, but no LoRA
+/// is applied.
+fn without_tags_if(disable: bool, prompt: &str) -> ApiResult<String> {
+    Ok(if disable { crate::lora::extract_extra_networks(prompt)?.text } else { prompt.to_string() })
+}
+
 async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) -> ApiResult<Json<Txt2ImgResponse>> {
     let caller = caller(&state, &headers)?;
     if state.shutting_down.load(Ordering::SeqCst) {
@@ -189,8 +195,8 @@ async fn txt2img(State(state): State<Shared>, headers: HeaderMap, body: Body) ->
     };
     quota(&caller, &ask)?;
     let req = Request {
-        prompt: api.prompt.clone(),
-        negative_prompt: api.negative_prompt.clone(),
+        prompt: without_tags_if(api.disable_extra_networks, &api.prompt)?,
+        negative_prompt: without_tags_if(api.disable_extra_networks, &api.negative_prompt)?,
         steps: api.steps,
         cfg: api.cfg_scale,
         sampler,

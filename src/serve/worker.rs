@@ -100,6 +100,9 @@ pub struct Running {
     pub step: usize,
     pub steps: usize,
     pub cancel: Arc<AtomicBool>,
+    /// Set with `cancel` by `POST /interrupt` (not by a timeout): the answer then carries the
+    /// image decoded from where sampling got to.
+    pub interrupted_by_user: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -152,6 +155,7 @@ impl Live {
     pub fn interrupt(&self, key: &str) -> bool {
         match self.lock().as_ref().filter(|r| r.key == key) {
             Some(r) => {
+                r.interrupted_by_user.store(true, Ordering::SeqCst);
                 r.cancel.store(true, Ordering::SeqCst);
                 true
             }
@@ -205,7 +209,6 @@ pub fn spawn(
         w.account();
         while let Some(job) = queue.pop() {
             w.serve_job(job);
-            w.account();
         }
         log::info!("GPU worker stopped");
     })?;
@@ -242,6 +245,7 @@ impl Worker<'_> {
     }
 
     fn serve_job(&self, job: Job) {
+        let by_user = Arc::new(AtomicBool::new(false));
         if job.cancel.load(Ordering::SeqCst) {
             self.metrics.job("interrupted");
             let _ = job.reply.send(Outcome::Interrupted(None));
@@ -256,11 +260,12 @@ impl Worker<'_> {
             step: 0,
             steps: job.req.steps,
             cancel: job.cancel.clone(),
+            interrupted_by_user: by_user.clone(),
         });
         self.live.set_preview(None);
         let t0 = Instant::now();
         // A bug must not take the only GPU thread down with it: the job fails, the server goes on.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(&job)));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_job(&job, &by_user)));
         *self.live.lock() = None;
         self.live.set_preview(None);
         let outcome = match run {
@@ -277,11 +282,13 @@ impl Worker<'_> {
             Outcome::Failed(_) => "failed",
         };
         self.metrics.job(status);
+        // Before the reply, so a client that reads /metrics after its answer sees its job in it.
+        self.account();
         log::info!("job {} ({}): {status} in {:.2}s", job.id, job.key, t0.elapsed().as_secs_f64());
         let _ = job.reply.send(outcome);
     }
 
-    fn run_job(&self, job: &Job) -> Result<Finished> {
+    fn run_job(&self, job: &Job, by_user: &AtomicBool) -> Result<Finished> {
         let (pipe, live, metrics) = (self.pipe, self.live, self.metrics);
         // The model file's markers filled in, as the CLI does, so both write the same infotext.
         let req = pipe.with_model_defaults(&job.req);
@@ -302,8 +309,9 @@ impl Worker<'_> {
             cancelled: &move || cancel.load(Ordering::SeqCst),
             wants_latents: &mut wants,
             on_latents: &mut on_latents,
-            // A1111 answers an interrupt with the image sampled so far.
-            decode_on_cancel: true,
+            // A1111 answers an interrupt with the image sampled so far; a timed-out or abandoned
+            // request has no one to answer, so it stops at once.
+            decode_on_cancel: &|| by_user.load(Ordering::SeqCst),
         };
         let out = pipe.generate_watched(
             self.ctx,
