@@ -68,8 +68,28 @@ fn previews_while_sampling_and_metrics_that_move() {
         let s = s.clone();
         std::thread::spawn(move || s.txt2img(Some("k-long"), small(json!({"steps": 1000, "seed": 1}))))
     };
-    s.wait_progress("the long job to sample", |p| p["state"]["sampling_step"].as_u64().unwrap_or(0) >= 1);
+    // Watched without previews first (skip_current_image), then with them, to see what they cost.
+    let quiet = || s.get("/sdapi/v1/progress?skip_current_image=true").json();
+    let step_of = |p: &serde_json::Value| p["state"]["sampling_step"].as_u64().unwrap_or(0);
+    let t0 = Instant::now();
+    while step_of(&quiet()) < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(180), "the long job does not sample");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(scrape(&s)["lorafuse_jobs_running"], 1.0);
+    let mean_step = |steps: u64, watch: &dyn Fn() -> serde_json::Value| {
+        let a = scrape(&s);
+        let from = step_of(&watch());
+        while step_of(&watch()) < from + steps {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let b = scrape(&s);
+        let d = |k: &str| b[k] - a[k];
+        d("lorafuse_step_seconds_sum") / d("lorafuse_step_seconds_count")
+    };
+    let without = mean_step(10, &quiet);
+    assert_eq!(scrape(&s)["lorafuse_previews_total"], 0.0, "previews made while no one asked");
+    let with = mean_step(10, &|| s.progress());
     // Previews start once asked for; each is the latents' colour map at latent size (64 / 8).
     let first = s.wait_progress("a preview", |p| p["current_image"].is_string());
     let (w, h, px, _) = decode_png(first["current_image"].as_str().unwrap());
@@ -95,9 +115,12 @@ fn previews_while_sampling_and_metrics_that_move() {
     let (n, secs) = (end["lorafuse_previews_total"], end["lorafuse_preview_seconds_total"]);
     let steps = end["lorafuse_step_seconds_count"];
     println!(
-        "previews: {n} made in {secs:.4} s ({:.3} ms each); {steps} steps took {:.3} s in all",
+        "previews: {n} made in {secs:.4} s of host time ({:.3} ms each); {steps} steps took {:.3} s in all; \
+         mean step {:.1} ms without previews, {:.1} ms with one per step",
         1e3 * secs / n,
-        end["lorafuse_step_seconds_sum"]
+        end["lorafuse_step_seconds_sum"],
+        1e3 * without,
+        1e3 * with
     );
 
     // Turned away before the queue: counted as refused (the rate tier allows 2 a minute).
