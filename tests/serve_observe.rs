@@ -99,7 +99,9 @@ fn previews_while_sampling_and_metrics_that_move() {
         p["current_image"].is_string() && p["current_image"] != first["current_image"]
     });
     assert!(t0.elapsed() < Duration::from_secs(60));
-    assert!(newer["state"]["sampling_step"].as_u64() > first["state"]["sampling_step"].as_u64(), "{newer}");
+    // The step counter moves when a step is reported and the preview when its latents are read
+    // back, so a newer preview can come with the same counter; it never goes back.
+    assert!(newer["state"]["sampling_step"].as_u64() >= first["state"]["sampling_step"].as_u64(), "{newer}");
     let skipped = s.get("/sdapi/v1/progress?skip_current_image=true").json();
     assert!(skipped["current_image"].is_null(), "{skipped}");
     let mid = scrape(&s);
