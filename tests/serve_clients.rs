@@ -1,6 +1,7 @@
 //! Real clients that nobody here wrote, against a real `lorafuse serve`: webuiapi (PyPI's
-//! AUTOMATIC1111 client) and a headless Chromium loading the web page. `.ci/run` installs both;
-//! a machine without them fails here rather than skipping, so the check cannot pass unseen.
+//! AUTOMATIC1111 client), and headless Chromium and Firefox (two engines: Blink and Gecko) each
+//! loading the web page and using it. `.ci/run` installs all three; a machine without them fails
+//! here rather than skipping, so the check cannot pass unseen.
 
 mod serve_common;
 
@@ -35,41 +36,54 @@ fn webuiapi_drives_txt2img_with_lora_tags() {
     println!("{stdout}");
 }
 
-/// Debian's `chromium` (`LORAFUSE_CHROMIUM` overrides it).
-fn chromium() -> PathBuf {
-    std::env::var_os("LORAFUSE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("chromium"))
+/// A browser binary: the environment variable when set, else Debian's package name.
+fn browser(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default))
 }
 
-#[test]
-fn chromium_picks_a_lora_generates_and_compares_on_the_web_page() {
+/// Runs `tests/clients/<script>` on `browser` against a fresh server and checks the screenshot it
+/// leaves in `serve-artifacts/<shot>`.
+fn drive_web_page(name: &str, browser: &Path, package: &str, script: &str, shot: &str) {
     let py = python();
     assert!(py.exists(), "{} is missing: run .ci/run first", py.display());
-    let browser = chromium();
-    let found = Command::new(&browser).arg("--version").output();
+    let found = Command::new(browser).arg("--version").output();
     assert!(
         found.as_ref().is_ok_and(|o| o.status.success()),
-        "{} is missing: run .ci/run (apt-get install chromium) first",
+        "{} is missing: run .ci/run (apt-get install {package}) first",
         browser.display()
     );
-    let s = Server::start("chromium", "");
+    let s = Server::start(name, "");
     // The screenshot is the test's artifact: kept under target/ for a person to look at.
     let artifacts =
         PathBuf::from(option_env!("CARGO_TARGET_DIR").unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
             .join("serve-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("web-page.png");
+    let shot = artifacts.join(shot);
     let _ = std::fs::remove_file(&shot);
     let out = Command::new(&py)
-        .arg(repo().join("tests/clients/chromium_page.py"))
-        .arg(&browser)
+        .arg(repo().join("tests/clients").join(script))
+        .arg(browser)
         .arg(format!("http://{}/", s.addr))
         .arg(&shot)
-        .arg(s.dir.join("chromium-profile"))
+        .arg(s.dir.join(format!("{name}-profile")))
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}\nserver log:\n{}", s.stderr());
+    assert!(out.status.success(), "{name} test failed:\n{stdout}\n{stderr}\nserver log:\n{}", s.stderr());
+    assert!(stdout.contains(" ok:"), "{stdout}");
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
     println!("{stdout}screenshot: {}", shot.display());
+}
+
+#[test]
+fn chromium_picks_a_lora_generates_and_compares_on_the_web_page() {
+    let chromium = browser("LORAFUSE_CHROMIUM", "chromium");
+    drive_web_page("chromium", &chromium, "chromium", "chromium_page.py", "web-page.png");
+}
+
+#[test]
+fn firefox_picks_a_lora_generates_and_compares_on_the_web_page() {
+    let firefox = browser("LORAFUSE_FIREFOX", "firefox-esr");
+    drive_web_page("firefox", &firefox, "firefox-esr", "firefox_page.py", "web-page-firefox.png");
 }
