@@ -1,5 +1,5 @@
 // Elementwise unary ops: y = f(x) for SiLU, GELU (erf form, as torch), quick-GELU (x·σ(1.702x),
-// CLIP) and scale (y = alpha·x). One invocation per element; f32 math whatever the storage type.
+// CLIP), scale (y = alpha·x), ReLU and the soft clamp alpha·tanh(x/alpha) (TAESD's latent input). One invocation per element; f32 math whatever the storage type.
 // Dispatch: ceil(n/WG) workgroups, folded over x and y (see kernels::registry::fold_groups).
 // `in_shift`/`out_shift` are the element offsets of the windows inside their bindings.
 // `main4` is the same op with one vec4 per invocation (n, shifts in vec4s), for CPU adapters where
@@ -9,7 +9,7 @@
 alias ST = f32;
 
 override WG: u32 = 256u;
-// 0 = silu, 1 = gelu, 2 = quick_gelu, 3 = scale
+// 0 = silu, 1 = gelu, 2 = quick_gelu, 3 = scale, 4 = relu, 5 = soft clamp
 override OP: u32 = 0u;
 
 struct Params {
@@ -37,11 +37,20 @@ fn one_plus_erf(u: f32) -> f32 {
     return select(2.0 - c, c, u < 0.0);
 }
 
+// tanh from exp(-2|u|) only: the textbook (e^2u - 1)/(e^2u + 1) overflows to Inf/Inf = NaN for
+// large |u| on some backends, and the builtin's accuracy is not specified by WGSL.
+fn tanh_stable(u: f32) -> f32 {
+    let e = exp(-2.0 * abs(u));
+    return sign(u) * (1.0 - e) / (1.0 + e);
+}
+
 fn apply(v: f32) -> f32 {
     switch OP {
         case 0u: { return v / (1.0 + exp(-v)); }
         case 1u: { return 0.5 * v * one_plus_erf(v * 0.70710678118654752); }
         case 2u: { return v / (1.0 + exp(-1.702 * v)); }
+        case 4u: { return max(v, 0.0); }
+        case 5u: { return p.alpha * tanh_stable(v / p.alpha); }
         default: { return p.alpha * v; }
     }
 }

@@ -1,4 +1,4 @@
-//! unary kernel (SiLU, GELU, quick-GELU, scale) vs reference::unary.
+//! unary kernel (SiLU, GELU, quick-GELU, scale, ReLU, soft clamp) vs reference::unary.
 
 mod common;
 use common::*;
@@ -22,10 +22,39 @@ fn check(n: usize, op: UnaryOp, scale: f32) {
 
 #[test]
 fn unary_ops_awkward_sizes() {
-    for op in [UnaryOp::Silu, UnaryOp::Gelu, UnaryOp::QuickGelu, UnaryOp::Scale(-1.75)] {
+    for op in [UnaryOp::Silu, UnaryOp::Gelu, UnaryOp::QuickGelu, UnaryOp::Scale(-1.75), UnaryOp::Relu] {
         for n in [1, 3, 257, 1000] {
             check(n, op, 4.0);
         }
+    }
+}
+
+#[test]
+fn soft_clamp_awkward_sizes_and_saturation() {
+    // Scale 200 puts most inputs deep in the saturated range, where a naive tanh overflows to NaN.
+    for n in [1, 5, 259, 1001, 4096] {
+        check(n, UnaryOp::SoftClamp(3.0), 6.0);
+        check(n, UnaryOp::SoftClamp(0.7), 200.0);
+    }
+    let ctx = ctx();
+    let x = [-1e30f32, -90.0, -1e-8, 0.0, 1e-8, 90.0, 1e30];
+    let xt = GpuTensor::from_slice(ctx, &[x.len()], &x, lorafuse::DType::F32).unwrap();
+    let mut rec = Recorder::new();
+    let y = unary(ctx, &mut rec, &xt, UnaryOp::SoftClamp(3.0)).unwrap();
+    rec.submit(ctx).unwrap();
+    let got = y.to_vec(ctx).unwrap();
+    assert!(got.iter().all(|v| v.is_finite() && v.abs() <= 3.0), "{got:?}");
+    assert_close("soft clamp extremes", &got, &reference::unary::unary(&x, UnaryOp::SoftClamp(3.0)), TOL_F32);
+}
+
+#[test]
+fn soft_clamp_rejects_bad_bound() {
+    let ctx = ctx();
+    let x = GpuTensor::zeros(ctx, &[4], lorafuse::DType::F32).unwrap();
+    let mut rec = Recorder::new();
+    for c in [0.0, -1.0, f32::NAN] {
+        let e = unary(ctx, &mut rec, &x, UnaryOp::SoftClamp(c)).err().expect("a bad bound must fail");
+        assert!(e.to_string().contains("soft clamp"), "{e}");
     }
 }
 

@@ -1,4 +1,4 @@
-//! Launcher for `shaders/unary.wgsl`: SiLU, GELU, quick-GELU and scale, elementwise.
+//! Launcher for `shaders/unary.wgsl`: SiLU, GELU, quick-GELU, scale, ReLU and soft clamp, elementwise.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -15,6 +15,9 @@ pub enum UnaryOp {
     Gelu,
     QuickGelu,
     Scale(f32),
+    Relu,
+    /// `c·tanh(x/c)`: a smooth clamp to (-c, c) (TAESD bounds its input latents with c = 3).
+    SoftClamp(f32),
 }
 
 impl UnaryOp {
@@ -24,6 +27,8 @@ impl UnaryOp {
             UnaryOp::Gelu => 1,
             UnaryOp::QuickGelu => 2,
             UnaryOp::Scale(_) => 3,
+            UnaryOp::Relu => 4,
+            UnaryOp::SoftClamp(_) => 5,
         }
     }
 }
@@ -53,7 +58,12 @@ pub fn unary_into(ctx: &Context, rec: &mut Recorder, x: &GpuTensor, y: &GpuTenso
     if x.same_buffer(y) {
         return Err(Error::invalid(OP, "output aliases input"));
     }
-    let alpha = if let UnaryOp::Scale(a) = op { a } else { 0.0 };
+    let alpha = match op {
+        UnaryOp::Scale(a) => a,
+        UnaryOp::SoftClamp(c) if c > 0.0 && c.is_finite() => c,
+        UnaryOp::SoftClamp(c) => return Err(Error::invalid(OP, format!("soft clamp bound {c} is not positive"))),
+        _ => 0.0,
+    };
     let key = PipelineKey::new(&SRC, "main", x.dtype).with("WG", WG).with("OP", op.code());
     let key4 = PipelineKey::new(&SRC, "main4", x.dtype).with("WG", WG).with("OP", op.code());
     for (start, len) in chunks(x.numel(), flat_run(ctx, x.dtype)) {

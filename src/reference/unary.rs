@@ -39,6 +39,8 @@ pub fn unary(x: &[f32], op: UnaryOp) -> Vec<f32> {
                 UnaryOp::Gelu => 0.5 * v * (1.0 + erf(v / std::f64::consts::SQRT_2)),
                 UnaryOp::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
                 UnaryOp::Scale(a) => a as f64 * v,
+                UnaryOp::Relu => v.max(0.0),
+                UnaryOp::SoftClamp(c) => c as f64 * (v / c as f64).tanh(),
             }) as f32
         })
         .collect()

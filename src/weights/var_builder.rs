@@ -146,6 +146,15 @@ impl VarBuilder {
         VarBuilder { store, component, naming, prefix: String::new(), synthetic: None }
     }
 
+    /// The tensors of one `.safetensors` file under their stored names, as `component`: for
+    /// standalone models whose keys follow no checkpoint layout (TAESD's `taesd_decoder.safetensors`,
+    /// diffusers' `AutoencoderTiny` file).
+    pub fn open_file(path: impl AsRef<std::path::Path>, component: Component) -> Result<VarBuilder> {
+        let file = SafeTensorsFile::open(path)?;
+        let store = Store::new(file.label().to_string(), vec![file])?;
+        Ok(VarBuilder::new(Arc::new(store), component, Naming::Diffusers))
+    }
+
     /// The same builder in synthetic mode (see the `synthetic` field): for benchmarks at full
     /// model size without the weights.
     pub fn synthetic(&self, seed: u64) -> VarBuilder {

@@ -13,12 +13,14 @@
 //!   ([`tiling`]), for images whose activations would not fit.
 //! - [`to_image`] / [`postprocess`]: `clamp(x/2 + 0.5, 0, 1)`, the affine part on the GPU or
 //!   everything on the host (there is no clamp kernel; the VAE runs once per image).
+//! - [`taesd`]: the tiny autoencoder (TAESD / TAESDXL), loaded from its own files.
 
 pub mod attention;
 pub mod decoder;
 pub mod encoder;
 pub mod mid_block;
 pub mod sampling;
+pub mod taesd;
 pub mod tiling;
 
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,7 @@ pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use mid_block::MidBlock;
 pub use sampling::{Downsample2D, Upsample2D};
+pub use taesd::{TaesdDecoder, TaesdEncoder, TaesdLayout};
 pub use tiling::VaeTiling;
 
 use crate::kernels::binary::add_scaled;
