@@ -13,9 +13,9 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, ctx};
+use common::{assert_close, ctx, golden_in, run_request_in};
 use lorafuse::lora::{LoraFile, LoraMode, LoraSpec};
-use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
+use lorafuse::pipeline::request::{Precision, Request};
 use lorafuse::pipeline::txt2img::Pipeline;
 use lorafuse::weights::{Component, ModelFiles, SafeTensorsFile};
 use lorafuse::HostTensor;
@@ -32,9 +32,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn golden(name: &str) -> Option<HostTensor> {
-    let f = SafeTensorsFile::open(fix().join("golden.safetensors")).unwrap();
-    let shape = f.info(name)?.shape.clone();
-    Some(HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
+    golden_in(&fix(), name)
 }
 
 type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -105,18 +103,7 @@ fn convert(src: &Path, dst: &Path, layout: Layout) -> usize {
 }
 
 fn request(name: &str, run: &serde_json::Value, mode: LoraMode, dir: &Path) -> Request {
-    let mut r = Request::new(run["prompt"].as_str().unwrap());
-    r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
-    r.steps = run["steps"].as_u64().unwrap() as usize;
-    r.cfg = run["cfg"].as_f64().unwrap() as f32;
-    r.sampler = run["sampler"].as_str().unwrap().parse().unwrap();
-    r.spacing = run["timestep_spacing"].as_str().unwrap().parse().unwrap();
-    r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
-    (r.width, r.height) = (64, 64);
-    let sc: Vec<usize> = run["size_cond"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    r.size_cond = Some(sc.try_into().unwrap());
-    r.rng = lorafuse::pipeline::rng::RngKind::TorchCpu;
-    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: None };
+    let mut r = run_request_in(&fix(), run, name);
     r.lora_mode = mode;
     r.loras = run["loras"]
         .as_array()

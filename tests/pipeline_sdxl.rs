@@ -5,9 +5,9 @@
 //! the final latents (fixture README); measured values are printed.
 
 mod common;
-use common::{assert_close, ctx};
+use common::{assert_close, ctx, golden_in, run_request_in};
 use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::request::{NoiseOverride, Precision, Request};
+use lorafuse::pipeline::request::{Precision, Request};
 use lorafuse::pipeline::txt2img::Pipeline;
 use lorafuse::weights::detect::Family;
 use lorafuse::HostTensor;
@@ -18,9 +18,7 @@ fn fix() -> PathBuf {
 }
 
 fn golden(name: &str) -> Option<HostTensor> {
-    let f = lorafuse::weights::safetensors::SafeTensorsFile::open(fix().join("golden.safetensors")).unwrap();
-    let shape = f.info(name)?.shape.clone();
-    Some(HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
+    golden_in(&fix(), name)
 }
 
 fn runs() -> Vec<(String, serde_json::Value)> {
@@ -30,19 +28,7 @@ fn runs() -> Vec<(String, serde_json::Value)> {
 }
 
 fn request(run: &serde_json::Value, name: &str, mode: LoraMode) -> Request {
-    let mut r = Request::new(run["prompt"].as_str().unwrap());
-    r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
-    r.steps = run["steps"].as_u64().unwrap() as usize;
-    r.cfg = run["cfg"].as_f64().unwrap() as f32;
-    r.sampler = run["sampler"].as_str().unwrap().parse().unwrap();
-    r.spacing = run["timestep_spacing"].as_str().unwrap().parse().unwrap();
-    r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
-    r.width = 64;
-    r.height = 64;
-    let sc: Vec<usize> = run["size_cond"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    r.size_cond = Some(sc.try_into().unwrap());
-    r.rng = lorafuse::pipeline::rng::RngKind::TorchCpu;
-    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: golden(&format!("{name}_step_noise")) };
+    let mut r = run_request_in(&fix(), run, name);
     r.lora_mode = mode;
     r.loras = run
         .get("loras")

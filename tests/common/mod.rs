@@ -99,13 +99,27 @@ pub fn fixtures() -> std::path::PathBuf {
 
 /// A tensor of the fixture's golden.safetensors, `None` when absent.
 pub fn golden(name: &str) -> Option<lorafuse::HostTensor> {
-    let f = lorafuse::weights::safetensors::SafeTensorsFile::open(fixtures().join("golden.safetensors")).unwrap();
+    golden_in(&fixtures(), name)
+}
+
+/// A tensor of `dir`/golden.safetensors, `None` when absent.
+pub fn golden_in(dir: &std::path::Path, name: &str) -> Option<lorafuse::HostTensor> {
+    let f = lorafuse::weights::safetensors::SafeTensorsFile::open(dir.join("golden.safetensors")).unwrap();
     let shape = f.info(name)?.shape.clone();
     Some(lorafuse::HostTensor::new(&shape, f.read_f32(name).unwrap()).unwrap())
 }
 
 /// The request of runs.json entry `name` at 64×64 with the fixture's noise (initial and per-step).
 pub fn run_request(run: &serde_json::Value, name: &str) -> lorafuse::pipeline::request::Request {
+    run_request_in(&fixtures(), run, name)
+}
+
+/// [`run_request`] for the fixture in `dir`; an SDXL run's recorded `size_cond` is applied too.
+pub fn run_request_in(
+    dir: &std::path::Path,
+    run: &serde_json::Value,
+    name: &str,
+) -> lorafuse::pipeline::request::Request {
     use lorafuse::pipeline::request::{NoiseOverride, Request};
     let mut r = Request::new(run["prompt"].as_str().unwrap());
     r.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
@@ -116,7 +130,14 @@ pub fn run_request(run: &serde_json::Value, name: &str) -> lorafuse::pipeline::r
     r.clip_skip = run["clip_skip_a1111"].as_u64().unwrap() as usize;
     r.width = 64;
     r.height = 64;
+    if let Some(sc) = run.get("size_cond").and_then(|v| v.as_array()) {
+        let sc: Vec<usize> = sc.iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        r.size_cond = Some(sc.try_into().unwrap());
+    }
     r.rng = lorafuse::pipeline::rng::RngKind::TorchCpu;
-    r.noise = NoiseOverride { noise: golden("pipe_noise"), step_noise: golden(&format!("{name}_step_noise")) };
+    r.noise = NoiseOverride {
+        noise: golden_in(dir, "pipe_noise"),
+        step_noise: golden_in(dir, &format!("{name}_step_noise")),
+    };
     r
 }
