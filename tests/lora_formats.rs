@@ -22,14 +22,7 @@ fn rewrite(src: &Path, dst: &Path, extra: Vec<(String, Vec<usize>, Vec<f32>)>, m
     let mut all: Vec<(String, Vec<usize>, Vec<f32>)> =
         f.tensors().map(|(n, i)| (n.to_string(), i.shape.clone(), f.read_f32(n).unwrap())).collect();
     all.extend(extra);
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = all
-        .iter()
-        .map(|(n, s, d)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d));
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    write_f32_safetensors(dst, &all, meta);
 }
 
 fn tmp(name: &str) -> PathBuf {

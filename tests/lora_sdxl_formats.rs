@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, ctx, golden_in, run_request_in};
+use common::{assert_close, ctx, golden_in, run_request_in, write_f32_safetensors};
 use lorafuse::lora::{LoraFile, LoraMode, LoraSpec};
 use lorafuse::pipeline::request::{Precision, Request};
 use lorafuse::pipeline::txt2img::Pipeline;
@@ -36,17 +36,6 @@ fn golden(name: &str) -> Option<HostTensor> {
 }
 
 type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-fn write(dst: &Path, all: &Tensors, meta: HashMap<String, String>) {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = all
-        .iter()
-        .map(|(n, s, d)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d));
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Layout {
@@ -98,7 +87,7 @@ fn convert(src: &Path, dst: &Path, layout: Layout) -> usize {
         }
     }
     let meta: HashMap<String, String> = f.metadata().clone().into_iter().collect();
-    write(dst, &out, meta);
+    write_f32_safetensors(dst, &out, meta);
     lora.modules.len()
 }
 
@@ -195,7 +184,7 @@ fn dora_on_sdxl_follows_the_magnitude_formula() {
         base.push((w0, m, n, k));
     }
     let dst = d.join("dora_xl.safetensors");
-    write(&dst, &all, HashMap::new());
+    write_f32_safetensors(&dst, &all, HashMap::new());
     let mu = 0.7f32;
     for mode in [LoraMode::Merged, LoraMode::Fused] {
         pipe.set_loras(ctx, &[LoraSpec::new(&dst, mu)], mode, false).unwrap();

@@ -141,3 +141,19 @@ pub fn run_request_in(
     };
     r
 }
+
+/// `tensors` (name, shape, values) written to `dst` as an F32 safetensors file with `meta`.
+pub fn write_f32_safetensors(
+    dst: &std::path::Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: std::collections::HashMap<String, String>,
+) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d));
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
