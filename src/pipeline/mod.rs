@@ -7,7 +7,9 @@
 //! - [`infotext`], [`image`]: the A1111 `parameters` text and the PNG that carries it.
 
 pub mod image;
+pub mod fast_decode;
 pub mod infotext;
+pub mod init;
 pub mod request;
 pub mod rng;
 pub mod txt2img;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::lora::{extract_extra_networks, resolve_in_dir, LoraMode, LoraSpec};
 use crate::models::vae::VaeTiling;
 use crate::named_enum::named_enum;
+pub use crate::pipeline::init::{FinalDecoder, Hires, HiresUpscaler, InitImage, InitSource, InpaintMask};
 use crate::pipeline::rng::RngKind;
 use crate::schedulers::{PredictionType, SamplerKind, SchedulerConfig, Spacing};
 use crate::{Context, DType, Error, HostTensor, Result};
@@ -99,6 +100,12 @@ pub struct Request {
     /// Decode the latents in overlapping tiles (less memory for large images; not bit-identical
     /// to a whole decode once the latent is larger than one tile).
     pub vae_tiling: Option<VaeTiling>,
+    /// img2img / inpainting: start from these images instead of pure noise.
+    pub init: Option<InitImage>,
+    /// A1111's hires fix: a second, img2img pass at a larger size.
+    pub hires: Option<Hires>,
+    /// What decodes the final latents (the VAE, or TAESD for fast drafts).
+    pub decoder: FinalDecoder,
 }
 
 impl Request {
@@ -127,6 +134,9 @@ impl Request {
             max_loras: None,
             lora_weights_vary: false,
             vae_tiling: None,
+            init: None,
+            hires: None,
+            decoder: FinalDecoder::Vae,
         }
     }
 
@@ -159,6 +169,15 @@ impl Request {
         }
         if let Some(t) = &self.vae_tiling {
             t.validate()?;
+        }
+        if let Some(i) = &self.init {
+            i.validate(self.width, self.height, self.batch)?;
+        }
+        if let Some(h) = &self.hires {
+            h.validate(self.width, self.height)?;
+            if self.init.as_ref().is_some_and(|i| i.mask.is_some()) {
+                return Err(Error::invalid(OP, "hires fix does not combine with inpainting"));
+            }
         }
         if let Some(c) = self.size_cond {
             if c.iter().any(|&v| v > 65536) {

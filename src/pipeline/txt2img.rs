@@ -19,7 +19,7 @@ use crate::models::clip::sdxl::encode_prompt_sdxl;
 use crate::models::clip::text_model::ClipTextModel;
 use crate::models::clip::tokenizer::Tokenizer;
 use crate::models::unet::UNet;
-use crate::models::vae::Vae;
+use crate::models::vae::{TaesdDecoder, Vae};
 use crate::nn::AdaptableWeights;
 use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
 use crate::pipeline::rng::{randn, NoiseStream, RngKind};
@@ -49,6 +49,8 @@ pub struct Pipeline {
     /// Where the UNet's and text encoder's adaptable weights live (for LoRAs).
     pub adaptable: AdaptableWeights,
     loras: Mutex<LoraRuntime>,
+    /// The tiny autoencoder for previews and `FinalDecoder::Taesd` (see [`Pipeline::set_taesd`]).
+    taesd: Mutex<Option<Arc<TaesdDecoder>>>,
 }
 
 /// Progress of a generation, reported to the caller's callback.
@@ -220,7 +222,19 @@ impl Pipeline {
             vae,
             adaptable,
             loras,
+            taesd: Mutex::new(None),
         })
+    }
+
+    /// Use `dec` (a TAESD / TAESDXL decoder for this model's family, see
+    /// [`crate::pipeline::fast_decode`]) for previews and `FinalDecoder::Taesd`; `None` drops it.
+    pub fn set_taesd(&self, dec: Option<Arc<TaesdDecoder>>) {
+        *self.taesd.lock().unwrap_or_else(|e| e.into_inner()) = dec;
+    }
+
+    /// The TAESD decoder set by [`Pipeline::set_taesd`].
+    pub fn taesd(&self) -> Option<Arc<TaesdDecoder>> {
+        self.taesd.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {

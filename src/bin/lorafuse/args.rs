@@ -155,6 +155,9 @@ impl GenerateArgs {
             max_loras: self.max_loras,
             lora_weights_vary: false,
             vae_tiling: vae_tiling(self.vae_tiling, self.vae_tile_size, self.vae_tile_overlap)?,
+            init: None,
+            hires: None,
+            decoder: Default::default(),
         })
     }
 
