@@ -7,10 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::kernels::binary::add_scaled;
-use crate::kernels::cfg_rescale::cfg_rescale;
 use crate::kernels::concat::concat_channels;
-use crate::kernels::unary::{unary, unary_into, UnaryOp};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::lora::{ApplyReport, LoraFile, LoraMode, LoraRuntime, LoraSpec, ModuleIndex};
@@ -22,9 +19,10 @@ use crate::models::unet::UNet;
 use crate::models::vae::{TaesdDecoder, Vae};
 use crate::nn::AdaptableWeights;
 use crate::pipeline::request::{NoiseOverride, Precision, Request, Resolved, UsedLora};
-use crate::pipeline::rng::{randn, NoiseStream, RngKind};
+use crate::pipeline::rng::{randn, RngKind};
+use crate::pipeline::sample::Finish;
 pub use crate::pipeline::watch::Watch;
-use crate::schedulers::{Schedule, SchedulerConfig};
+use crate::schedulers::SchedulerConfig;
 use crate::weights::detect::{detect, Family, ModelConfig};
 use crate::weights::ModelFiles;
 use crate::{Context, DType, Error, GpuTensor, HostTensor, Recorder, Result};
@@ -132,11 +130,11 @@ impl Pipeline {
             }
             None => None,
         };
-        if config.unet.in_channels != 4 {
+        if config.unet.in_channels != 4 && config.unet.in_channels != 9 {
             return Err(Error::invalid(
                 "load",
                 format!(
-                    "{}: UNet has {} input channels; only text-to-image models (4) are supported yet",
+                    "{}: UNet has {} input channels; only regular (4) and inpainting (9) models are supported",
                     path.display(),
                     config.unet.in_channels
                 ),
@@ -247,7 +245,7 @@ impl Pipeline {
     /// Encode the prompt pair into one CFG context [2, 77·k, C] (negative first), padding the
     /// shorter prompt with empty chunks as A1111 does; for SDXL also the pooled text embeddings
     /// [2, P] (negative first). Unguided: the prompt alone, batch 1.
-    fn encode_pair(
+    pub(crate) fn encode_pair(
         &self,
         ctx: &Context,
         req: &Request,
@@ -383,203 +381,18 @@ impl Pipeline {
         progress: &mut dyn FnMut(Progress),
         watch: &mut Watch<'_>,
     ) -> Result<Output> {
-        let cancelled = watch.cancelled;
         req.validate()?;
-        let schedule =
-            Schedule::new(req.sampler, req.spacing, req.steps, &req.scheduler_config(&self.scheduler_config))?;
-        let [lc, lh, lw] = req.latent_shape();
-        let per = lc * lh * lw;
-        check_noise(&req.noise, req.batch, per, schedule.len())?;
-        let resolved = req.resolve()?;
-        let (loras, lora_report) = self.set_loras(ctx, &resolved.loras, req.lora_mode, req.lora_weights_vary)?;
-        let guided = req.cfg != 1.0;
-        if self.family() == Family::Sdxl && req.clip_skip > 1 {
-            log::warn!(
-                "clip skip {} has no effect on SDXL: both text encoders give their penultimate layer, as in A1111",
-                req.clip_skip
-            );
+        if let Some(h) = &req.hires {
+            return self.generate_hires(ctx, req, h, progress, watch);
         }
-        let (context, pooled) = self.encode_pair(ctx, req, &resolved, guided)?;
-        let rows = if guided { 2 } else { 1 };
-        let time_ids: Vec<f32> = (0..rows).flat_map(|_| req.time_ids()).map(|v| v as f32).collect();
-        let mut added_rec = Recorder::new();
-        let added = match &pooled {
-            Some(p) => self.unet.added_embedding(ctx, &mut added_rec, p, &time_ids)?,
-            None => None,
-        };
-        added_rec.submit(ctx)?;
-
-        // The recorded UNet graph and its fixed inputs.
-        let x_in = GpuTensor::empty(ctx, &[rows, lc, lh, lw], self.dtype)?;
-        let mut probe = Recorder::new();
-        let temb_probe = self.unet.time_embedding(ctx, &mut probe, &vec![0.0; rows], added.as_ref())?;
-        let temb = GpuTensor::empty(ctx, &temb_probe.shape, temb_probe.dtype)?;
-        drop(probe);
-        let mut graph = Recorder::new();
-        let eps_all = {
-            // Intermediates share buffers by liveness; the graph is always replayed as a whole.
-            let _arena = ctx.arena();
-            self.unet.forward_with_temb(ctx, &mut graph, &x_in, &temb, &context)?
-        };
-
-        if ctx.caps.is_cpu() {
-            graph.warm_up(ctx, |done, total| progress(Progress::Compile { done, total }))?;
+        if let Some(pad) = req.init.as_ref().and_then(|i| i.mask.as_ref()).and_then(|m| m.only_masked_padding) {
+            return self.generate_only_masked(ctx, req, pad, progress, watch);
         }
-
-        let mut images = Vec::new();
-        let mut noise_all = Vec::with_capacity(req.batch * per);
-        let mut latents_all = Vec::with_capacity(req.batch * per);
-        let mut seeds = Vec::new();
-        let mut interrupted = false;
-        for b in 0..req.batch {
-            if cancelled() {
-                if !images.is_empty() && (watch.decode_on_cancel)() {
-                    interrupted = true;
-                    break;
-                }
-                return Err(Error::Cancelled("generate"));
-            }
-            progress(Progress::Image { image: b, images: req.batch });
-            let seed = req.seed.wrapping_add(b as u64);
-            seeds.push(seed);
-            let mut stream = NoiseStream::new(req.rng, seed);
-            let noise = match &req.noise.noise {
-                Some(n) => n.data[b * per..(b + 1) * per].to_vec(),
-                None => stream.next(&[lc, lh, lw]),
-            };
-            noise_all.extend_from_slice(&noise);
-            let init = schedule.init_noise_sigma() as f32;
-            let mut x = GpuTensor::from_slice(ctx, &[1, lc, lh, lw], &noise, self.dtype)?;
-            let mut rec = Recorder::new();
-            x = unary(ctx, &mut rec, &x, UnaryOp::Scale(init))?;
-            let mut prev_x0: Option<GpuTensor> = None;
-            let mut drawn = 0usize;
-            let mut in_flight = None;
-            for i in 0..schedule.len() {
-                if cancelled() {
-                    if !(watch.decode_on_cancel)() {
-                        return Err(Error::Cancelled("generate"));
-                    }
-                    interrupted = true;
-                    break;
-                }
-                let step = schedule.step(i).ok_or_else(|| Error::invalid("generate", "schedule index"))?;
-                // Refill the graph's inputs.
-                let scale = UnaryOp::Scale(step.model_scale as f32);
-                for r in 0..rows {
-                    unary_into(ctx, &mut rec, &x, &x_in.view(r * per, &[1, lc, lh, lw])?, scale)?;
-                }
-                self.unet.time_embedding_into(
-                    ctx,
-                    &mut rec,
-                    &vec![step.timestep as f32; rows],
-                    added.as_ref(),
-                    &temb,
-                )?;
-                rec.dispatches.extend(graph.dispatches.iter().cloned());
-                let eps = if guided {
-                    let u = eps_all.view(0, &[1, lc, lh, lw])?;
-                    let c = eps_all.view(per, &[1, lc, lh, lw])?;
-                    let guided = add_scaled(ctx, &mut rec, &u, &c, 1.0 - req.cfg, req.cfg)?;
-                    // diffusers' guidance_rescale, on the model output (v for v-pred models),
-                    // recorded into the step like everything else: no readback.
-                    if req.cfg_rescale != 0.0 {
-                        cfg_rescale(ctx, &mut rec, &c, &guided, req.cfg_rescale)?
-                    } else {
-                        guided
-                    }
-                } else {
-                    eps_all.clone()
-                };
-                let k = step.coeffs;
-                let x0_new = if k.keeps_x0() {
-                    Some(add_scaled(ctx, &mut rec, &x, &eps, k.x0_x as f32, k.x0_eps as f32)?)
-                } else {
-                    None
-                };
-                let mut next = add_scaled(ctx, &mut rec, &x, &eps, k.x as f32, k.eps as f32)?;
-                if k.prev_x0 != 0.0 {
-                    let p = prev_x0
-                        .as_ref()
-                        .ok_or_else(|| Error::invalid("generate", "sampler needs a previous x0 on its first step"))?;
-                    next = add_scaled(ctx, &mut rec, &next, p, 1.0, k.prev_x0 as f32)?;
-                }
-                if step.needs_noise {
-                    let n = match &req.noise.step_noise {
-                        Some(sn) => {
-                            let s = (drawn * req.batch + b) * per;
-                            sn.data.get(s..s + per).map(|v| v.to_vec()).ok_or_else(|| {
-                                Error::shape(
-                                    "noise_file",
-                                    format!("step_noise {:?} has no entry for step {}", sn.shape, drawn + 1),
-                                )
-                            })?
-                        }
-                        None => stream.next(&[lc, lh, lw]),
-                    };
-                    drawn += 1;
-                    if k.noise != 0.0 {
-                        let nt = GpuTensor::from_slice(ctx, &[1, lc, lh, lw], &n, self.dtype)?;
-                        next = add_scaled(ctx, &mut rec, &next, &nt, 1.0, k.noise as f32)?;
-                    }
-                }
-                // Report a step when the device has finished it, keeping the next one queued
-                // behind it so the device never idles on the report (the first step of a cold run
-                // is where kernels get compiled, and its report shows that time).
-                let submitted = rec.submit(ctx)?;
-                if let Some(done) = in_flight.replace(submitted) {
-                    ctx.wait_for(done)?;
-                    progress(Progress::Step { step: i, steps: schedule.len() });
-                    // `x` is what the finished steps produced. Reading it back waits for the
-                    // step just queued too, so it is done only when the watcher asks.
-                    if (watch.wants_latents)(i) {
-                        (watch.on_latents)(&x.to_vec(ctx)?, [lc, lh, lw]);
-                    }
-                }
-                x = next;
-                if x0_new.is_some() {
-                    prev_x0 = x0_new;
-                }
-            }
-            if let Some(done) = in_flight.take() {
-                ctx.wait_for(done)?;
-                if !interrupted {
-                    progress(Progress::Step { step: schedule.len(), steps: schedule.len() });
-                }
-            }
-            latents_all.extend(x.to_vec(ctx)?);
-            if b + 1 == req.batch || interrupted {
-                // The UNet graph's intermediates are dead once the last image is sampled: give
-                // them back before the VAE allocates its own, so the two never add up.
-                graph.dispatches.clear();
-                ctx.trim_pool();
-            }
-            progress(Progress::Decode);
-            let inv = 1.0 / self.config.vae.scaling_factor;
-            let z = unary(ctx, &mut rec, &x, UnaryOp::Scale(inv))?;
-            let img = match &req.vae_tiling {
-                Some(t) => self.vae.decode_tiled(ctx, &mut rec, &z, t)?.data,
-                None => self.vae.decode_checked_host(ctx, &mut rec, &z)?,
-            };
-            images.push(HostTensor::new(&[3, req.height, req.width], crate::models::vae::postprocess(&img))?);
-            if interrupted {
-                break;
-            }
-        }
-        let n = images.len();
-        Ok(Output {
-            images,
-            noise: HostTensor::new(&[n, lc, lh, lw], noise_all)?,
-            latents: HostTensor::new(&[n, lc, lh, lw], latents_all)?,
-            seeds,
-            interrupted,
-            loras,
-            lora_report,
-        })
+        self.sample(ctx, req, progress, watch, Finish::default())
     }
 }
 
-fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Result<()> {
+pub(crate) fn check_noise(n: &NoiseOverride, batch: usize, per: usize, steps: usize) -> Result<()> {
     if let Some(t) = &n.noise {
         if t.numel() != batch * per {
             return Err(Error::shape(

@@ -13,7 +13,7 @@ use super::spacing::{f32r, karras, np_interp, np_round, sigma_to_t, trailing};
 use super::{Lin, Plan, Spacing, Step, StepCoeffs};
 
 /// (α, σ_vp) of a σ-space noise level.
-fn vp(sigma: f64) -> (f64, f64) {
+pub(crate) fn vp(sigma: f64) -> (f64, f64) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
     (alpha, sigma * alpha)
 }
@@ -33,7 +33,9 @@ fn x0_pred(pred: PredictionType, sigma: f64) -> Lin {
     }
 }
 
-pub(crate) fn build(use_karras: bool, spacing: Spacing, n: usize, cfg: &SchedulerConfig) -> Result<Plan> {
+/// `first`: the step a run starts at (img2img's t_start); diffusers counts lower-order steps from
+/// the run's own start, so that step is first order like step 0 of a full run.
+pub(crate) fn build(use_karras: bool, spacing: Spacing, n: usize, first: usize, cfg: &SchedulerConfig) -> Result<Plan> {
     let train = cfg.num_train_timesteps;
     let table = cfg.sigmas()?;
     let (timesteps, mut sigmas): (Vec<f64>, Vec<f64>) = if use_karras {
@@ -72,7 +74,7 @@ pub(crate) fn build(use_karras: bool, spacing: Spacing, n: usize, cfg: &Schedule
                 let (_, sig_s) = vp(sigma_s);
                 let h = lambda(sigma_t) - lambda(sigma_s);
                 let a = alpha_t * ((-h).exp() - 1.0);
-                if i == 0 || last {
+                if i <= first || last {
                     (sig_t / sig_s, -a, 0.0)
                 } else {
                     let h0 = lambda(sigma_s) - lambda(sigmas[i - 1]);

@@ -138,6 +138,11 @@ pub struct Schedule {
     sigmas: Vec<f64>,
     init_noise_sigma: f64,
     steps: Vec<Step>,
+    /// Per step, x = a·x0 + b·noise at the noise level the step starts from (diffusers'
+    /// `add_noise` at that step).
+    levels: Vec<(f64, f64)>,
+    /// How many steps of the full schedule were skipped (img2img's t_start).
+    start: usize,
 }
 
 impl Schedule {
@@ -145,6 +150,35 @@ impl Schedule {
     /// more steps than training timesteps (LCM: than `original_inference_steps`), and on config
     /// options that would make a step nonlinear (clip_sample, thresholding).
     pub fn new(kind: SamplerKind, spacing: Spacing, steps: usize, config: &SchedulerConfig) -> Result<Schedule> {
+        Self::build(kind, spacing, steps, 0, config)
+    }
+
+    /// The part of the `steps`-step schedule that img2img runs at `strength` (diffusers'
+    /// `get_timesteps`): the last ⌊steps·strength⌋ steps, starting from the noise level of the
+    /// first of them ([`Schedule::noise_level`]`(0)`). Multistep samplers restart their history
+    /// there. Errors when that runs no step.
+    pub fn img2img(
+        kind: SamplerKind,
+        spacing: Spacing,
+        steps: usize,
+        strength: f64,
+        config: &SchedulerConfig,
+    ) -> Result<Schedule> {
+        if !(strength > 0.0 && strength <= 1.0) {
+            return Err(Error::invalid("schedule", format!("strength must be in (0, 1], got {strength}")));
+        }
+        // Python's int(num_inference_steps * strength): f64 product, truncated.
+        let run = ((steps as f64 * strength) as usize).min(steps);
+        if run == 0 {
+            return Err(Error::invalid(
+                "schedule",
+                format!("strength {strength} with {steps} steps runs no step (⌊steps·strength⌋ = 0); raise either"),
+            ));
+        }
+        Self::build(kind, spacing, steps, steps - run, config)
+    }
+
+    fn build(kind: SamplerKind, spacing: Spacing, steps: usize, start: usize, config: &SchedulerConfig) -> Result<Schedule> {
         config.validate()?;
         let train = config.num_train_timesteps;
         if steps == 0 {
@@ -165,8 +199,8 @@ impl Schedule {
         let plan = match kind {
             SamplerKind::Euler => euler::build(false, spacing, steps, config)?,
             SamplerKind::EulerA => euler::build(true, spacing, steps, config)?,
-            SamplerKind::DpmPP2M => dpmpp::build(false, spacing, steps, config)?,
-            SamplerKind::DpmPP2MKarras => dpmpp::build(true, spacing, steps, config)?,
+            SamplerKind::DpmPP2M => dpmpp::build(false, spacing, steps, start, config)?,
+            SamplerKind::DpmPP2MKarras => dpmpp::build(true, spacing, steps, start, config)?,
             SamplerKind::Ddim => ddim::build(spacing, steps, config)?,
             SamplerKind::Lcm => lcm::build(steps, config)?,
         };
@@ -198,6 +232,18 @@ impl Schedule {
                 format!("{kind} with {steps} steps produced non-finite coefficients{hint}"),
             ));
         }
+        let levels = noise_levels(kind, &plan, config)?;
+        let mut plan = plan;
+        if start > 0 {
+            if start >= plan.steps.len() {
+                return Err(Error::invalid("schedule", format!("{kind}: start step {start} is past the schedule")));
+            }
+            plan.timesteps.drain(..start);
+            plan.steps.drain(..start);
+            if !plan.sigmas.is_empty() {
+                plan.sigmas.drain(..start);
+            }
+        }
         Ok(Schedule {
             kind,
             spacing,
@@ -205,7 +251,21 @@ impl Schedule {
             sigmas: plan.sigmas,
             init_noise_sigma: plan.init_noise_sigma,
             steps: plan.steps,
+            levels: levels[start..].to_vec(),
+            start,
         })
+    }
+
+    /// `(a, b)` such that `a·x0 + b·noise` is at the noise level step `i` starts from: diffusers'
+    /// `scheduler.add_noise` at that step (img2img's start, the inpainting blend). `None` past
+    /// the end.
+    pub fn noise_level(&self, i: usize) -> Option<(f64, f64)> {
+        self.levels.get(i).copied()
+    }
+
+    /// Steps of the full schedule that were skipped ([`Schedule::img2img`]'s t_start).
+    pub fn start(&self) -> usize {
+        self.start
     }
 
     pub fn kind(&self) -> SamplerKind {
@@ -275,6 +335,28 @@ impl Schedule {
     /// with coefficient 0 there; lcm: every step but the last). Panics if `i >= len()`.
     pub fn needs_noise(&self, i: usize) -> bool {
         self.steps[i].needs_noise
+    }
+}
+
+/// Per step of a full plan, diffusers' `add_noise` at it as `(a, b)`: σ space for the Euler
+/// samplers (x0 + σ·n), VP space for DPM-Solver++ (α·x0 + σ_vp·n, from the same σ), and
+/// √ᾱ_t·x0 + √(1 − ᾱ_t)·n at the step's timestep for DDIM and LCM.
+fn noise_levels(kind: SamplerKind, plan: &Plan, config: &SchedulerConfig) -> Result<Vec<(f64, f64)>> {
+    match kind {
+        SamplerKind::Euler | SamplerKind::EulerA => Ok(plan.sigmas.iter().take(plan.steps.len()).map(|&s| (1.0, s)).collect()),
+        SamplerKind::DpmPP2M | SamplerKind::DpmPP2MKarras => {
+            Ok(plan.sigmas.iter().take(plan.steps.len()).map(|&s| dpmpp::vp(s)).collect())
+        }
+        SamplerKind::Ddim | SamplerKind::Lcm => {
+            let ac = config.alphas_cumprod()?;
+            plan.timesteps
+                .iter()
+                .map(|&t| {
+                    let a = ddim::alpha_at(&ac, t, kind.name())?;
+                    Ok((a.sqrt(), (1.0 - a).sqrt()))
+                })
+                .collect()
+        }
     }
 }
 

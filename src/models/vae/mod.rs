@@ -133,6 +133,59 @@ pub struct Vae {
     reader: VarBuilder,
     adaptable: AdaptableWeights,
     fallback: Mutex<Option<Arc<LatentDecoder>>>,
+    /// The whole encoder with both halves of `quant_conv` (img2img samples the latent
+    /// distribution), per dtype, loaded from `reader` on first use.
+    moments: Mutex<Vec<(DType, Arc<MomentsEncoder>)>>,
+}
+
+/// The encoder and the full `quant_conv`: image → moments `[B, 2·latent, h, w]` (mean, then
+/// log-variance), as diffusers' `AutoencoderKL.encode` builds its `DiagonalGaussianDistribution`.
+pub struct MomentsEncoder {
+    pub encoder: Encoder,
+    pub quant_conv: Option<Conv2d>,
+}
+
+impl MomentsEncoder {
+    pub fn load(l: &Loader, cfg: &VaeConfig) -> Result<MomentsEncoder> {
+        let lc = cfg.latent_channels;
+        let quant_conv = if l.contains("quant_conv.weight") {
+            Some(Conv2d::load(&l.pp("quant_conv"), 2 * lc, 2 * lc, 1, 1)?)
+        } else {
+            None
+        };
+        Ok(MomentsEncoder { encoder: Encoder::load(&l.pp("encoder"), cfg)?, quant_conv })
+    }
+
+    /// Records only, in an arena: submit `rec` as a whole.
+    pub fn forward(&self, ctx: &Context, rec: &mut Recorder, x: &GpuTensor) -> Result<GpuTensor> {
+        let _arena = ctx.arena();
+        let m = self.encoder.forward(ctx, rec, x)?;
+        match &self.quant_conv {
+            Some(q) => q.forward(ctx, rec, &m),
+            None => Ok(m),
+        }
+    }
+}
+
+/// diffusers' `DiagonalGaussianDistribution.sample` for one image: `moments` `[2·C, h, w]`
+/// (mean, log-variance), `eps` unit-normal `[C, h, w]` → mean + exp(½·clamp(logvar, −30, 20))·eps.
+pub fn sample_latent(moments: &[f32], eps: &[f32]) -> Result<Vec<f32>> {
+    if moments.len() != 2 * eps.len() {
+        return Err(Error::shape(
+            "vae.sample",
+            format!("moments have {} values, noise {} (expected twice as many)", moments.len(), eps.len()),
+        ));
+    }
+    let (mean, logvar) = moments.split_at(eps.len());
+    Ok(mean
+        .iter()
+        .zip(logvar)
+        .zip(eps)
+        .map(|((&m, &lv), &e)| {
+            let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+            m + std * e
+        })
+        .collect())
 }
 
 impl Vae {
@@ -178,6 +231,7 @@ impl Vae {
             reader: l.reader().clone(),
             adaptable: l.adaptable().clone(),
             fallback: Mutex::new(None),
+            moments: Mutex::new(Vec::new()),
         })
     }
 
@@ -212,6 +266,43 @@ impl Vae {
                 embedding(ctx, rec, &rows, &ids)?.reshape(&[b, c2 / 2, h, w])
             }
         }
+    }
+
+    /// The moments encoder in `dtype`, loaded on first use and then kept.
+    pub fn moments_encoder(&self, ctx: &Context, dtype: DType) -> Result<Arc<MomentsEncoder>> {
+        let mut slot = self.moments.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, e)) = slot.iter().find(|(d, _)| *d == dtype) {
+            return Ok(e.clone());
+        }
+        let l = Loader::new(ctx, self.reader.clone(), &self.adaptable, dtype);
+        let e = Arc::new(MomentsEncoder::load(&l, &self.config)?);
+        slot.push((dtype, e.clone()));
+        Ok(e)
+    }
+
+    /// Image `[B, in, H, W]` in [-1, 1] (host values) → moments `[B, 2·latent, H/8, W/8]` on the
+    /// host. Runs in the VAE's dtype; an f16 result with NaN/Inf (the SD VAE's known overflow) is
+    /// computed again in f32.
+    pub fn encode_moments_host(&self, ctx: &Context, shape: &[usize], image: &[f32]) -> Result<Vec<f32>> {
+        let mut dtypes = vec![self.dtype];
+        if self.dtype != DType::F32 {
+            dtypes.push(DType::F32);
+        }
+        for (i, &dtype) in dtypes.iter().enumerate() {
+            let enc = self.moments_encoder(ctx, dtype)?;
+            let x = GpuTensor::from_slice(ctx, shape, image, dtype)?;
+            let mut rec = Recorder::new();
+            let m = enc.forward(ctx, &mut rec, &x)?;
+            rec.submit(ctx)?;
+            let values = m.to_vec(ctx)?;
+            if values.iter().all(|v| v.is_finite()) {
+                return Ok(values);
+            }
+            if i + 1 < dtypes.len() {
+                log::warn!("the f16 VAE encoder overflowed; encoding again in f32");
+            }
+        }
+        Err(Error::invalid("vae.encode", "the VAE encoder produced NaN/Inf even in f32 (a broken VAE?)"))
     }
 
     /// An f32 copy of the decoder, loaded from the kept weight reader on first use and then cached
