@@ -30,7 +30,7 @@ import sys
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import diffusers
 import diffusers.utils.torch_utils as tu
