@@ -4,7 +4,10 @@
 //! Every run uses lorafuse's own seeded torch-CPU generator, so the draw order (latent samples of
 //! the init and masked images, initial noise, sampler noise) is checked along with the numbers.
 //! Bound: relative L2 ≤ 5e-3 on final latents and image, as the text-to-image runs (measured
-//! values are printed). "only masked" and Lanczos hires go through 8-bit PIL resizes in diffusers
+//! values are printed). Most runs land at 1e-6–5e-5; the low-strength DDIM and DPM++ Karras runs
+//! at ~1.5e-3, which is the fixture, not the port: in diffusers itself, a 2e-6 relative change of
+//! the start latents of `i2i_ddim` moves its step-1 latents by 1.6e-3 (the random tiny UNet at
+//! t ≈ 100 under CFG 7.5 amplifies that much), and lorafuse matches diffusers' first step to 2e-6. "only masked" and Lanczos hires go through 8-bit PIL resizes in diffusers
 //! and A1111, where lorafuse resizes in f32: bounded looser, as each test says.
 
 mod common;
