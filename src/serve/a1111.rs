@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::pipeline::infotext::{a1111_sampler_name, sampler_from_a1111};
+use crate::pipeline::init::{Hires, HiresUpscaler};
 use crate::schedulers::SamplerKind;
 use crate::{Error, Result};
 
@@ -22,6 +23,10 @@ fn fifty() -> usize {
 fn seven() -> f32 {
     7.0
 }
+fn two() -> f64 {
+    2.0
+}
+
 fn five_twelve() -> usize {
     512
 }
@@ -81,6 +86,19 @@ pub struct Txt2ImgRequest {
     pub tiling: Option<bool>,
     #[serde(default)]
     pub enable_hr: bool,
+    /// Hires fix's second-pass strength (img2img's, there); A1111's UI default 0.7 when absent.
+    #[serde(default)]
+    pub denoising_strength: Option<f64>,
+    #[serde(default = "two")]
+    pub hr_scale: f64,
+    #[serde(default)]
+    pub hr_upscaler: Option<String>,
+    #[serde(default)]
+    pub hr_second_pass_steps: usize,
+    #[serde(default)]
+    pub hr_resize_x: usize,
+    #[serde(default)]
+    pub hr_resize_y: usize,
     #[serde(default, deserialize_with = "null_is_default")]
     pub override_settings: BTreeMap<String, Value>,
     #[serde(default = "yes")]
@@ -114,9 +132,6 @@ impl Txt2ImgRequest {
                 self.subseed, self.subseed_strength
             ));
         }
-        if self.enable_hr {
-            out.push("enable_hr is ignored: no hires fix".into());
-        }
         if self.restore_faces == Some(true) {
             out.push("restore_faces is ignored".into());
         }
@@ -135,6 +150,42 @@ impl Txt2ImgRequest {
             out.push(format!("override_settings.{k} is ignored"));
         }
         out
+    }
+
+    /// A1111's hires fix when `enable_hr`: `hr_resize_x`/`hr_resize_y` (one of them 0 keeps the
+    /// aspect) or else `hr_scale`, rounded down to multiples of 8 as the latents are.
+    pub fn hires(&self) -> Result<Option<Hires>> {
+        if !self.enable_hr {
+            return Ok(None);
+        }
+        let (w, h) = (self.width, self.height);
+        let r8 = |v: usize| v / 8 * 8;
+        let (width, height, scale) = match (self.hr_resize_x, self.hr_resize_y) {
+            (0, 0) => {
+                let (a, b) = Hires::scaled_size(w, h, self.hr_scale)?;
+                (a, b, Some(self.hr_scale))
+            }
+            (x, 0) => (r8(x), r8(x * h / w.max(1)), None),
+            (0, y) => (r8(y * w / h.max(1)), r8(y), None),
+            (x, y) => (r8(x), r8(y), None),
+        };
+        let upscaler = match self.hr_upscaler.as_deref().filter(|s| !s.is_empty() && *s != "None") {
+            None => HiresUpscaler::Latent,
+            Some(name) => HiresUpscaler::from_a1111(name).map_err(|_| {
+                Error::invalid(
+                    "hr_upscaler",
+                    format!("hires upscaler {name:?} is not available; valid: Latent, Latent (nearest), Lanczos"),
+                )
+            })?,
+        };
+        Ok(Some(Hires {
+            width,
+            height,
+            scale,
+            steps: self.hr_second_pass_steps,
+            denoise: self.denoising_strength.unwrap_or(0.7),
+            upscaler,
+        }))
     }
 
     /// The sampler the names select (A1111 names, or lorafuse's own), with A1111's
@@ -220,6 +271,8 @@ pub struct Txt2ImgResponse {
 /// What `info` holds for one finished request (A1111's `Processed.js()` keys).
 pub struct InfoFields<'a> {
     pub req: &'a Txt2ImgRequest,
+    /// img2img's strength, or hires fix's second-pass one.
+    pub denoising_strength: Option<f64>,
     pub sampler: SamplerKind,
     pub clip_skip: usize,
     pub seeds: &'a [u64],
@@ -257,7 +310,7 @@ impl InfoFields<'_> {
             "sd_vae_hash": null,
             "seed_resize_from_w": -1,
             "seed_resize_from_h": -1,
-            "denoising_strength": null,
+            "denoising_strength": self.denoising_strength,
             "extra_generation_params": {},
             "index_of_first_image": 0,
             "infotexts": self.infotexts,

@@ -14,12 +14,14 @@
 pub mod a1111;
 pub mod api_error;
 pub mod loras;
+pub mod img2img;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod preview;
 pub mod queue;
 pub mod routes;
+pub mod submit;
 pub mod worker;
 
 use std::io::Write as _;
