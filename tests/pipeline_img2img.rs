@@ -84,7 +84,9 @@ fn sd15() -> Pipeline {
 fn img2img_matches_diffusers() {
     let pipe = sd15();
     let runs = runs();
-    for name in ["i2i_euler", "i2i_euler_a", "i2i_dpmpp_2m_karras", "i2i_dpmpp_2m", "i2i_ddim", "i2i_lcm", "i2i_strength1"] {
+    for name in
+        ["i2i_euler", "i2i_euler_a", "i2i_dpmpp_2m_karras", "i2i_dpmpp_2m", "i2i_ddim", "i2i_lcm", "i2i_strength1"]
+    {
         let run = &runs[name];
         let mut req = request(run, 64);
         req.init = Some(init(run, false, None));
@@ -142,7 +144,9 @@ fn nine_channel_single_file(dst: &Path) {
             "model.diffusion_model.input_blocks.0.0.weight" => {
                 TensorView::new(safetensors::Dtype::F16, ws.clone(), &wb).unwrap()
             }
-            "model.diffusion_model.input_blocks.0.0.bias" => TensorView::new(safetensors::Dtype::F16, bs.clone(), &bb).unwrap(),
+            "model.diffusion_model.input_blocks.0.0.bias" => {
+                TensorView::new(safetensors::Dtype::F16, bs.clone(), &bb).unwrap()
+            }
             _ => t,
         };
         views.push((name, v));
@@ -248,4 +252,35 @@ fn bad_init_inputs_are_refused() {
     r.steps = 2;
     r.init.as_mut().unwrap().strength = 0.3;
     assert!(err(&r).contains("runs no step"), "{}", err(&r));
+}
+
+/// img2img under `--vae-tiling`: the init image is encoded in tiles too; the moments' mean half
+/// equals the tiled mean encoder's (tested against the whole encode in vae_tiling.rs).
+#[test]
+fn tiled_encoding_of_the_init_image() {
+    use lorafuse::models::vae::{Vae, VaeTiling};
+    use lorafuse::{DType, GpuTensor, Recorder};
+    let dir = fixtures().join("model");
+    let files = lorafuse::weights::ModelFiles::open(&dir).unwrap();
+    let cfg = lorafuse::weights::detect::detect(&files).unwrap();
+    let adapt = lorafuse::nn::AdaptableWeights::default();
+    let v = Vae::load(&lorafuse::nn::Loader::new(ctx(), files.vae(), &adapt, DType::F32), &cfg.vae).unwrap();
+    let img: Vec<f32> = g("init_image").data.iter().map(|v| 2.0 * v - 1.0).collect();
+    let t = VaeTiling::new(4, 2).unwrap();
+    let moments = v.encode_moments_host(ctx(), &[1, 3, 64, 64], &img, Some(&t)).unwrap();
+    let x = GpuTensor::from_slice(ctx(), &[1, 3, 64, 64], &img, DType::F32).unwrap();
+    let mean = v.encode_mean_tiled(ctx(), &mut Recorder::new(), &x, &t).unwrap();
+    let err = rel_l2(&moments[..256], &mean.data);
+    println!("tiled moments mean vs tiled mean: {err:.2e}");
+    assert!(err <= 1e-6, "{err}");
+    let whole = v.encode_moments_host(ctx(), &[1, 3, 64, 64], &img, None).unwrap();
+    assert_ne!(moments, whole, "4-latent tiles on an 8-latent image do tile");
+
+    let pipe = sd15();
+    let run = &runs()["i2i_euler"];
+    let mut req = request(run, 64);
+    req.init = Some(init(run, false, None));
+    req.vae_tiling = Some(t);
+    let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
+    assert!(out.images[0].data.iter().all(|v| v.is_finite()));
 }

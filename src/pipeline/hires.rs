@@ -5,9 +5,9 @@
 //! image (Lanczos) upscaled, then an img2img pass at the hires size with the same prompt, LoRAs
 //! and seeds: the second pass's generator restarts from each image's seed, as A1111's does.
 
+use crate::pipeline::img2img::{apply_overlay, Overlay};
 use crate::pipeline::init::{Hires, HiresUpscaler, InitImage, InitSource, InpaintMask};
 use crate::pipeline::init_image::{crop, crop_region, paste, resize_image, resize_mask, upscale_latents};
-use crate::pipeline::img2img::{apply_overlay, Overlay};
 use crate::pipeline::request::{NoiseOverride, Request};
 use crate::pipeline::sample::Finish;
 use crate::pipeline::txt2img::{Output, Pipeline, Progress, Watch};
@@ -116,10 +116,7 @@ impl Pipeline {
             let back = resize_image(img, rw, rh)?;
             let mut full = original.clone();
             paste(&mut full, &back, region)?;
-            apply_overlay(
-                &mut full.data,
-                &Overlay { original: original.data.clone(), alpha: mask.alpha.data.clone() },
-            );
+            apply_overlay(&mut full.data, &Overlay { original: original.data.clone(), alpha: mask.alpha.data.clone() });
             *img = full;
         }
         Ok(out)

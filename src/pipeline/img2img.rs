@@ -74,8 +74,8 @@ fn mask_to_latent(bin: &[f32], height: usize, width: usize) -> Vec<f32> {
 
 impl Pipeline {
     /// Image `[3, H, W]` in [-1, 1] → `[2·4, h, w]` moments on the host.
-    fn encode_moments(&self, ctx: &Context, signed: &[f32], height: usize, width: usize) -> Result<Vec<f32>> {
-        self.vae.encode_moments_host(ctx, &[1, 3, height, width], signed)
+    fn encode_moments(&self, ctx: &Context, req: &Request, signed: &[f32]) -> Result<Vec<f32>> {
+        self.vae.encode_moments_host(ctx, &[1, 3, req.height, req.width], signed, req.vae_tiling.as_ref())
     }
 
     /// A latent sample of `moments` drawn from `stream`, times the scaling factor.
@@ -88,8 +88,8 @@ impl Pipeline {
     /// The latents of an all-grey image: a 9-channel UNet's masked-image input when everything is
     /// repainted (text to image, img2img without a mask), as A1111 builds it. The distribution's
     /// mean, so no generator draw.
-    fn grey_latents(&self, ctx: &Context, height: usize, width: usize) -> Result<Vec<f32>> {
-        let moments = self.encode_moments(ctx, &vec![0.0; 3 * height * width], height, width)?;
+    fn grey_latents(&self, ctx: &Context, req: &Request) -> Result<Vec<f32>> {
+        let moments = self.encode_moments(ctx, req, &vec![0.0; 3 * req.height * req.width])?;
         let half = moments.len() / 2;
         let sf = self.config.vae.scaling_factor;
         Ok(moments[..half].iter().map(|v| v * sf).collect())
@@ -103,7 +103,7 @@ impl Pipeline {
         let (height, width) = (req.height, req.width);
         let nine = self.config.unet.in_channels == 9;
         let grey = if nine && req.init.as_ref().is_none_or(|i| i.mask.is_none()) {
-            Some(self.grey_latents(ctx, height, width)?)
+            Some(self.grey_latents(ctx, req)?)
         } else {
             None
         };
@@ -136,7 +136,7 @@ impl Pipeline {
                         return Ok(m.clone());
                     }
                 }
-                let m = self.encode_moments(ctx, &to_signed(pixels), height, width)?;
+                let m = self.encode_moments(ctx, req, &to_signed(pixels))?;
                 cached_moments = Some((key, m.clone()));
                 Ok(m)
             };
@@ -175,7 +175,7 @@ impl Pipeline {
                     let signed = to_signed(&p.data);
                     let masked: Vec<f32> =
                         signed.iter().enumerate().map(|(i, &v)| if bin[i % plane] >= 0.5 { 0.0 } else { v }).collect();
-                    let mm = self.encode_moments(ctx, &masked, height, width)?;
+                    let mm = self.encode_moments(ctx, req, &masked)?;
                     let masked_latents = self.sample_scaled(&mm, &mut stream, shape)?;
                     let mask_lat = mask_to_latent(&bin, height, width);
                     let (blend, cond) = if nine {

@@ -6,10 +6,10 @@
 //! - [`rng`]: the seeded noise streams A1111 and diffusers use.
 //! - [`infotext`], [`image`]: the A1111 `parameters` text and the PNG that carries it.
 
+pub mod fast_decode;
 pub mod hires;
 pub mod image;
 pub mod img2img;
-pub mod fast_decode;
 pub mod infotext;
 pub mod init;
 pub mod init_image;

@@ -47,7 +47,10 @@ impl Pipeline {
         let in_per = in_ch * lh * lw;
         check_noise(&req.noise, req.batch, per, schedule.len())?;
         if req.decoder == FinalDecoder::Taesd && finish.decode && self.taesd().is_none() {
-            return Err(Error::invalid("generate", "the TAESD decoder was asked for but none is loaded (--taesd FILE)"));
+            return Err(Error::invalid(
+                "generate",
+                "the TAESD decoder was asked for but none is loaded (--taesd FILE)",
+            ));
         }
         let resolved = req.resolve()?;
         let (loras, lora_report) = self.set_loras(ctx, &resolved.loras, req.lora_mode, req.lora_weights_vary)?;
@@ -271,7 +274,11 @@ impl Pipeline {
         let raw = match req.decoder {
             FinalDecoder::Taesd => {
                 let dec = self.taesd().ok_or_else(|| Error::invalid("generate", "no TAESD decoder is loaded"))?;
-                let z = if x.dtype == dec.dtype { x.clone() } else { GpuTensor::from_slice(ctx, &x.shape, &x.to_vec(ctx)?, dec.dtype)? };
+                let z = if x.dtype == dec.dtype {
+                    x.clone()
+                } else {
+                    GpuTensor::from_slice(ctx, &x.shape, &x.to_vec(ctx)?, dec.dtype)?
+                };
                 let out = dec.forward(ctx, rec, &z)?;
                 rec.submit(ctx)?;
                 out.to_vec(ctx)?

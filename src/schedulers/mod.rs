@@ -178,7 +178,13 @@ impl Schedule {
         Self::build(kind, spacing, steps, steps - run, config)
     }
 
-    fn build(kind: SamplerKind, spacing: Spacing, steps: usize, start: usize, config: &SchedulerConfig) -> Result<Schedule> {
+    fn build(
+        kind: SamplerKind,
+        spacing: Spacing,
+        steps: usize,
+        start: usize,
+        config: &SchedulerConfig,
+    ) -> Result<Schedule> {
         config.validate()?;
         let train = config.num_train_timesteps;
         if steps == 0 {
@@ -343,7 +349,9 @@ impl Schedule {
 /// √ᾱ_t·x0 + √(1 − ᾱ_t)·n at the step's timestep for DDIM and LCM.
 fn noise_levels(kind: SamplerKind, plan: &Plan, config: &SchedulerConfig) -> Result<Vec<(f64, f64)>> {
     match kind {
-        SamplerKind::Euler | SamplerKind::EulerA => Ok(plan.sigmas.iter().take(plan.steps.len()).map(|&s| (1.0, s)).collect()),
+        SamplerKind::Euler | SamplerKind::EulerA => {
+            Ok(plan.sigmas.iter().take(plan.steps.len()).map(|&s| (1.0, s)).collect())
+        }
         SamplerKind::DpmPP2M | SamplerKind::DpmPP2MKarras => {
             Ok(plan.sigmas.iter().take(plan.steps.len()).map(|&s| dpmpp::vp(s)).collect())
         }

@@ -13,8 +13,8 @@
 
 pub mod a1111;
 pub mod api_error;
-pub mod loras;
 pub mod img2img;
+pub mod loras;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::a1111::{self, clip_skip_value, Txt2ImgRequest, Txt2ImgResponse};
-use super::img2img::Img2ImgRequest;
 use super::api_error::ApiError;
+use super::img2img::Img2ImgRequest;
 use super::loras::LoraEntry;
 use super::metrics::Metrics;
 use super::policy::{Caller, Config, Meter};

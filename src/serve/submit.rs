@@ -208,4 +208,3 @@ pub(super) async fn submit(
     .to_json();
     Ok(Json(Txt2ImgResponse { images, parameters, info: info.to_string() }))
 }
-

@@ -281,9 +281,29 @@ impl Vae {
     }
 
     /// Image `[B, in, H, W]` in [-1, 1] (host values) → moments `[B, 2·latent, H/8, W/8]` on the
-    /// host. Runs in the VAE's dtype; an f16 result with NaN/Inf (the SD VAE's known overflow) is
-    /// computed again in f32.
-    pub fn encode_moments_host(&self, ctx: &Context, shape: &[usize], image: &[f32]) -> Result<Vec<f32>> {
+    /// host, in overlapping tiles when `tiling` is given and the image is larger than one (mean
+    /// and log-variance blend like any other channel). Runs in the VAE's dtype; an f16 result
+    /// with NaN/Inf (the SD VAE's known overflow) is computed again in f32.
+    pub fn encode_moments_host(
+        &self,
+        ctx: &Context,
+        shape: &[usize],
+        image: &[f32],
+        tiling: Option<&VaeTiling>,
+    ) -> Result<Vec<f32>> {
+        let f = self.scale_factor();
+        let whole = |shape: &[usize], image: &[f32]| self.encode_moments_whole(ctx, shape, image);
+        match tiling {
+            Some(t) if shape.len() == 4 && (shape[2] / f > t.tile || shape[3] / f > t.tile) => {
+                let input = crate::HostTensor::new(shape, image.to_vec())?;
+                let lc2 = 2 * self.config.latent_channels;
+                Ok(tiling::map_tiles(&input, t, (f, 1), lc2, &mut |s, v| whole(s, v))?.data)
+            }
+            _ => whole(shape, image),
+        }
+    }
+
+    fn encode_moments_whole(&self, ctx: &Context, shape: &[usize], image: &[f32]) -> Result<Vec<f32>> {
         let mut dtypes = vec![self.dtype];
         if self.dtype != DType::F32 {
             dtypes.push(DType::F32);
