@@ -24,12 +24,29 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/img2img")
 }
 
+/// The SDXL goldens (tools/goldens/make_img2img_sdxl_goldens.py), same conventions and inputs.
+fn xl_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/img2img-sdxl")
+}
+
+fn xl_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl-tiny/model-fp16.safetensors")
+}
+
 fn runs() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("runs.json")).unwrap()).unwrap()
+    runs_in(&dir())
+}
+
+fn runs_in(d: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(d.join("runs.json")).unwrap()).unwrap()
 }
 
 fn g(name: &str) -> HostTensor {
-    golden_in(&dir(), name).unwrap_or_else(|| panic!("golden {name} missing"))
+    g_in(&dir(), name)
+}
+
+fn g_in(d: &Path, name: &str) -> HostTensor {
+    golden_in(d, name).unwrap_or_else(|| panic!("golden {name} missing in {}", d.display()))
 }
 
 fn squeeze(t: HostTensor) -> HostTensor {
@@ -67,9 +84,13 @@ fn init(run: &serde_json::Value, mask: bool, padding: Option<usize>) -> InitImag
 }
 
 fn check(pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> (f64, f64) {
+    check_in(&dir(), pipe, name, req, image_key, tol_image)
+}
+
+fn check_in(d: &Path, pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> (f64, f64) {
     let out = pipe.generate(ctx(), req, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let lat = rel_l2(&out.latents.data, &g(&format!("{name}_latents")).data);
-    let img = rel_l2(&out.images[0].data, &g(&format!("{name}_{image_key}")).data);
+    let lat = rel_l2(&out.latents.data, &g_in(d, &format!("{name}_latents")).data);
+    let img = rel_l2(&out.images[0].data, &g_in(d, &format!("{name}_{image_key}")).data);
     println!("{name}: latents {lat:.2e}, {image_key} {img:.2e}");
     assert!(lat <= 5e-3, "{name} latents: relative L2 {lat:.3e} > 5e-3");
     assert!(img <= tol_image, "{name} {image_key}: relative L2 {img:.3e} > {tol_image:.0e}");
@@ -122,13 +143,13 @@ fn only_masked_inpainting_matches_diffusers_padding_mask_crop() {
     check(&pipe, "inp4_crop", &req, "image", 3e-2);
 }
 
-/// sd15-tiny turned into an inpainting checkpoint: the fixture's 9-input-channel conv_in in
+/// A tiny checkpoint turned into an inpainting one: the fixture's 9-input-channel conv_in in
 /// place of the UNet's, in the single file's LDM names, stored as f16 like the rest.
-fn nine_channel_single_file(dst: &Path) {
+fn nine_channel_single_file(model: &Path, conv_dir: &Path, dst: &Path) {
     use safetensors::tensor::TensorView;
-    let src = std::fs::read(fixtures().join("model-fp16.safetensors")).unwrap();
+    let src = std::fs::read(model).unwrap();
     let st = safetensors::SafeTensors::deserialize(&src).unwrap();
-    let conv = std::fs::read(dir().join("inpaint_conv_in.safetensors")).unwrap();
+    let conv = std::fs::read(conv_dir.join("inpaint_conv_in.safetensors")).unwrap();
     let conv = safetensors::SafeTensors::deserialize(&conv).unwrap();
     let to_f16 = |name: &str| -> (Vec<usize>, Vec<u8>) {
         let t = conv.tensor(name).unwrap();
@@ -159,7 +180,7 @@ fn inpainting_with_a_9_channel_unet_matches_diffusers() {
     let tmp = std::env::temp_dir().join(format!("lorafuse-inpaint9-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let file = tmp.join("tiny-inpainting.safetensors");
-    nine_channel_single_file(&file);
+    nine_channel_single_file(&fixtures().join("model-fp16.safetensors"), &dir(), &file);
     let pipe = Pipeline::load(ctx(), &file, Precision::F32).unwrap();
     assert_eq!(pipe.config.unet.in_channels, 9, "detected as an inpainting UNet");
     let runs = runs();
@@ -283,4 +304,46 @@ fn tiled_encoding_of_the_init_image() {
     req.vae_tiling = Some(t);
     let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
     assert!(out.images[0].data.iter().all(|v| v.is_finite()));
+}
+
+/// The SDXL runs: img2img, inpainting with both UNet kinds and latent hires fix, against
+/// diffusers' SDXL pipelines (aesthetic-score conditioning off, as for the base model).
+#[test]
+fn sdxl_img2img_inpainting_and_hires_match_diffusers() {
+    let d = xl_dir();
+    let runs = runs_in(&d);
+    let pipe = Pipeline::load(ctx(), &xl_model(), Precision::F32).unwrap();
+    for (name, mask) in
+        [("xl_i2i_euler", false), ("xl_i2i_dpmpp_2m_karras", false), ("xl_inp4_euler_s1", true), ("xl_inp4_ddim", true)]
+    {
+        let run = &runs[name];
+        let mut req = request(run, 64);
+        req.init = Some(init(run, mask, None));
+        check_in(&d, &pipe, name, &req, if mask { "composite" } else { "image" }, 5e-3);
+    }
+    let run = &runs["xl_hr_latent"];
+    let mut req = request(run, 64);
+    req.steps = run["first_pass"]["steps"].as_u64().unwrap() as usize;
+    req.hires = Some(Hires {
+        width: 96,
+        height: 96,
+        scale: None,
+        steps: run["hires_steps"].as_u64().unwrap() as usize,
+        denoise: run["denoising_strength"].as_f64().unwrap(),
+        upscaler: HiresUpscaler::Latent,
+    });
+    check_in(&d, &pipe, "xl_hr_latent", &req, "image", 5e-3);
+    drop(pipe);
+
+    let tmp = std::env::temp_dir().join(format!("lorafuse-xl-inpaint9-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let file = tmp.join("tiny-xl-inpainting.safetensors");
+    nine_channel_single_file(&xl_model(), &d, &file);
+    let pipe = Pipeline::load(ctx(), &file, Precision::F32).unwrap();
+    assert_eq!(pipe.config.unet.in_channels, 9, "detected as an SDXL inpainting UNet");
+    let run = &runs["xl_inp9_euler"];
+    let mut req = request(run, 64);
+    req.init = Some(init(run, true, None));
+    check_in(&d, &pipe, "xl_inp9_euler", &req, "composite", 5e-3);
+    std::fs::remove_dir_all(&tmp).ok();
 }
