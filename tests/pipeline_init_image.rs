@@ -285,3 +285,102 @@ fn latent_upscale_matches_torch_interpolate() {
     assert_eq!(upscale_latents(&src, 5, 7, false).unwrap().data, src.data);
     assert!(upscale_latents(&HostTensor::zeros(&[4, 5]), 9, 9, false).is_err());
 }
+
+// Infotext: A1111's img2img, inpainting and hires fix keys, written and read back.
+
+use lorafuse::pipeline::infotext::{parse_infotext, request_infotext, Settings};
+use lorafuse::pipeline::init::{Hires, HiresUpscaler, InitImage, InitSource, InpaintMask};
+use lorafuse::pipeline::request::Request;
+
+fn settings_line(text: &str) -> String {
+    text.lines().last().unwrap().to_string()
+}
+
+#[test]
+fn img2img_and_inpaint_infotext_round_trips() {
+    let mut req = Request::new("a cat");
+    (req.width, req.height, req.steps, req.seed) = (64, 48, 10, 5);
+    req.init = Some(InitImage {
+        sources: vec![InitSource::Pixels(HostTensor::zeros(&[3, 48, 64]))],
+        strength: 0.6,
+        mask: Some(InpaintMask { alpha: HostTensor::zeros(&[48, 64]), blur: 4.0, only_masked_padding: Some(32) }),
+    });
+    let text = request_infotext(&req, 5, "m", "", &[]).render();
+    let line = settings_line(&text);
+    assert!(line.contains("Size: 64x48, Model: m, Denoising strength: 0.6, Clip skip: 1"), "{line}");
+    assert!(line.ends_with("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 32"), "{line}");
+    let s = Settings::parse(&text).unwrap();
+    assert_eq!(s.denoising_strength, Some(0.6));
+    assert_eq!((s.mask_blur, s.inpaint_only_masked, s.masked_padding), (Some(4.0), Some(true), Some(32)));
+    assert!(s.is_img2img() && s.has_inpaint_fields() && !s.hires_enabled() && s.ignored.is_empty(), "{s:?}");
+    assert_eq!(s.hires(64, 48).unwrap(), None);
+
+    // Plain img2img: strength only; "Whole picture" reads as not only-masked.
+    req.init.as_mut().unwrap().mask = None;
+    let line = settings_line(&request_infotext(&req, 5, "m", "", &[]).render());
+    assert!(line.contains("Denoising strength: 0.6") && !line.contains("Mask blur"), "{line}");
+    let s = Settings::parse("p\nSteps: 2, Seed: 1, Denoising strength: 0.3, Inpaint area: Whole picture").unwrap();
+    assert_eq!(s.inpaint_only_masked, Some(false));
+    assert!(Settings::parse("p\nSteps: 2, Seed: 1, Denoising strength: 1.5").is_err());
+    assert!(Settings::parse("p\nSteps: 2, Seed: 1, Inpaint area: Everywhere").is_err());
+}
+
+#[test]
+fn hires_infotext_round_trips() {
+    let mut req = Request::new("a cat");
+    (req.width, req.height, req.steps) = (64, 48, 10);
+    let scaled =
+        Hires { width: 128, height: 96, scale: Some(2.0), steps: 10, denoise: 0.7, upscaler: HiresUpscaler::Latent };
+    req.hires = Some(scaled.clone());
+    let text = request_infotext(&req, 1, "m", "", &[]).render();
+    let line = settings_line(&text);
+    // `Size` stays the first pass's, as in A1111.
+    assert!(line.contains("Size: 64x48") && line.contains("Denoising strength: 0.7"), "{line}");
+    assert!(line.ends_with("Hires upscale: 2, Hires steps: 10, Hires upscaler: Latent"), "{line}");
+    let s = Settings::parse(&text).unwrap();
+    assert!(s.hires_enabled() && !s.is_img2img());
+    assert_eq!(s.hires(64, 48).unwrap(), Some(scaled));
+
+    // A size instead of a scale; no `Hires steps` when 0.
+    let sized = Hires { width: 96, height: 64, scale: None, steps: 0, denoise: 0.55, upscaler: HiresUpscaler::Lanczos };
+    req.hires = Some(sized.clone());
+    let text = request_infotext(&req, 1, "m", "", &[]).render();
+    let line = settings_line(&text);
+    assert!(line.ends_with("Hires resize: 96x64, Hires upscaler: Lanczos") && !line.contains("Hires steps"), "{line}");
+    assert_eq!(Settings::parse(&text).unwrap().hires(64, 48).unwrap(), Some(sized));
+}
+
+#[test]
+fn reads_a1111_hires_infotext() {
+    let a1111 = "1girl, <lora:x:0.7>\nNegative prompt: bad\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, \
+                 CFG scale: 7, Seed: 123, Size: 512x768, Model hash: 6ce0161689, Model: v1-5, \
+                 Denoising strength: 0.45, Clip skip: 2, Hires upscale: 1.5, Hires steps: 12, \
+                 Hires upscaler: Latent (nearest), Version: v1.10.1";
+    let info = parse_infotext(a1111);
+    assert_eq!(info.get("Hires upscaler"), Some("Latent (nearest)"));
+    let s = Settings::parse(a1111).unwrap();
+    assert!(s.hires_enabled() && s.ignored.is_empty(), "{s:?}");
+    // A1111: int(512·1.5) = 768, int(768·1.5) = 1152; both multiples of 8.
+    let want = Hires {
+        width: 768,
+        height: 1152,
+        scale: Some(1.5),
+        steps: 12,
+        denoise: 0.45,
+        upscaler: HiresUpscaler::LatentNearest,
+    };
+    assert_eq!(s.hires(512, 768).unwrap(), Some(want));
+    // `Hires resize` with a side of 0: derived from the first pass's aspect ratio, as A1111.
+    let s =
+        Settings::parse("p\nSteps: 20, Seed: 1, Size: 512x768, Denoising strength: 0.5, Hires resize: 1024x0").unwrap();
+    let h = s.hires(512, 768).unwrap().unwrap();
+    assert_eq!((h.width, h.height, h.scale, h.upscaler), (1024, 1536, None, HiresUpscaler::Latent));
+    // Hires keys without a denoising strength: hires fix was off (A1111's paste rule).
+    let s = Settings::parse("p\nSteps: 20, Seed: 1, Size: 512x512, Hires upscale: 2, Hires upscaler: Latent").unwrap();
+    assert!(!s.hires_enabled() && s.hires(512, 512).unwrap().is_none());
+    // An upscaler lorafuse does not have is a clear error.
+    let e = Settings::parse("p\nSteps: 20, Seed: 1, Denoising strength: 0.5, Hires upscaler: R-ESRGAN 4x+")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("R-ESRGAN 4x+") && e.contains("Latent (nearest)"), "{e}");
+}
