@@ -307,7 +307,7 @@ impl InitArgs {
                         path.display()
                     );
                 };
-                Ok(fit_image(t, w, h, mode).map_err(|e| anyhow::anyhow!("fitting the {what}: {e}"))?)
+                fit_image(t, w, h, mode).map_err(|e| anyhow::anyhow!("fitting the {what}: {e}"))
             };
             let pixels = fit(&img, "init image")?;
             let mask = match &self.mask {

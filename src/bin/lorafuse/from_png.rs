@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use lorafuse::lora::{extract_extra_networks, resolve_in_dir};
 use lorafuse::pipeline::image::read_parameters;
-use lorafuse::pipeline::infotext::Settings;
+use lorafuse::pipeline::infotext::{fmt_num, Settings};
 use lorafuse::weights::hash::{lora_hash, model_hash};
 
 use crate::args::GenerateArgs;
@@ -125,6 +125,26 @@ fn init_and_hires(out: &mut GenerateArgs, s: &Settings, png: &Path, given: &dyn 
             i.hires_upscaler = s.hires_upscaler.or(i.hires_upscaler);
         }
         return Ok(());
+    }
+    if !s.hires_enabled() {
+        // A1111 turns hires fix on only with a denoising strength; say what is not used.
+        let mut unused = Vec::new();
+        if let Some(f) = s.hires_scale {
+            unused.push(format!("Hires upscale: {}", fmt_num(f)));
+        }
+        if let Some((w, h)) = s.hires_resize {
+            unused.push(format!("Hires resize: {w}x{h}"));
+        }
+        if let Some(u) = s.hires_upscaler {
+            unused.push(format!("Hires upscaler: {}", u.a1111_name()));
+        }
+        if !unused.is_empty() {
+            eprintln!(
+                "warning: {}: {} ignored: hires fix was off (no Denoising strength)",
+                png.display(),
+                unused.join(", ")
+            );
+        }
     }
     let Some(strength) = s.denoising_strength.filter(|_| s.is_img2img()) else {
         return Ok(());
