@@ -419,7 +419,8 @@ fn infotext_reads_a1111_and_lorafuse_layouts() {
         st.lora_hashes,
         [("pop_art".to_string(), "0123456789ab".to_string()), ("other".to_string(), "ba9876543210".to_string())]
     );
-    assert_eq!(st.ignored, ["Hires upscale: 2"]);
+    // `Hires upscale` is read (hires fix itself is on only with a `Denoising strength`).
+    assert!(st.ignored.is_empty() && st.hires_scale == Some(2.0) && !st.hires_enabled(), "{st:?}");
     let mut req = Request::new("");
     st.apply(&mut req);
     assert_eq!((req.width, req.height, req.steps, req.seed), (512, 768, 28, 3141592653));

@@ -7,6 +7,7 @@
 //! either plain text up to the next comma or a JSON-style quoted string.
 
 use crate::lora::lora_name;
+use crate::pipeline::init::{Hires, HiresUpscaler};
 use crate::pipeline::request::{Request, UsedLora};
 use crate::pipeline::rng::RngKind;
 use crate::schedulers::{SamplerKind, Spacing};
@@ -97,6 +98,16 @@ const ZERO_TERMINAL_SNR: &str = "Zero Terminal SNR";
 /// diffusers' `guidance_rescale` φ, as A1111's CFG-rescale extension records it.
 const CFG_RESCALE: &str = "CFG Rescale phi";
 
+const DENOISING: &str = "Denoising strength";
+const MASK_BLUR: &str = "Mask blur";
+const INPAINT_AREA: &str = "Inpaint area";
+const ONLY_MASKED: &str = "Only masked";
+const MASKED_PADDING: &str = "Masked area padding";
+const HIRES_UPSCALE: &str = "Hires upscale";
+const HIRES_RESIZE: &str = "Hires resize";
+const HIRES_STEPS: &str = "Hires steps";
+const HIRES_UPSCALER: &str = "Hires upscaler";
+
 /// A1111's `RNG` field: `GPU` for the Philox stream, `CPU` for torch's CPU generator.
 const RNG_NAMES: [(RngKind, &str); 2] = [(RngKind::Philox, "GPU"), (RngKind::TorchCpu, "CPU")];
 
@@ -134,7 +145,12 @@ pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: 
     if !model_hash.is_empty() {
         info = info.field("Model hash", model_hash);
     }
-    info = info.field("Model", model_name).field("Clip skip", req.clip_skip).field("RNG", a1111_rng_name(req.rng));
+    info = info.field("Model", model_name);
+    // A1111's place for it: after the model, before `Clip skip`.
+    if let Some(d) = req.init.as_ref().map(|i| i.strength).or(req.hires.as_ref().map(|h| h.denoise)) {
+        info = info.field(DENOISING, fmt_num(d));
+    }
+    info = info.field("Clip skip", req.clip_skip).field("RNG", a1111_rng_name(req.rng));
     if req.spacing != Spacing::Leading {
         info = info.field("Timestep spacing", req.spacing.name());
     }
@@ -150,9 +166,36 @@ pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: 
     if let Some(c) = req.size_cond.filter(|c| *c != Request { size_cond: None, ..req.clone() }.time_ids()) {
         info = info.field("Size cond", fmt_size_cond(c));
     }
+    info = init_and_hires_fields(info, req);
     if !used.is_empty() {
         let list: Vec<String> = used.iter().map(|l| format!("{}: {}", l.name, l.short_hash())).collect();
         info = info.field("Lora hashes", list.join(", "));
+    }
+    info
+}
+
+/// A1111's img2img and hires fix keys (`modules/processing.py`): `Mask blur`, `Inpaint area: Only
+/// masked` with `Masked area padding`, and `Hires upscale` (or `Hires resize: WxH` when a size
+/// was given), `Hires steps` (when not 0) and `Hires upscaler`. A1111 writes `Mask blur` only
+/// when it is not 0; lorafuse writes it for every inpainting, so the infotext says a mask was
+/// used. The init image's resize mode has no A1111 key and is not recorded; `Size` stays the
+/// first pass's size with hires fix, as in A1111.
+fn init_and_hires_fields(mut info: Infotext, req: &Request) -> Infotext {
+    if let Some(m) = req.init.as_ref().and_then(|i| i.mask.as_ref()) {
+        info = info.field(MASK_BLUR, fmt_num(m.blur as f64));
+        if let Some(p) = m.only_masked_padding {
+            info = info.field(INPAINT_AREA, ONLY_MASKED).field(MASKED_PADDING, p);
+        }
+    }
+    if let Some(h) = &req.hires {
+        info = match h.scale {
+            Some(s) => info.field(HIRES_UPSCALE, fmt_num(s)),
+            None => info.field(HIRES_RESIZE, format!("{}x{}", h.width, h.height)),
+        };
+        if h.steps != 0 {
+            info = info.field(HIRES_STEPS, h.steps);
+        }
+        info = info.field(HIRES_UPSCALER, h.upscaler.a1111_name());
     }
     info
 }
@@ -303,13 +346,37 @@ pub struct Settings {
     pub model_hash: Option<String>,
     /// `Lora hashes: "NAME: HASH, …"` as (NAME, HASH).
     pub lora_hashes: Vec<(String, String)>,
-    /// Fields that change the image but that lorafuse does not do (hires fix, variation
-    /// seeds, …), for a warning.
+    /// `Denoising strength`: img2img's strength, or with hires fix its second pass's.
+    pub denoising_strength: Option<f64>,
+    /// `Mask blur` (inpainting; old A1111 versions wrote it for every img2img).
+    pub mask_blur: Option<f32>,
+    /// `Inpaint area`: `Only masked` = true, `Whole picture` = false.
+    pub inpaint_only_masked: Option<bool>,
+    /// `Masked area padding`.
+    pub masked_padding: Option<usize>,
+    /// `Hires upscale: F`.
+    pub hires_scale: Option<f64>,
+    /// `Hires resize: WxH`; A1111 writes 0 for a side it derives from the aspect ratio.
+    pub hires_resize: Option<(usize, usize)>,
+    /// `Hires steps` (absent = 0, the first pass's count).
+    pub hires_steps: Option<usize>,
+    /// `Hires upscaler`.
+    pub hires_upscaler: Option<HiresUpscaler>,
+    /// Fields that change the image but that lorafuse does not do (variation seeds, hires
+    /// sampler or prompt, …), for a warning.
     pub ignored: Vec<String>,
 }
 
 fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T> {
     v.trim().parse().map_err(|_| Error::invalid(OP, format!("{key}: {v:?} is not a valid number")))
+}
+
+fn unit_interval(key: &str, v: &str) -> Result<f64> {
+    let x: f64 = num(key, v)?;
+    if !(0.0..=1.0).contains(&x) {
+        return Err(Error::invalid(OP, format!("{key} {v:?} is not in [0, 1]")));
+    }
+    Ok(x)
 }
 
 /// Fields that only describe the image (names, hashes, versions) and so are never "ignored".
@@ -372,6 +439,37 @@ impl Settings {
                     }
                     s.cfg_rescale = Some(r);
                 }
+                DENOISING => s.denoising_strength = Some(unit_interval(k, v)?),
+                MASK_BLUR => s.mask_blur = Some(num(k, v)?),
+                INPAINT_AREA => {
+                    s.inpaint_only_masked = Some(match v.as_str() {
+                        ONLY_MASKED => true,
+                        "Whole picture" => false,
+                        _ => {
+                            return Err(Error::invalid(OP, format!("{k} {v:?} is not {ONLY_MASKED} or Whole picture")))
+                        }
+                    })
+                }
+                MASKED_PADDING => s.masked_padding = Some(num(k, v)?),
+                HIRES_UPSCALE => {
+                    let f: f64 = num(k, v)?;
+                    if !(f.is_finite() && f > 0.0) {
+                        return Err(Error::invalid(OP, format!("{k} {v:?} is not a positive number")));
+                    }
+                    s.hires_scale = Some(f)
+                }
+                HIRES_RESIZE => {
+                    let (w, h) = v
+                        .split_once('x')
+                        .ok_or_else(|| Error::invalid(OP, format!("{k} {v:?} is not WIDTHxHEIGHT")))?;
+                    s.hires_resize = Some((num(k, w)?, num(k, h)?));
+                }
+                HIRES_STEPS => s.hires_steps = Some(num(k, v)?),
+                HIRES_UPSCALER => {
+                    s.hires_upscaler = Some(HiresUpscaler::from_a1111(v).map_err(|_| {
+                        Error::invalid(OP, format!("{k} {v:?} is not supported (Latent, Latent (nearest), Lanczos)"))
+                    })?)
+                }
                 "Model" => s.model = Some(v.clone()),
                 "Model hash" => s.model_hash = Some(v.clone()),
                 "Lora hashes" => {
@@ -387,6 +485,51 @@ impl Settings {
             }
         }
         Ok(s)
+    }
+
+    /// Whether hires fix was on, by A1111's own rule (its paste handler): a `Denoising strength`
+    /// with a `Hires upscale`, `Hires resize` or `Hires upscaler`.
+    pub fn hires_enabled(&self) -> bool {
+        self.denoising_strength.is_some()
+            && (self.hires_scale.is_some() || self.hires_resize.is_some() || self.hires_upscaler.is_some())
+    }
+
+    /// A `Denoising strength` without hires fix: an img2img (or inpainting) image, which needs
+    /// its init image again to regenerate.
+    pub fn is_img2img(&self) -> bool {
+        self.denoising_strength.is_some() && !self.hires_enabled()
+    }
+
+    /// Whether the image records inpainting settings (`Mask blur`, `Inpaint area`).
+    pub fn has_inpaint_fields(&self) -> bool {
+        self.mask_blur.is_some() || self.inpaint_only_masked.is_some() || self.masked_padding.is_some()
+    }
+
+    /// The hires fix the settings record, for a first pass of `width`×`height`: the scale's
+    /// size (see [`Hires::scaled_size`]), or the resize size with a 0 side derived from the
+    /// aspect ratio as A1111 does. `None` when hires fix was off.
+    pub fn hires(&self, width: usize, height: usize) -> Result<Option<Hires>> {
+        let Some(denoise) = self.denoising_strength.filter(|_| self.hires_enabled()) else {
+            return Ok(None);
+        };
+        let (w, h) = match self.hires_resize {
+            Some((0, 0)) | None => Hires::scaled_size(width, height, self.hires_scale.unwrap_or(2.0))?,
+            Some((x, 0)) => (x, x * height / width.max(1)),
+            Some((0, y)) => (y * width / height.max(1), y),
+            Some(size) => size,
+        };
+        let scale = match self.hires_resize {
+            Some((x, y)) if x != 0 || y != 0 => None,
+            _ => Some(self.hires_scale.unwrap_or(2.0)),
+        };
+        Ok(Some(Hires {
+            width: w,
+            height: h,
+            scale,
+            steps: self.hires_steps.unwrap_or(0),
+            denoise,
+            upscaler: self.hires_upscaler.unwrap_or(HiresUpscaler::Latent),
+        }))
     }
 
     /// Parse infotext text straight to settings.

@@ -5,6 +5,7 @@
 //! - [`watch`]: what a caller sees and decides while sampling runs (cancel, previews).
 //! - [`rng`]: the seeded noise streams A1111 and diffusers use.
 //! - [`infotext`], [`image`]: the A1111 `parameters` text and the PNG that carries it.
+//! - [`init`], [`init_image`]: img2img, inpainting and hires fix requests and their pixel work.
 
 pub mod fast_decode;
 pub mod hires;

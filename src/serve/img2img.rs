@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::a1111::Txt2ImgRequest;
 use crate::pipeline::init::{InitImage, InitSource, InpaintMask};
-use crate::pipeline::init_image::{blur_mask, decode_image, decode_mask, fit_image, fit_mask, ResizeMode};
+use crate::pipeline::init_image::{binarize_mask, blur_mask, decode_image, decode_mask, fit_image, ResizeMode};
 use crate::{Error, HostTensor, Result};
 
 const OP: &str = "img2img";
@@ -94,13 +94,16 @@ impl Img2ImgRequest {
         let mask = match &self.mask {
             None => None,
             Some(m) => {
-                let raw = decode_mask(&decode_b64(m, "mask")?, "mask")?;
-                let mut alpha = fit_mask(&raw, w, h, mode)?;
+                let mut raw = decode_mask(&decode_b64(m, "mask")?, "mask")?;
                 if self.inpainting_mask_invert != 0 {
-                    alpha = HostTensor::new(&alpha.shape, alpha.data.iter().map(|v| 1.0 - v).collect())?;
+                    raw = HostTensor::new(&raw.shape, raw.data.iter().map(|v| 1.0 - v).collect())?;
                 }
+                // As the CLI and A1111: rounded to black and white, blurred at its own size,
+                // then fitted like the image.
+                let mut alpha = fit_image(&blur_mask(&binarize_mask(&raw), self.mask_blur)?, w, h, mode)?;
+                alpha.data.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
                 Some(InpaintMask {
-                    alpha: blur_mask(&alpha, self.mask_blur)?,
+                    alpha,
                     blur: self.mask_blur,
                     only_masked_padding: self.inpaint_full_res.then_some(self.inpaint_full_res_padding),
                 })

@@ -87,8 +87,8 @@ fn run_in(ctx: &Context, a: &DemoArgs, quiet: bool, dir: &std::path::Path) -> Re
         spacing: Spacing::Leading,
         seed: Some(a.seed),
         rng: RngKind::Philox,
-        width: a.size,
-        height: a.size,
+        width: Some(a.size),
+        height: Some(a.size),
         batch: 1,
         clip_skip: 1,
         size_cond: None,
@@ -108,6 +108,7 @@ fn run_in(ctx: &Context, a: &DemoArgs, quiet: bool, dir: &std::path::Path) -> Re
         vae_tile_size: None,
         vae_tile_overlap: None,
         from_png: None,
+        init: Default::default(),
     };
     generate::run(ctx, &args, quiet)?;
     if a.no_grid {

@@ -109,7 +109,9 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
         // `--lora` LoRAs go into the prompt as A1111 tags, so the infotext alone reproduces the image.
         let info = a.with_vae(request_infotext(&req, out.seeds[i], &model_name, &hash, &out.loras));
         let path = output_path(&a.output, i, out.images.len());
-        write_png(&path, req.width, req.height, &to_rgb8(&img.data, req.height, req.width)?, &info.render())?;
+        // The image's own size: with hires fix it is larger than the request's (first pass) size.
+        let (h, w) = (img.shape[1], img.shape[2]);
+        write_png(&path, w, h, &to_rgb8(&img.data, h, w)?, &info.render())?;
         println!("{}", path.display());
     }
     if let Some(p) = &a.save_tensors {
@@ -117,7 +119,8 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
         for img in &out.images {
             image.extend_from_slice(&img.data);
         }
-        let image = HostTensor::new(&[out.images.len(), 3, req.height, req.width], image)?;
+        let (h, w) = out.images.first().map_or((req.height, req.width), |i| (i.shape[1], i.shape[2]));
+        let image = HostTensor::new(&[out.images.len(), 3, h, w], image)?;
         save_tensors(p, &[("noise", &out.noise), ("latents", &out.latents), ("image", &image)])?;
     }
     Ok(())

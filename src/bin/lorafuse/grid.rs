@@ -95,6 +95,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let mut cell_s = Vec::with_capacity(n);
     let mut done_steps = 0u64;
     let mut first_info = None;
+    let mut cell_size = (base.width, base.height);
     for (i, cell) in grid.cells.iter().enumerate() {
         bar.set_message(format!("cell {}/{n}", i + 1));
         let tc = Instant::now();
@@ -109,18 +110,21 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
         })?;
         done_steps += last.max(cell.req.steps as u64);
         bar.set_position(done_steps);
-        let rgb = to_rgb8(&out.images[0].data, cell.req.height, cell.req.width)?;
+        // The image's own size: with hires fix it is larger than the request's (first pass) size.
+        let (h, w) = (out.images[0].shape[1], out.images[0].shape[2]);
+        let rgb = to_rgb8(&out.images[0].data, h, w)?;
         let used = pipe.with_model_defaults(&cell.req);
         let info = a.with_vae(request_infotext(&used, out.seeds[0], &model_name, &hash, &out.loras)).render();
         let path = cell_path(&a.output, cell, with_z);
-        write_png(&path, cell.req.width, cell.req.height, &rgb, &info)?;
+        write_png(&path, w, h, &rgb, &info)?;
+        cell_size = (w, h);
         cell_s.push(tc.elapsed().as_secs_f64());
         first_info.get_or_insert(info);
         cells_rgb.push(rgb);
         written.push(path);
     }
     bar.finish();
-    let (img, _) = compose(&cells_rgb, base.width, base.height, &grid.labels)?;
+    let (img, _) = compose(&cells_rgb, cell_size.0, cell_size.1, &grid.labels)?;
     // The grid carries the first cell's settings, as A1111's grids do.
     write_png(&a.output, img.width, img.height, &img.rgb, first_info.as_deref().unwrap_or(""))?;
     println!("{}", a.output.display());

@@ -197,18 +197,23 @@ fn exit_on_clap_error(e: clap::Error) -> ! {
 }
 
 /// `--from-png`: the image's recorded settings fill every option of `generate`/`grid` that was
-/// not given on the command line (clap records where each value came from).
+/// not given on the command line (clap records where each value came from); then `--preset`.
 fn apply_from_png(cli: &mut Cli, matches: &ArgMatches) -> Result<()> {
     let gen = match &mut cli.cmd {
         Cmd::Generate(a) => a,
         Cmd::Grid(g) => &mut g.gen,
         _ => return Ok(()),
     };
-    let (Some(png), Some((_, sub))) = (gen.from_png.clone(), matches.subcommand()) else {
+    let Some((_, sub)) = matches.subcommand() else {
         return Ok(());
     };
     let given = |id: &str| sub.value_source(id) == Some(ValueSource::CommandLine);
-    from_png::apply(gen, &png, &given)
+    if let Some(png) = gen.from_png.clone() {
+        from_png::apply(gen, &png, &given)?;
+    }
+    // After the image's settings: a preset given now outranks them, an explicit option it.
+    gen.apply_preset(&given);
+    Ok(())
 }
 
 fn run_cli(cli: &Cli) -> Result<()> {
