@@ -153,8 +153,9 @@ fn resize_modes_fit_a_100x60_init_image() {
         "grid",
         "-m",
         &model(),
+        // ⌊2 · 0.75⌋ = 1 step runs (one step would run none, an error as in diffusers).
         "--steps",
-        "1",
+        "2",
         "-W",
         "64",
         "-H",

@@ -92,7 +92,8 @@ fn check_in(d: &Path, pipe: &Pipeline, name: &str, req: &Request, image_key: &st
     let lat = rel_l2(&out.latents.data, &g_in(d, &format!("{name}_latents")).data);
     let img = rel_l2(&out.images[0].data, &g_in(d, &format!("{name}_{image_key}")).data);
     println!("{name}: latents {lat:.2e}, {image_key} {img:.2e}");
-    assert!(lat <= 5e-3, "{name} latents: relative L2 {lat:.3e} > 5e-3");
+    let tol_latents = tol_image.max(5e-3);
+    assert!(lat <= tol_latents, "{name} latents: relative L2 {lat:.3e} > {tol_latents:.0e}");
     assert!(img <= tol_image, "{name} {image_key}: relative L2 {img:.3e} > {tol_image:.0e}");
     (lat, img)
 }
@@ -136,11 +137,29 @@ fn inpainting_with_a_regular_unet_matches_diffusers() {
 fn only_masked_inpainting_matches_diffusers_padding_mask_crop() {
     let pipe = sd15();
     let run = &runs()["inp4_crop"];
+    // The sampling inside the crop, from diffusers' own crop of the image and mask: exact.
+    let mut req = request(run, 64);
+    let alpha = HostTensor::new(&[64, 64], g("inp4_crop_crop_mask").data).unwrap();
+    req.init = Some(InitImage {
+        sources: vec![InitSource::Pixels(squeeze(g("inp4_crop_crop_init")))],
+        strength: run["strength"].as_f64().unwrap(),
+        mask: Some(InpaintMask { alpha, blur: 0.0, only_masked_padding: None }),
+    });
+    let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
+    let lat = rel_l2(&out.latents.data, &g("inp4_crop_latents").data);
+    println!("inp4_crop inside the crop: latents {lat:.2e}");
+    assert!(lat <= 5e-3, "{lat:.3e}");
+
+    // End to end: the crop box is diffusers' (checked in pipeline_init_image.rs); diffusers crops
+    // and resizes in 8-bit PIL Lanczos where lorafuse resizes in f32 (the cropped init differs by
+    // 3e-3, which the VAE encoder makes ~1.4e-2 in the latents), so the bound is looser here.
     let mut req = request(run, 64);
     req.init = Some(init(run, true, Some(run["padding_mask_crop"].as_u64().unwrap() as usize)));
-    // diffusers crops and resizes with 8-bit PIL Lanczos (image, mask, and the result back):
-    // lorafuse resizes in f32, so the latents match closely and the pixels within a few 1/255.
     check(&pipe, "inp4_crop", &req, "image", 3e-2);
+    let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
+    let (src, mask) = (g("init_image").data, g("mask").data);
+    let kept = (0..src.len()).filter(|&i| mask[i % 4096] == 0.0).all(|i| out.images[0].data[i] == src[i]);
+    assert!(kept, "only masked: unmasked pixels changed");
 }
 
 /// A tiny checkpoint turned into an inpainting one: the fixture's 9-input-channel conv_in in

@@ -384,3 +384,17 @@ fn reads_a1111_hires_infotext() {
         .to_string();
     assert!(e.contains("R-ESRGAN 4x+") && e.contains("Latent (nearest)"), "{e}");
 }
+
+/// torch's `nearest-exact` (A1111 "Latent (nearest-exact)") against `nearest`, worked out by hand
+/// for 8 → 12: sources ⌊(d + ½)·⅔⌋ = 0 1 1 2 3 3 4 5 5 6 7 7 and ⌊d·⅔⌋ = 0 0 1 2 2 3 4 4 5 6 6 7.
+#[test]
+fn latent_nearest_exact_picks_pixel_centres() {
+    use lorafuse::pipeline::init_image::{upscale_latents_with, LatentInterp};
+    let src = HostTensor::new(&[1, 1, 8], (0..8).map(|v| v as f32).collect()).unwrap();
+    let exact = upscale_latents_with(&src, 1, 12, LatentInterp::NearestExact).unwrap();
+    assert_eq!(exact.data, [0., 1., 1., 2., 3., 3., 4., 5., 5., 6., 7., 7.]);
+    let plain = upscale_latents_with(&src, 1, 12, LatentInterp::Nearest).unwrap();
+    assert_eq!(plain.data, [0., 0., 1., 2., 2., 3., 4., 4., 5., 6., 6., 7.]);
+    let name = lorafuse::pipeline::init::HiresUpscaler::from_a1111("Latent (nearest-exact)").unwrap();
+    assert_eq!(name.a1111_name(), "Latent (nearest-exact)");
+}

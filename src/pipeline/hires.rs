@@ -7,7 +7,9 @@
 
 use crate::pipeline::img2img::{apply_overlay, Overlay};
 use crate::pipeline::init::{Hires, HiresUpscaler, InitImage, InitSource, InpaintMask};
-use crate::pipeline::init_image::{crop, crop_region, paste, resize_image, resize_mask, upscale_latents};
+use crate::pipeline::init_image::{
+    crop, crop_region, paste, resize_image, resize_mask, upscale_latents_with, LatentInterp,
+};
 use crate::pipeline::request::{NoiseOverride, Request};
 use crate::pipeline::sample::Finish;
 use crate::pipeline::txt2img::{Output, Pipeline, Progress, Watch};
@@ -59,7 +61,12 @@ impl Pipeline {
                 InitSource::Pixels(resize_image(&q, h.width, h.height)?)
             } else {
                 let lat = HostTensor::new(&[lc, lh, lw], first.latents.data[b * per..(b + 1) * per].to_vec())?;
-                InitSource::Latents(upscale_latents(&lat, hh, hw, h.upscaler == HiresUpscaler::LatentNearest)?)
+                let mode = match h.upscaler {
+                    HiresUpscaler::LatentNearest => LatentInterp::Nearest,
+                    HiresUpscaler::LatentNearestExact => LatentInterp::NearestExact,
+                    _ => LatentInterp::Bilinear,
+                };
+                InitSource::Latents(upscale_latents_with(&lat, hh, hw, mode)?)
             };
             sources.push(source);
         }

@@ -184,7 +184,11 @@ impl Pipeline {
                         let image_latents = image_latents.ok_or_else(|| Error::invalid("inpaint", "image latents"))?;
                         (Some(Blend { image_latents, mask: mask_lat }), None)
                     };
-                    let overlay = Overlay { original: p.data.clone(), alpha: mask.alpha.data.clone() };
+                    // A1111 composites a whole-picture inpaint with the blurred mask doubled
+                    // (`np.clip(mask * 2, 0, 255)`), so the repainted area reaches into the blur
+                    // band; "only masked" composites with the plain blurred mask (hires.rs).
+                    let alpha = mask.alpha.data.iter().map(|a| (2.0 * a).min(1.0)).collect();
+                    let overlay = Overlay { original: p.data.clone(), alpha };
                     ImageStart { seed, stream, noise, x, scale, blend, cond, overlay: Some(overlay) }
                 }
             };

@@ -111,6 +111,8 @@ pub enum HiresUpscaler {
     Latent,
     /// Nearest on the latents (A1111 "Latent (nearest)").
     LatentNearest,
+    /// torch's `nearest-exact` on the latents (A1111 "Latent (nearest-exact)").
+    LatentNearestExact,
     /// Lanczos on the decoded image, then encoded again (A1111 "Lanczos").
     Lanczos,
 }
@@ -118,10 +120,11 @@ pub enum HiresUpscaler {
 named_enum!(
     HiresUpscaler,
     op = "hires_upscaler",
-    unknown = |s| format!("unknown hires upscaler {s:?}; valid: latent, latent-nearest, lanczos"),
+    unknown = |s| format!("unknown hires upscaler {s:?}; valid: latent, latent-nearest, latent-nearest-exact, lanczos"),
     {
         Latent => "latent",
         LatentNearest => "latent-nearest",
+        LatentNearestExact => "latent-nearest-exact",
         Lanczos => "lanczos",
     }
 );
@@ -132,6 +135,7 @@ impl HiresUpscaler {
         match self {
             HiresUpscaler::Latent => "Latent",
             HiresUpscaler::LatentNearest => "Latent (nearest)",
+            HiresUpscaler::LatentNearestExact => "Latent (nearest-exact)",
             HiresUpscaler::Lanczos => "Lanczos",
         }
     }
@@ -140,7 +144,8 @@ impl HiresUpscaler {
     pub fn from_a1111(s: &str) -> Result<HiresUpscaler> {
         match s.trim() {
             "Latent" => Ok(HiresUpscaler::Latent),
-            "Latent (nearest)" | "Latent (nearest-exact)" => Ok(HiresUpscaler::LatentNearest),
+            "Latent (nearest)" => Ok(HiresUpscaler::LatentNearest),
+            "Latent (nearest-exact)" => Ok(HiresUpscaler::LatentNearestExact),
             "Lanczos" => Ok(HiresUpscaler::Lanczos),
             other => other.parse(),
         }

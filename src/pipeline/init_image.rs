@@ -501,6 +501,22 @@ pub fn overlay(original: &HostTensor, generated: &HostTensor, alpha: &HostTensor
 /// `align_corners=False` and no antialias (A1111 "Latent"), or `mode="nearest"`, source index
 /// ⌊dst·in/out⌋ (A1111 "Latent (nearest)"). Indices are computed in f32, as torch does.
 pub fn upscale_latents(lat: &HostTensor, h2: usize, w2: usize, nearest: bool) -> Result<HostTensor> {
+    upscale_latents_with(lat, h2, w2, if nearest { LatentInterp::Nearest } else { LatentInterp::Bilinear })
+}
+
+/// torch `interpolate` modes the latent upscalers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatentInterp {
+    /// `bilinear`, `align_corners=False`, no antialias.
+    Bilinear,
+    /// `nearest`: source ⌊dst·in/out⌋.
+    Nearest,
+    /// `nearest-exact`: source ⌊(dst + ½)·in/out⌋.
+    NearestExact,
+}
+
+/// [`upscale_latents`] with any of torch's modes the A1111 latent upscalers use.
+pub fn upscale_latents_with(lat: &HostTensor, h2: usize, w2: usize, mode: LatentInterp) -> Result<HostTensor> {
     const OP: &str = "upscale_latents";
     let [c, h, w] = lat.shape[..] else {
         return Err(Error::shape(OP, format!("latents are [C, h, w], got {:?}", lat.shape)));
@@ -514,8 +530,9 @@ pub fn upscale_latents(lat: &HostTensor, h2: usize, w2: usize, nearest: bool) ->
         let scale = n_in as f32 / n_out as f32;
         (0..n_out)
             .map(|d| {
-                if nearest {
-                    let i = ((d as f32 * scale).floor() as usize).min(n_in - 1);
+                if mode != LatentInterp::Bilinear {
+                    let offset = if mode == LatentInterp::NearestExact { 0.5 } else { 0.0 };
+                    let i = (((d as f32 + offset) * scale).floor() as usize).min(n_in - 1);
                     [(i, 1.0), (i, 0.0)]
                 } else {
                     let src = (scale * (d as f32 + 0.5) - 0.5).max(0.0);
