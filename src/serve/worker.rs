@@ -346,14 +346,16 @@ impl Worker<'_> {
         let stamp = super::a1111::job_timestamp();
         for (i, img) in out.images.iter().enumerate() {
             let info = request_infotext(&req, out.seeds[i], &self.model.name, &self.model.hash, &out.loras).render();
-            let rgb = to_rgb8(&img.data, req.height, req.width)?;
+            // Hires fix's images are larger than the request's size: the image's own.
+            let (height, width) = (img.shape[1], img.shape[2]);
+            let rgb = to_rgb8(&img.data, height, width)?;
             if job.api.save_images {
                 std::fs::create_dir_all(self.outdir)?;
                 let path = self.outdir.join(format!("{stamp}-{}-{i}-{}.png", job.id, out.seeds[i]));
-                write_png(&path, req.width, req.height, &rgb, &info)?;
+                write_png(&path, width, height, &rgb, &info)?;
             }
             if job.api.send_images {
-                let png = encode_png(req.width, req.height, &rgb, &info)?;
+                let png = encode_png(width, height, &rgb, &info)?;
                 finished.images.push(base64::engine::general_purpose::STANDARD.encode(png));
             }
             finished.infotexts.push(info);
