@@ -20,13 +20,13 @@ fn python() -> PathBuf {
 }
 
 #[test]
-fn webuiapi_drives_txt2img_with_lora_tags() {
+fn webuiapi_drives_txt2img_hires_img2img_and_inpainting() {
     let py = python();
     assert!(py.exists(), "{} is missing: run .ci/run (or make the venv with webuiapi) first", py.display());
     let s = Server::start("webuiapi", "");
     let (host, port) = s.addr.rsplit_once(':').unwrap();
     let out = Command::new(&py)
-        .arg(repo().join("tests/clients/webuiapi_txt2img.py"))
+        .arg(repo().join("tests/clients/webuiapi_a1111.py"))
         .args([host, port])
         .output()
         .unwrap_or_else(|e| panic!("run {}: {e}", py.display()));

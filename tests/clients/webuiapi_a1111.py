@@ -1,6 +1,7 @@
 """Drive `lorafuse serve` with webuiapi, the PyPI client for AUTOMATIC1111's API, exactly as its
-users do: txt2img with LoRA tags, then read the images and info back. Exits non-zero on any
-mismatch (tests/serve_clients.rs runs it). Usage: webuiapi_txt2img.py HOST PORT"""
+users do: txt2img with LoRA tags, hires fix, img2img and inpainting, then read the images and
+info back. Exits non-zero on any mismatch (tests/serve_clients.rs runs it).
+Usage: webuiapi_a1111.py HOST PORT"""
 
 import sys
 
@@ -44,5 +45,29 @@ try:
     raise SystemExit("an unknown LoRA was accepted")
 except RuntimeError as e:
     assert e.args[0] == 400 and "no_such_lora" in e.args[1], e.args
+
+# Hires fix: a 64x64 first pass brought to 96x96.
+r = api.txt2img(prompt="a lighthouse", seed=5, width=64, height=64, enable_hr=True, hr_scale=1.5,
+                hr_upscaler=webuiapi.HiResUpscaler.Latent, hr_second_pass_steps=2, denoising_strength=0.6)
+assert r.image.size == (96, 96), r.image.size
+for want in ("Hires upscale: 1.5", "Hires steps: 2", "Hires upscaler: Latent", "Denoising strength: 0.6"):
+    assert want in r.info["infotexts"][0], (want, r.info["infotexts"][0])
+
+# img2img from the hires image, then inpainting of its centre (white = repaint).
+from PIL import Image, ImageDraw
+
+src = r.image.resize((64, 64))
+r2 = api.img2img(images=[src], prompt="a lighthouse at night", seed=6, width=64, height=64,
+                 denoising_strength=0.5, steps=4)
+assert r2.image.size == (64, 64) and "Denoising strength: 0.5" in r2.info["infotexts"][0], r2.info
+assert r2.image.tobytes() != src.tobytes(), "img2img returned its input"
+mask = Image.new("L", (64, 64), 0)
+ImageDraw.Draw(mask).rectangle([16, 16, 47, 47], fill=255)
+r3 = api.img2img(images=[src], mask_image=mask, prompt="a red door", seed=7, width=64, height=64,
+                 denoising_strength=0.9, steps=4, mask_blur=0, inpaint_full_res=False, inpainting_fill=1)
+out, orig = r3.image.load(), src.load()
+assert all(out[x, y] == orig[x, y] for x in range(64) for y in range(64) if not (8 <= x < 56 and 8 <= y < 56)), \
+    "inpainting changed pixels far outside the mask"
+assert any(out[x, y] != orig[x, y] for x in range(16, 48) for y in range(16, 48)), "the masked area was not repainted"
 
 print("webuiapi", webuiapi.__version__ if hasattr(webuiapi, "__version__") else "?", "ok:", text.splitlines()[-1])
