@@ -185,7 +185,10 @@ impl Hires {
             ));
         }
         if !(self.denoise > 0.0 && self.denoise <= 1.0) {
-            return Err(Error::invalid(OP, format!("hires denoising strength must be in (0, 1], got {}", self.denoise)));
+            return Err(Error::invalid(
+                OP,
+                format!("hires denoising strength must be in (0, 1], got {}", self.denoise),
+            ));
         }
         Ok(())
     }

@@ -6,8 +6,8 @@
 //! - [`rng`]: the seeded noise streams A1111 and diffusers use.
 //! - [`infotext`], [`image`]: the A1111 `parameters` text and the PNG that carries it.
 
-pub mod image;
 pub mod fast_decode;
+pub mod image;
 pub mod infotext;
 pub mod init;
 pub mod request;

@@ -109,6 +109,8 @@ pub struct GenerateArgs {
     /// options given on the command line override its settings.
     #[arg(long, value_name = "IMAGE.png")]
     pub from_png: Option<PathBuf>,
+    #[command(flatten)]
+    pub taesd: crate::taesd_args::TaesdArgs,
 }
 
 impl GenerateArgs {

@@ -108,6 +108,7 @@ fn run_in(ctx: &Context, a: &DemoArgs, quiet: bool, dir: &std::path::Path) -> Re
         vae_tile_size: None,
         vae_tile_overlap: None,
         from_png: None,
+        taesd: Default::default(),
     };
     generate::run(ctx, &args, quiet)?;
     if a.no_grid {
