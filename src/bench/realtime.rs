@@ -48,6 +48,9 @@ pub struct RealtimeOptions {
     /// Channels of the TAESD decoder (the published one: 64).
     pub taesd_width: usize,
     pub precision: Precision,
+    /// Also time the steps at this guidance scale, in the same process right after (the saving of
+    /// `cfg 1`: UNet batch 1 against 2).
+    pub compare_cfg: Option<f32>,
 }
 
 impl Default for RealtimeOptions {
@@ -60,6 +63,7 @@ impl Default for RealtimeOptions {
             rank: 32,
             taesd_width: 64,
             precision: Precision::Auto,
+            compare_cfg: None,
         }
     }
 }
@@ -75,8 +79,10 @@ impl RealtimeOptions {
         if self.loras > WEIGHTS.len() || self.loras == 0 {
             return Err(Error::invalid(OP, format!("1 to {} LoRAs, not {}", WEIGHTS.len(), self.loras)));
         }
-        if !self.cfg.is_finite() {
-            return Err(Error::invalid(OP, format!("cfg must be finite, got {}", self.cfg)));
+        for cfg in std::iter::once(self.cfg).chain(self.compare_cfg) {
+            if !cfg.is_finite() {
+                return Err(Error::invalid(OP, format!("cfg must be finite, got {cfg}")));
+            }
         }
         Ok(())
     }
@@ -140,6 +146,20 @@ pub struct RealtimeReport {
     pub phases: Vec<Phase>,
     /// The phase with the largest share of the image.
     pub dominant: String,
+    /// The same image's steps at `compare_cfg`.
+    pub compare: Option<CfgCompare>,
+}
+
+/// The steps at another guidance scale, against the image's.
+#[derive(Clone, Debug, Serialize)]
+pub struct CfgCompare {
+    pub cfg: f32,
+    pub unet_batch: usize,
+    pub step_ms: Vec<f64>,
+    pub mean_step_ms: f64,
+    pub step_gflop: f64,
+    /// Mean step time at `cfg` over the mean step time of the image and its re-render.
+    pub ratio: f64,
 }
 
 /// Floating-point work of TAESD's decoder of `width` channels on `h`×`w` latents of `c` channels:
@@ -292,20 +312,39 @@ pub fn run(
     let t = Instant::now();
     decode_latents_host(ctx, &taesd, &again.out.latents)?;
     let rerender_image_ms = again.to_latents_ms + ms_since(t);
+    let side = o.size / 8;
+    let batch = |cfg: f32| if cfg != 1.0 { 2 } else { 1 };
+    let rows = batch(o.cfg);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let compare = match o.compare_cfg {
+        Some(cfg) => {
+            progress(&format!("the steps again at cfg {cfg}"));
+            let c = timed_generate(ctx, &pipe, &Request { cfg, ..req.clone() }, &mut progress)?;
+            let mean_step_ms = mean(&c.step_ms);
+            let own: Vec<f64> = image.step_ms.iter().chain(&again.step_ms).copied().collect();
+            Some(CfgCompare {
+                cfg,
+                unet_batch: batch(cfg),
+                mean_step_ms,
+                step_gflop: unet_flops(&pipe.config.unet, batch(cfg), side, side) / 1e9,
+                ratio: mean_step_ms / mean(&own),
+                step_ms: c.step_ms,
+            })
+        }
+        None => None,
+    };
     pipe.clear_loras(ctx)?;
 
-    let side = o.size / 8;
-    let rows = if o.cfg != 1.0 { 2 } else { 1 };
     let step_gflop = unet_flops(&pipe.config.unet, rows, side, side) / 1e9;
     let taesd_gflop = taesd_decoder_flops(o.taesd_width, 4, side, side) / 1e9;
     let steps_ms: f64 = image.step_ms.iter().sum();
     let image_ms = image.to_latents_ms + taesd_decode_ms;
-    let mean_step = steps_ms / image.step_ms.len().max(1) as f64;
+    let mean_step = mean(&image.step_ms);
     let share = |ms: f64| Some(ms / image_ms);
     let mut phases = vec![
         Phase { phase: "text encoding".into(), ms: text_encode_ms, gflop: None, share: share(text_encode_ms) },
         Phase {
-            phase: "prepare, less text encoding".into(),
+            phase: "graph recording and setup".into(),
             ms: (image.prepare_ms - text_encode_ms).max(f64::MIN_POSITIVE),
             gflop: None,
             share: share((image.prepare_ms - text_encode_ms).max(0.0)),
@@ -376,6 +415,7 @@ pub fn run(
         unet_tflops: step_gflop / mean_step / 1e3,
         phases,
         dominant,
+        compare,
     })
 }
 
@@ -440,6 +480,20 @@ impl RealtimeReport {
             "\nUNet at {:.3} TFLOP/s; the image is dominated by {}\n",
             self.unet_tflops, self.dominant
         ));
+        if let Some(c) = &self.compare {
+            let ms: Vec<String> = c.step_ms.iter().map(|m| format!("{m:.0}")).collect();
+            s.push_str(&format!(
+                "steps at cfg {} (UNet batch {}): {} ms, mean {:.0} ms = {:.2}x the cfg {} steps ({:.1} vs {:.1} GFLOP)\n",
+                c.cfg,
+                c.unet_batch,
+                ms.join(", "),
+                c.mean_step_ms,
+                c.ratio,
+                self.cfg,
+                c.step_gflop,
+                self.step_gflop
+            ));
+        }
         s
     }
 }

@@ -20,6 +20,10 @@ pub struct RealtimeArgs {
     /// Guidance scale: 1 skips the unconditional pass (UNet batch 1); any other value runs CFG.
     #[arg(long, default_value_t = 1.0)]
     pub cfg: f32,
+    /// Also time the same steps at this guidance scale, right after in the same process (e.g. 7:
+    /// what --cfg 1 saves).
+    #[arg(long, value_name = "CFG")]
+    pub compare_cfg: Option<f32>,
     /// LoRAs in the stack (1 to 3).
     #[arg(long, default_value_t = 3)]
     pub loras: usize,
@@ -41,6 +45,7 @@ pub fn run(ctx: &Context, a: &RealtimeArgs, quiet: bool) -> Result<()> {
         loras: a.loras,
         rank: a.rank,
         precision: a.precision,
+        compare_cfg: a.compare_cfg,
         ..RealtimeOptions::default()
     };
     opts.validate()?;
