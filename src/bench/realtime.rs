@@ -158,7 +158,9 @@ pub struct CfgCompare {
     pub step_ms: Vec<f64>,
     pub mean_step_ms: f64,
     pub step_gflop: f64,
-    /// Mean step time at `cfg` over the mean step time of the image and its re-render.
+    /// The base cfg's steps just before (the re-render's) and just after these.
+    pub base_step_ms: Vec<f64>,
+    /// Mean step time at `cfg` over the mean of `base_step_ms`.
     pub ratio: f64,
 }
 
@@ -318,11 +320,16 @@ pub fn run(
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let compare = match o.compare_cfg {
         Some(cfg) => {
+            // Bracketed by the base cfg's steps just before (the re-render) and just after, so a
+            // change in the machine's load during the run shows in both sides alike.
             progress(&format!("the steps again at cfg {cfg}"));
             let c = timed_generate(ctx, &pipe, &Request { cfg, ..req.clone() }, &mut progress)?;
+            progress(&format!("and at cfg {} again", o.cfg));
+            let after = timed_generate(ctx, &pipe, &req, &mut progress)?;
             let mean_step_ms = mean(&c.step_ms);
-            let own: Vec<f64> = image.step_ms.iter().chain(&again.step_ms).copied().collect();
+            let own: Vec<f64> = again.step_ms.iter().chain(&after.step_ms).copied().collect();
             Some(CfgCompare {
+                base_step_ms: own.clone(),
                 cfg,
                 unet_batch: batch(cfg),
                 mean_step_ms,
@@ -483,13 +490,15 @@ impl RealtimeReport {
         if let Some(c) = &self.compare {
             let ms: Vec<String> = c.step_ms.iter().map(|m| format!("{m:.0}")).collect();
             s.push_str(&format!(
-                "steps at cfg {} (UNet batch {}): {} ms, mean {:.0} ms = {:.2}x the cfg {} steps ({:.1} vs {:.1} GFLOP)\n",
+                "steps at cfg {} (UNet batch {}): {} ms, mean {:.0} ms = {:.2}x the cfg {} steps around them ({} ms) \
+                 ({:.1} vs {:.1} GFLOP)\n",
                 c.cfg,
                 c.unet_batch,
                 ms.join(", "),
                 c.mean_step_ms,
                 c.ratio,
                 self.cfg,
+                c.base_step_ms.iter().map(|m| format!("{m:.0}")).collect::<Vec<_>>().join(", "),
                 c.step_gflop,
                 self.step_gflop
             ));
