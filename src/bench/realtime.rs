@@ -484,8 +484,9 @@ impl RealtimeReport {
             s.push_str(&format!("| {} | {:.1} | {gflop} | {share} |\n", p.phase, p.ms));
         }
         s.push_str(&format!(
-            "\nUNet at {:.3} TFLOP/s; the image is dominated by {}\n",
-            self.unet_tflops, self.dominant
+            "\nUNet at {:.1} GFLOP/s; the image is dominated by {}\n",
+            self.unet_tflops * 1e3,
+            self.dominant
         ));
         if let Some(c) = &self.compare {
             let ms: Vec<String> = c.step_ms.iter().map(|m| format!("{m:.0}")).collect();
