@@ -12,6 +12,7 @@ pub mod memory;
 pub mod pipeline;
 pub mod profile;
 pub mod random_model;
+pub mod realtime;
 
 use std::time::Instant;
 

@@ -19,6 +19,7 @@
 //! size.
 
 mod names;
+mod taesd;
 mod write;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crate::weights::names::{diffusers_to_ldm, diffusers_to_source, Component, Ld
 use crate::weights::StDType;
 use crate::{Error, Result};
 use names::{clip_names, unet_names, vae_names};
+pub use taesd::{taesd_decoder_tensors, write_taesd_decoder};
 use write::{write_file, Fill};
 
 const OP: &str = "random_model";

@@ -118,6 +118,8 @@ pub struct GenerateArgs {
     /// img2img, inpainting, hires fix and presets.
     #[command(flatten)]
     pub init: InitArgs,
+    #[command(flatten)]
+    pub taesd: crate::taesd_args::TaesdArgs,
 }
 
 impl GenerateArgs {

@@ -109,6 +109,7 @@ fn run_in(ctx: &Context, a: &DemoArgs, quiet: bool, dir: &std::path::Path) -> Re
         vae_tile_overlap: None,
         from_png: None,
         init: Default::default(),
+        taesd: Default::default(),
     };
     generate::run(ctx, &args, quiet)?;
     if a.no_grid {

@@ -53,16 +53,18 @@ fn sampling_note(req: &Request) -> Option<String> {
 
 pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let precision = a.precision;
-    let req = a.request()?;
+    let req = a.taesd.apply(a.request()?);
     // Cheap checks before the model loads (prompt tags resolve and the LoRA count is checked
     // here too, so a missing LoRA fails in a second, not after the load).
     req.validate()?;
     let specs = req.lora_specs()?;
     a.check_paths()?;
+    a.taesd.check(&a.output)?;
     let t0 = Instant::now();
     let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())
         .with_context(|| format!("loading {}", a.model.display()))?;
     log::info!("loaded {} in {:.1}s ({:?})", a.model.display(), t0.elapsed().as_secs_f64(), pipe.dtype);
+    let previews = a.taesd.attach(ctx, &pipe, &a.output)?;
     // The model file's markers filled in, so the infotext records the schedule that was used.
     let req = pipe.with_model_defaults(&req);
     eprintln!("seed: {}", req.seed);
@@ -90,7 +92,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     let bar = progress::Progress::new(quiet, "{msg} [{bar:30}] {pos}/{len} steps, {per_sec} ({elapsed})", "steps")?;
     bar.set_length(req.steps as u64);
     bar.tick_steadily();
-    let out = pipe.generate(ctx, &req, &mut |p| match p {
+    let out = previews.generate(ctx, &pipe, &req, &bar, &mut |p| match p {
         Progress::Image { image, images } => {
             bar.reset();
             bar.set_message(format!("image {}/{images}", image + 1));

@@ -8,7 +8,9 @@ mod generate;
 mod grid;
 mod inspect;
 mod progress;
+mod realtime;
 mod serve;
+mod taesd_args;
 mod tokenize;
 mod write_model;
 
@@ -114,6 +116,9 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// One interactive image's latency at SD1.5 shapes (synthetic weights): LCM 4 steps, a
+    /// 3-LoRA stack, TAESD decode; text encoding, each step, decode, and a LoRA weight change.
+    Realtime(realtime::RealtimeArgs),
     /// Write a full-size SD1.5 single-file checkpoint with random weights (and a kohya LoRA).
     WriteSd15(write_model::WriteModelArgs),
     /// Write a full-size SDXL base single-file checkpoint with random weights (and a kohya LoRA):
@@ -244,6 +249,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Bench { what: BenchWhat::Lora { size, rank, counts, precision, budget_ms, json } } => {
             bench_lora(cli, *size, *rank, counts, *precision, *budget_ms, *json)
         }
+        Cmd::Bench { what: BenchWhat::Realtime(args) } => realtime::run(&context(cli)?, args, cli.quiet),
         Cmd::Bench { what: BenchWhat::WriteSd15(args) } => write_model::run(args, Family::Sd1, cli.quiet),
         Cmd::Bench { what: BenchWhat::WriteSdxl(args) } => write_model::run(args, Family::Sdxl, cli.quiet),
         Cmd::Bench { what: BenchWhat::Kernels { json, quick, budget_ms } } => {
