@@ -151,6 +151,36 @@ fn taesd_decodes_the_final_image() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// A draft grid decoded by TAESD; grids write no previews.
+#[test]
+fn grid_decodes_with_taesd_and_refuses_previews() {
+    let d = tmpdir("grid");
+    let (fast, full) = (d.join("fast.png"), d.join("full.png"));
+    let t = taesd();
+    let base = ["-q", "grid", "-m", &model(), "-W", "64", "-H", "64", "--steps", "2", "--seed", "3", "--x", "cfg:3,7"];
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend_from_slice(extra);
+        let o = out.display().to_string();
+        args.extend_from_slice(&["-o", &o]);
+        lorafuse(&args)
+    };
+    let o = run(&fast, &["--taesd", &t, "--decoder", "taesd"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run(&full, &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(png_rgb(&fast).2 != png_rgb(&full).2, "grid --decoder taesd gave the VAE's grid");
+    let bad = d.join("bad.png");
+    let o = run(&bad, &["--taesd", &t, "--preview", "taesd"]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("--preview is not supported by grid"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!bad.exists());
+    std::fs::remove_dir_all(&d).ok();
+}
+
 #[test]
 fn a_taesd_for_the_other_family_writes_nothing() {
     let d = tmpdir("family");

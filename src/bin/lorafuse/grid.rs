@@ -47,7 +47,12 @@ fn base_request(a: &GenerateArgs) -> Result<Request> {
     if a.save_tensors.is_some() {
         bail!("--save-tensors is not supported by grid (use generate on a cell's settings)");
     }
-    a.request()
+    if a.taesd.preview != crate::taesd_args::PreviewMode::None {
+        bail!("--preview is not supported by grid (the grid image is written as cells finish)");
+    }
+    a.taesd.check(&a.output)?;
+    // `--decoder taesd` makes a fast draft grid.
+    Ok(a.taesd.apply(a.request()?))
 }
 
 pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
@@ -73,6 +78,7 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     let t0 = Instant::now();
     let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())
         .with_context(|| format!("loading {}", a.model.display()))?;
+    a.taesd.attach(ctx, &pipe, &a.output)?;
     let load_s = t0.elapsed().as_secs_f64();
     let (model_name, hash) = a.model_identity()?;
     if !quiet {
