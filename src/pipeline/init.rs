@@ -201,7 +201,7 @@ impl Hires {
     /// The size `scale` gives, rounded down to multiples of 8 as A1111 does
     /// (`int(width · scale) // 8 · 8`).
     pub fn scaled_size(width: usize, height: usize, scale: f64) -> Result<(usize, usize)> {
-        if !(scale.is_finite() && scale >= 1.0 && scale <= 16.0) {
+        if !(1.0..=16.0).contains(&scale) {
             return Err(Error::invalid(OP, format!("hires scale must be in [1, 16], got {scale}")));
         }
         let side = |v: usize| ((v as f64 * scale) as usize) / 8 * 8;
