@@ -51,6 +51,9 @@ pub struct RealtimeOptions {
     /// Also time the steps at this guidance scale, in the same process right after (the saving of
     /// `cfg 1`: UNet batch 1 against 2).
     pub compare_cfg: Option<f32>,
+    /// The bundled tiny model's own shapes instead of SD1.5's (a smoke run for tests: every phase
+    /// runs, the numbers mean nothing).
+    pub tiny: bool,
 }
 
 impl Default for RealtimeOptions {
@@ -64,6 +67,7 @@ impl Default for RealtimeOptions {
             taesd_width: 64,
             precision: Precision::Auto,
             compare_cfg: None,
+            tiny: false,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct Phase {
 #[derive(Clone, Debug, Serialize)]
 pub struct RealtimeReport {
     pub adapter: String,
+    /// "SD1.5" or "tiny" (`RealtimeOptions::tiny`).
+    pub shapes: String,
     pub backend: String,
     pub precision: String,
     pub size: usize,
@@ -227,8 +233,13 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<RealtimeReport> {
     o.validate()?;
-    let config = sd15_config(&detect(&ModelFiles::open(structure)?)?);
-    progress("loading synthetic SD1.5 weights");
+    let detected = detect(&ModelFiles::open(structure)?)?;
+    let config = if o.tiny { detected } else { sd15_config(&detected) };
+    progress(if o.tiny {
+        "loading synthetic weights at the tiny model's shapes"
+    } else {
+        "loading synthetic SD1.5 weights"
+    });
     let t = Instant::now();
     let pipe = Pipeline::synthetic(ctx, structure, config, o.precision)?;
     ctx.sync()?;
@@ -391,6 +402,7 @@ pub fn run(
         .map(|(n, _)| n.to_string())
         .unwrap_or_default();
     Ok(RealtimeReport {
+        shapes: if o.tiny { "tiny".into() } else { "SD1.5".into() },
         adapter: ctx.caps.adapter_name.clone(),
         backend: ctx.caps.backend.clone(),
         precision: format!("{:?}", pipe.dtype),
@@ -455,11 +467,12 @@ impl RealtimeReport {
     pub fn table(&self) -> String {
         let guidance = if self.unet_batch == 1 { "unguided, UNet batch 1" } else { "CFG, UNet batch 2" };
         let mut s = format!(
-            "adapter: {} ({}), {}, SD1.5 shapes (synthetic weights), {}x{}\n{} {} steps, cfg {} ({guidance}), {} \
+            "adapter: {} ({}), {}, {} shapes (synthetic weights), {}x{}\n{} {} steps, cfg {} ({guidance}), {} \
              rank-{} LoRAs {}, TAESD width {}\n",
             self.adapter,
             self.backend,
             self.precision,
+            self.shapes,
             self.size,
             self.size,
             self.sampler,

@@ -35,6 +35,10 @@ pub struct RealtimeArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The bundled tiny model's shapes and a 16-wide TAESD instead of SD1.5's: a smoke run that
+    /// exercises every phase in seconds (numbers are not comparable).
+    #[arg(long)]
+    pub quick: bool,
 }
 
 pub fn run(ctx: &Context, a: &RealtimeArgs, quiet: bool) -> Result<()> {
@@ -46,6 +50,8 @@ pub fn run(ctx: &Context, a: &RealtimeArgs, quiet: bool) -> Result<()> {
         rank: a.rank,
         precision: a.precision,
         compare_cfg: a.compare_cfg,
+        tiny: a.quick,
+        taesd_width: if a.quick { 16 } else { RealtimeOptions::default().taesd_width },
         ..RealtimeOptions::default()
     };
     opts.validate()?;
