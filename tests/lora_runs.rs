@@ -30,10 +30,12 @@ fn request(run: &serde_json::Value, name: &str, mode: LoraMode) -> Request {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| LoraSpec {
-            path: fixtures().join(l["file"].as_str().unwrap()),
-            unet_weight: l["unet_weight"].as_f64().unwrap() as f32,
-            te_weight: l["text_encoder_weight"].as_f64().unwrap() as f32,
+        .map(|l| {
+            LoraSpec::weights(
+                fixtures().join(l["file"].as_str().unwrap()),
+                l["unet_weight"].as_f64().unwrap() as f32,
+                l["text_encoder_weight"].as_f64().unwrap() as f32,
+            )
         })
         .collect();
     r
@@ -89,7 +91,7 @@ fn snapshot(ctx: &Context, pipe: &Pipeline) -> Vec<(String, Vec<u32>)> {
 }
 
 fn spec(file: &str, unet: f32, te: f32) -> LoraSpec {
-    LoraSpec { path: fixtures().join("loras").join(file), unet_weight: unet, te_weight: te }
+    LoraSpec::weights(fixtures().join("loras").join(file), unet, te)
 }
 
 fn switching(precision: Precision) {

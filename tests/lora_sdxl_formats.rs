@@ -98,10 +98,12 @@ fn request(name: &str, run: &serde_json::Value, mode: LoraMode, dir: &Path) -> R
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| LoraSpec {
-            path: dir.join(Path::new(l["file"].as_str().unwrap()).file_name().unwrap()),
-            unet_weight: l["unet_weight"].as_f64().unwrap() as f32,
-            te_weight: l["text_encoder_weight"].as_f64().unwrap() as f32,
+        .map(|l| {
+            LoraSpec::weights(
+                dir.join(Path::new(l["file"].as_str().unwrap()).file_name().unwrap()),
+                l["unet_weight"].as_f64().unwrap() as f32,
+                l["text_encoder_weight"].as_f64().unwrap() as f32,
+            )
         })
         .collect();
     assert!(!r.loras.is_empty(), "{name} has LoRAs");

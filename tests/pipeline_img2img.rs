@@ -250,7 +250,7 @@ fn hires_fix_matches_diffusers_composition() {
 fn lcm_lora_runs_match_diffusers() {
     let pipe = sd15();
     let runs = runs();
-    let lora = LoraSpec { path: dir().join("lcm_lora.safetensors"), unet_weight: 1.0, te_weight: 1.0 };
+    let lora = LoraSpec::weights(dir().join("lcm_lora.safetensors"), 1.0, 1.0);
     let run = &runs["lcm_lora_txt2img"];
     let mut req = request(run, 64);
     req.loras = vec![lora.clone()];

@@ -35,10 +35,12 @@ fn request(run: &serde_json::Value, name: &str, mode: LoraMode) -> Request {
         .and_then(|l| l.as_array())
         .map(|a| {
             a.iter()
-                .map(|l| LoraSpec {
-                    path: fix().join(l["file"].as_str().unwrap()),
-                    unet_weight: l["unet_weight"].as_f64().unwrap() as f32,
-                    te_weight: l["text_encoder_weight"].as_f64().unwrap() as f32,
+                .map(|l| {
+                    LoraSpec::weights(
+                        fix().join(l["file"].as_str().unwrap()),
+                        l["unet_weight"].as_f64().unwrap() as f32,
+                        l["text_encoder_weight"].as_f64().unwrap() as f32,
+                    )
                 })
                 .collect()
         })

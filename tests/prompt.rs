@@ -208,7 +208,8 @@ fn lora_tags_are_extracted() {
     let (p, tags) =
         parse_tagged("<lora:foo:0.8> a cat, <lora:bar_v2:0.5:0.3> <lora:baz> <hypernet:h:1> <lyco:ly:-0.5>")
             .expect("parse");
-    let lora = |name: &str, te: f32, unet: f32| LoraTag { name: name.into(), te_weight: te, unet_weight: unet };
+    let lora =
+        |name: &str, te: f32, unet: f32| LoraTag { name: name.into(), te_weight: te, unet_weight: unet, lbw: None };
     assert_eq!(
         tags.loras,
         vec![lora("foo", 0.8, 0.8), lora("bar_v2", 0.5, 0.3), lora("baz", 1.0, 1.0), lora("ly", -0.5, -0.5)]

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::lora::{lora_name, resolve_in_dir, LoraSpec};
+use crate::lora::{lora_name, resolve_in_dir, BlockWeights, LoraSpec};
 use crate::pipeline::infotext::{a1111_sampler_name, fmt_num, sampler_from_a1111};
 use crate::pipeline::request::Request;
 use crate::schedulers::SamplerKind;
@@ -29,10 +29,12 @@ pub enum AxisKind {
     Sampler,
     /// `prompt-sr:FROM,TO1,TO2`: replace FROM in the prompts; the first cell keeps FROM.
     PromptSr,
+    /// `lbw:NAME=PRESET1,PRESET2,…`: one LoRA's block weights (a value list goes in quotes).
+    Lbw,
 }
 
 impl AxisKind {
-    pub const ALL: [AxisKind; 7] = [
+    pub const ALL: [AxisKind; 8] = [
         AxisKind::LoraWeight,
         AxisKind::Lora,
         AxisKind::Seed,
@@ -40,6 +42,7 @@ impl AxisKind {
         AxisKind::Steps,
         AxisKind::Sampler,
         AxisKind::PromptSr,
+        AxisKind::Lbw,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl AxisKind {
             AxisKind::Steps => "steps",
             AxisKind::Sampler => "sampler",
             AxisKind::PromptSr => "prompt-sr",
+            AxisKind::Lbw => "lbw",
         }
     }
 }
@@ -86,6 +90,13 @@ pub enum AxisValue {
     PromptSr {
         from: String,
         to: String,
+    },
+    /// The LoRA `spec.path` (named `name`) with these block weights; `spec` is what the LoRA is
+    /// when the request lacks it.
+    Lbw {
+        name: String,
+        spec: LoraSpec,
+        lbw: BlockWeights,
     },
 }
 
@@ -174,14 +185,15 @@ impl Axis {
             .ok_or_else(|| Error::invalid(OP, format!("{spec:?} is not KIND:VALUES (e.g. seed:1,2,3)")))?;
         let kind: AxisKind = kind.trim().parse()?;
         let mut rest = rest.to_string();
-        let mut lora_weight: Option<(String, PathBuf)> = None;
-        if kind == AxisKind::LoraWeight {
+        let mut lora_weight: Option<(String, LoraSpec)> = None;
+        if matches!(kind, AxisKind::LoraWeight | AxisKind::Lbw) {
+            let what = if kind == AxisKind::Lbw { "NAME=PRESET1,PRESET2,…" } else { "NAME=W1,W2,…" };
             let (name, ws) = rest
                 .split_once('=')
-                .ok_or_else(|| Error::invalid(OP, format!("lora-weight needs NAME=W1,W2,…, got {rest:?}")))?;
+                .ok_or_else(|| Error::invalid(OP, format!("{} needs {what}, got {rest:?}", kind.name())))?;
             let name = name.trim().to_string();
-            let path = lookup.find(&name)?.path;
-            lora_weight = Some((name, path));
+            let spec = lookup.find(&name)?;
+            lora_weight = Some((name, spec));
             rest = ws.to_string();
         }
         if rest.trim().is_empty() {
@@ -214,7 +226,8 @@ impl Axis {
         for v in &raw {
             let (value, label) = match kind {
                 AxisKind::LoraWeight => {
-                    let (name, path) = lora_weight.clone().expect("set above for lora-weight");
+                    let (name, spec) = lora_weight.clone().expect("set above for lora-weight");
+                    let path = spec.path;
                     let w: f32 = number(kind, v)?;
                     if !w.is_finite() {
                         return Err(Error::invalid(OP, format!("lora-weight: {v:?} is not finite")));
@@ -260,6 +273,13 @@ impl Axis {
                     (AxisValue::Sampler(k), format!("Sampler: {}", a1111_sampler_name(k)))
                 }
                 AxisKind::PromptSr => (AxisValue::PromptSr { from: raw[0].clone(), to: v.clone() }, v.clone()),
+                AxisKind::Lbw => {
+                    let (name, spec) = lora_weight.clone().expect("set above for lbw");
+                    let lbw: BlockWeights =
+                        v.parse().map_err(|e: Error| Error::invalid(OP, format!("lbw: {name}: {e}")))?;
+                    let label = format!("{name}: lbw={lbw}");
+                    (AxisValue::Lbw { name, spec, lbw }, label)
+                }
             };
             values.push(value);
             labels.push(label);
@@ -277,7 +297,7 @@ impl Axis {
 
     /// The LoRA set or weights change along this axis.
     pub fn changes_loras(&self) -> bool {
-        matches!(self.kind, AxisKind::LoraWeight | AxisKind::Lora) && self.values.len() > 1
+        matches!(self.kind, AxisKind::LoraWeight | AxisKind::Lora | AxisKind::Lbw) && self.values.len() > 1
     }
 }
 
@@ -307,6 +327,13 @@ pub fn apply_values(req: &mut Request, values: &[&AxisValue]) {
                     s.te_weight = *weight;
                 } else if !off.contains(name) {
                     req.loras.push(LoraSpec::new(path.clone(), *weight));
+                }
+            }
+            AxisValue::Lbw { name, spec, lbw } => {
+                if let Some(s) = req.loras.iter_mut().find(|s| &lora_name(&s.path) == name) {
+                    s.lbw = Some(lbw.clone());
+                } else if !off.contains(name) {
+                    req.loras.push(spec.clone().with_lbw(Some(lbw.clone())));
                 }
             }
             AxisValue::Seed(s) => req.seed = *s,

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{LoraFile, LoraModule};
+use super::{BlockTable, LoraFile, LoraModule};
 use crate::kernels::binary::add;
 use crate::kernels::conv2d::{pack_weight, unpack_host};
 use crate::kernels::lora_linear::{LoraAdapter, LoraStack};
@@ -53,13 +53,24 @@ pub struct ActiveLora {
     pub file: Arc<LoraFile>,
     pub unet_weight: f32,
     pub te_weight: f32,
+    /// Per-block factors (`lbw=`), on top of the weights.
+    pub blocks: Option<BlockTable>,
 }
 
 impl ActiveLora {
-    fn weight(&self, c: Component) -> f32 {
-        match c {
+    pub fn new(name: impl Into<String>, file: Arc<LoraFile>, unet_weight: f32, te_weight: f32) -> ActiveLora {
+        ActiveLora { name: name.into(), file, unet_weight, te_weight, blocks: None }
+    }
+
+    /// The multiplier of module `m`: the component's weight times its block's weight.
+    fn weight(&self, m: &LoraModule) -> f32 {
+        let w = match m.component {
             Component::Unet => self.unet_weight,
             _ => self.te_weight,
+        };
+        match &self.blocks {
+            Some(b) => w * b.multiplier(m.component, &m.target),
+            None => w,
         }
     }
 }
@@ -89,7 +100,7 @@ pub struct ApplyReport {
 }
 
 /// What is applied now: file identity, weights and the mode (compared to skip redundant work).
-type Signature = (Vec<(usize, u32, u32)>, LoraMode, bool);
+type Signature = (Vec<(usize, u32, u32, Option<[u32; 26]>)>, LoraMode, bool);
 
 /// The LoRA state of one loaded model: pristine copies of the weights touched so far, which of
 /// them currently hold a merge, and which layer slots hold runtime adapters.
@@ -150,7 +161,10 @@ impl LoraState {
         let sig: Signature = (
             loras
                 .iter()
-                .map(|l| (Arc::as_ptr(&l.file) as usize, l.unet_weight.to_bits(), l.te_weight.to_bits()))
+                .map(|l| {
+                    let blocks = l.blocks.as_ref().map(BlockTable::bits);
+                    (Arc::as_ptr(&l.file) as usize, l.unet_weight.to_bits(), l.te_weight.to_bits(), blocks)
+                })
                 .collect(),
             mode,
             weights_vary,
@@ -196,7 +210,7 @@ impl LoraState {
                     continue;
                 };
                 done.applied += 1;
-                let mult = l.weight(m.component);
+                let mult = l.weight(m);
                 if mult == 0.0 {
                     continue;
                 }

@@ -2,6 +2,7 @@
 //! diffusers/PEFT, DoRA), mapping keys to the model's weights, and exact ΔW per module.
 
 pub mod apply;
+pub mod block_weights;
 pub mod cache;
 mod delta;
 pub mod inspect;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::weights::detect::Family;
 use crate::weights::{ModelFiles, SafeTensorsFile};
 pub use apply::{ActiveLora, ApplyReport, LoraApplied, LoraMode, LoraState};
+pub use block_weights::{BlockTable, BlockWeights};
 pub use cache::{LoraCache, LoraCacheStats};
 use delta::Mat;
 pub use keys::{ModuleIndex, Target};

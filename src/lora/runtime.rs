@@ -46,17 +46,20 @@ impl LoraRuntime {
         mode: LoraMode,
         weights_vary: bool,
     ) -> Result<(Vec<String>, ApplyReport)> {
+        // Block weights are checked against the model first: a wrong count fails before any file
+        // is read or weight touched.
+        let blocks = specs
+            .iter()
+            .map(|s| s.lbw.as_ref().map(|b| b.resolve(self.index.family)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let mut active = Vec::with_capacity(specs.len());
         let mut hashes = Vec::with_capacity(specs.len());
-        for s in specs {
+        for (s, blocks) in specs.iter().zip(blocks) {
             let (file, hash) = self.file(s)?;
             hashes.push(hash);
-            active.push(ActiveLora {
-                name: lora_name(&s.path),
-                file,
-                unet_weight: s.unet_weight,
-                te_weight: s.te_weight,
-            });
+            let mut a = ActiveLora::new(lora_name(&s.path), file, s.unet_weight, s.te_weight);
+            a.blocks = blocks;
+            active.push(a);
         }
         let report = self.state.apply(ctx, adaptable, dtype, &active, mode, weights_vary)?;
         if !report.unchanged {

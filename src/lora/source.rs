@@ -3,21 +3,35 @@
 
 use std::path::{Component as PathPart, Path, PathBuf};
 
+use super::BlockWeights;
 use crate::{Error, Result};
 
 const OP: &str = "lora";
 
-/// A LoRA the user asked for: a file and its multipliers.
+/// A LoRA the user asked for: a file and its multipliers. Build it with [`LoraSpec::new`] /
+/// [`LoraSpec::weights`] and the `with_*` setters, so new fields do not touch every caller.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraSpec {
     pub path: PathBuf,
     pub unet_weight: f32,
     pub te_weight: f32,
+    /// Per-block multipliers (`lbw=`), checked against the model's family when applied.
+    pub lbw: Option<BlockWeights>,
 }
 
 impl LoraSpec {
     pub fn new(path: impl Into<PathBuf>, weight: f32) -> LoraSpec {
-        LoraSpec { path: path.into(), unet_weight: weight, te_weight: weight }
+        LoraSpec::weights(path, weight, weight)
+    }
+
+    /// Separate UNet and text-encoder multipliers.
+    pub fn weights(path: impl Into<PathBuf>, unet_weight: f32, te_weight: f32) -> LoraSpec {
+        LoraSpec { path: path.into(), unet_weight, te_weight, lbw: None }
+    }
+
+    pub fn with_lbw(mut self, lbw: Option<BlockWeights>) -> LoraSpec {
+        self.lbw = lbw;
+        self
     }
 
     /// The name used in logs, prompts and infotext: the file stem.
@@ -45,7 +59,8 @@ fn weight(s: &str, whole: &str) -> Result<f32> {
 impl std::str::FromStr for LoraSpec {
     type Err = Error;
 
-    /// `PATH`, `PATH:W` or `PATH:unet=W1,te=W2` (either part may be left out; it defaults to 1).
+    /// `PATH`, `PATH:W` or `PATH:unet=W1,te=W2` (either part may be left out; it defaults to 1),
+    /// any of them optionally followed by `:lbw=PRESET` or `:lbw=V1,V2,…` (block weights).
     /// Only the text after the last `:` is read as weights, and only when it looks like weights
     /// or the text before it names the file (an existing file or a `.safetensors` name), so paths
     /// with colons still work and `FILE:abc` says the weight is not a number.
@@ -56,6 +71,10 @@ impl std::str::FromStr for LoraSpec {
         let Some((path, tail)) = s.rsplit_once(':') else {
             return Ok(LoraSpec::new(s, 1.0));
         };
+        if let Some(lbw) = tail.trim().strip_prefix("lbw=") {
+            let lbw: BlockWeights = lbw.parse().map_err(|e: Error| Error::invalid(OP, format!("--lora {s:?}: {e}")))?;
+            return Ok(path.parse::<LoraSpec>()?.with_lbw(Some(lbw)));
+        }
         let looks_numeric = tail.trim().parse::<f32>().is_ok() || tail.trim().starts_with(['-', '+', '.']);
         let named = tail.contains('=');
         if path.is_empty() {

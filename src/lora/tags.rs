@@ -2,17 +2,21 @@
 //! and dropped), mirroring `modules/extra_networks.py: parse_prompt`. Taken out once per request,
 //! before the prompt syntax is parsed (`models::clip::prompt`).
 
+use super::BlockWeights;
 use crate::error::{Error, Result};
 
 /// Errors name the prompt, where the user wrote the tag.
 const OP: &str = "prompt";
 
 /// A `<lora:NAME:TE_W:UNET_W>` tag. A missing TE weight is 1.0; a missing UNet weight equals TE.
+/// `lbw=…` (or, the block weight extension's older form, a preset or value list in the UNet
+/// weight's place) gives block weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoraTag {
     pub name: String,
     pub te_weight: f32,
     pub unet_weight: f32,
+    pub lbw: Option<BlockWeights>,
 }
 
 /// A prompt with its extra-network tags taken out.
@@ -94,6 +98,18 @@ fn parse_lora_args(kind: &str, args: &str, warnings: &mut Vec<String>) -> Result
         }
     };
     let named_value = |key: &str| named.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let bad_lbw = |e: Error| Error::invalid(OP, format!("LoRA tag {tag}: {e}"));
+    let mut lbw = match named_value("lbw") {
+        Some(s) => Some(s.parse::<BlockWeights>().map_err(bad_lbw)?),
+        None => None,
+    };
+    // The extension's positional form `<lora:NAME:1:INALL>`: the third item is block weights
+    // when it is not a number.
+    if positional.get(2).is_some_and(|s| s.trim().parse::<f64>().is_err()) {
+        let s = positional.remove(2);
+        let parsed = s.parse::<BlockWeights>().map_err(bad_lbw)?;
+        lbw.get_or_insert(parsed);
+    }
     let mut te_weight = match positional.get(1) {
         Some(s) => weight("text-encoder", s)?,
         None => 1.0,
@@ -111,10 +127,10 @@ fn parse_lora_args(kind: &str, args: &str, warnings: &mut Vec<String>) -> Result
     if positional.len() > 3 || named_value("dyn").is_some() {
         warnings.push(format!("{tag}: dynamic rank (dyn) is not supported and was ignored"));
     }
-    for (k, _) in named.iter().filter(|(k, _)| !matches!(*k, "te" | "unet" | "dyn")) {
+    for (k, _) in named.iter().filter(|(k, _)| !matches!(*k, "te" | "unet" | "dyn" | "lbw")) {
         warnings.push(format!("{tag}: unknown argument {k:?} ignored"));
     }
-    Ok(LoraTag { name, te_weight, unet_weight })
+    Ok(LoraTag { name, te_weight, unet_weight, lbw })
 }
 
 fn is_word_char(c: char) -> bool {

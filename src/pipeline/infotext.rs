@@ -6,7 +6,7 @@
 //! a line starting with `Negative prompt:`, after which they are the negative prompt. A value is
 //! either plain text up to the next comma or a JSON-style quoted string.
 
-use crate::lora::lora_name;
+use crate::lora::{lora_name, BlockWeights};
 use crate::pipeline::init::{Hires, HiresUpscaler};
 use crate::pipeline::request::{Request, UsedLora};
 use crate::pipeline::rng::RngKind;
@@ -115,12 +115,14 @@ fn a1111_rng_name(rng: RngKind) -> &'static str {
     RNG_NAMES.iter().find(|(k, _)| *k == rng).map_or("CPU", |(_, n)| n)
 }
 
-/// The `<lora:NAME:W>` (or `<lora:NAME:TE:UNET>`) tag A1111 writes into the prompt.
-pub fn lora_tag(name: &str, unet_weight: f32, te_weight: f32) -> String {
+/// The `<lora:NAME:W>` (or `<lora:NAME:TE:UNET>`) tag A1111 writes into the prompt, with the
+/// block weight extension's `:lbw=…` when the LoRA has block weights.
+pub fn lora_tag(name: &str, unet_weight: f32, te_weight: f32, lbw: Option<&BlockWeights>) -> String {
+    let lbw = lbw.map(|b| format!(":lbw={b}")).unwrap_or_default();
     if unet_weight == te_weight {
-        format!("<lora:{name}:{}>", fmt_num(te_weight as f64))
+        format!("<lora:{name}:{}{lbw}>", fmt_num(te_weight as f64))
     } else {
-        format!("<lora:{name}:{}:{}>", fmt_num(te_weight as f64), fmt_num(unet_weight as f64))
+        format!("<lora:{name}:{}:{}{lbw}>", fmt_num(te_weight as f64), fmt_num(unet_weight as f64))
     }
 }
 
@@ -134,7 +136,7 @@ pub fn lora_tag(name: &str, unet_weight: f32, te_weight: f32) -> String {
 pub fn request_infotext(req: &Request, seed: u64, model_name: &str, model_hash: &str, used: &[UsedLora]) -> Infotext {
     let mut prompt = req.prompt.clone();
     for s in &req.loras {
-        prompt.push_str(&lora_tag(&lora_name(&s.path), s.unet_weight, s.te_weight));
+        prompt.push_str(&lora_tag(&lora_name(&s.path), s.unet_weight, s.te_weight, s.lbw.as_ref()));
     }
     let mut info = Infotext::new(&prompt, &req.negative_prompt)
         .field("Steps", req.steps)

@@ -230,7 +230,7 @@ impl Request {
         let mut loras = self.loras.clone();
         for t in cond.loras {
             let path = resolve_in_dir(&self.lora_dir, &t.name)?;
-            loras.push(LoraSpec { path, unet_weight: t.unet_weight, te_weight: t.te_weight });
+            loras.push(LoraSpec::weights(path, t.unet_weight, t.te_weight).with_lbw(t.lbw));
         }
         if let Some(max) = self.max_loras {
             if loras.len() > max {

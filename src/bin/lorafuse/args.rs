@@ -87,7 +87,8 @@ pub struct GenerateArgs {
     /// Write f32 `noise`, `latents` and `image` tensors here.
     #[arg(long)]
     pub save_tensors: Option<PathBuf>,
-    /// A LoRA: PATH, PATH:WEIGHT or PATH:unet=W1,te=W2 (repeatable; weights may be negative or > 1).
+    /// A LoRA: PATH, PATH:WEIGHT or PATH:unet=W1,te=W2 (repeatable; weights may be negative or > 1),
+    /// optionally followed by :lbw=PRESET or :lbw=V1,V2,… (block weights: 17 values SD1, 12 SDXL).
     #[arg(long = "lora", value_name = "PATH[:W]")]
     pub loras: Vec<String>,
     /// Folder that prompt tags <lora:NAME:W> are looked up in.
@@ -174,6 +175,27 @@ impl GenerateArgs {
     }
 
     /// The output folder and the model exist (checked before anything loads).
+    /// Block weights (`lbw=`) against the model's family, from its file headers: a wrong value
+    /// count fails before the model loads. A model detection cannot read is left to the load.
+    pub fn check_block_weights<'a>(&self, specs: impl IntoIterator<Item = &'a LoraSpec>) -> Result<()> {
+        let mut specs = specs.into_iter().filter(|s| s.lbw.is_some()).peekable();
+        if specs.peek().is_none() {
+            return Ok(());
+        }
+        let Ok(family) = lorafuse::weights::ModelFiles::open(&self.model)
+            .and_then(|f| lorafuse::weights::detect(&f))
+            .map(|c| c.family)
+        else {
+            return Ok(());
+        };
+        for s in specs {
+            if let Some(b) = &s.lbw {
+                b.resolve(Some(family)).map_err(|e| anyhow::anyhow!("LoRA {}: {e}", s.name()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn check_paths(&self) -> Result<()> {
         if let Some(dir) = self.output.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {

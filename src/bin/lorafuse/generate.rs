@@ -59,6 +59,7 @@ pub fn run(ctx: &Context, a: &GenerateArgs, quiet: bool) -> Result<()> {
     req.validate()?;
     let specs = req.lora_specs()?;
     a.check_paths()?;
+    a.check_block_weights(&specs)?;
     a.taesd.check(&a.output)?;
     let t0 = Instant::now();
     let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())

@@ -22,7 +22,8 @@ pub struct GridArgs {
     #[command(flatten)]
     pub gen: GenerateArgs,
     /// Columns: KIND:VALUES with KIND one of lora-weight (NAME=0,0.5,1), lora (none,A,B,A+B),
-    /// seed, cfg, steps, sampler, prompt-sr (FROM,TO1,TO2). Values with commas go in "quotes".
+    /// seed, cfg, steps, sampler, prompt-sr (FROM,TO1,TO2), lbw (NAME=PRESET1,PRESET2). Values with
+    /// commas go in "quotes".
     #[arg(long, value_name = "KIND:VALUES")]
     pub x: Option<String>,
     /// Rows (same syntax as --x).
@@ -70,10 +71,12 @@ pub fn run(ctx: &Context, g: &GridArgs, quiet: bool) -> Result<()> {
     }
     let grid = plan(&base, x.as_ref(), y.as_ref(), z.as_ref(), g.max_cells)?;
     // Each cell's prompt tags resolve and its LoRA count is within `--max-loras` (before the load).
+    let mut specs = Vec::new();
     for c in &grid.cells {
-        c.req.lora_specs()?;
+        specs.extend(c.req.lora_specs()?);
     }
     a.check_paths()?;
+    a.check_block_weights(&specs)?;
 
     let t0 = Instant::now();
     let pipe = Pipeline::load_with_vae(ctx, &a.model, precision, a.vae.as_deref())

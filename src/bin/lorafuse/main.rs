@@ -7,6 +7,9 @@ mod from_png;
 mod generate;
 mod grid;
 mod inspect;
+mod lora_bake;
+mod lora_cmd;
+mod lora_extract;
 mod progress;
 mod realtime;
 mod serve;
@@ -75,6 +78,11 @@ enum Cmd {
     /// An AUTOMATIC1111-compatible HTTP API (txt2img with LoRA tags, loras, samplers, progress,
     /// interrupt, options) over one loaded model, with per-tier LoRA quotas and a fair queue.
     Serve(serve::ServeArgs),
+    /// LoRA tools: extract a LoRA from two checkpoints, resize one, bake LoRAs into a checkpoint.
+    Lora {
+        #[command(subcommand)]
+        what: lora_cmd::LoraCmd,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -229,6 +237,7 @@ fn run_cli(cli: &Cli) -> Result<()> {
         Cmd::Tokenize(args) => tokenize::run(args),
         Cmd::Serve(args) => serve::run(context_options(cli), args),
         Cmd::Inspect(args) => inspect::run(args),
+        Cmd::Lora { what } => lora_cmd::run(cli, what),
         Cmd::Info { model } => {
             if let Some(m) = model {
                 describe_model(m)?;
