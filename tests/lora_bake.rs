@@ -335,3 +335,57 @@ fn cli_bake_reports_modules_and_refuses_bad_output() {
     assert!(!dir.join("x.safetensors").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sd15-tiny single file re-encoded as `dtype` (F32 or BF16), metadata kept.
+fn reencode(dst: &Path, dtype: safetensors::Dtype) {
+    let src = SafeTensorsFile::open(sd15().join("model-fp16.safetensors")).unwrap();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for n in src.names() {
+        let info = src.info(n).unwrap();
+        assert!(info.dtype.is_float(), "{n}: the fixture holds float tensors only");
+        let v = src.read_f32(n).unwrap();
+        let bytes = match dtype {
+            safetensors::Dtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            _ => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+        };
+        data.push((n.to_string(), info.shape.clone(), bytes));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap()))
+        .collect();
+    let meta: std::collections::HashMap<String, String> =
+        [("format".to_string(), "pt".to_string())].into_iter().collect();
+    std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+/// F32 and BF16 checkpoints stay F32 and BF16, and a merged weight equals W + mult·ΔW (the
+/// library's ΔW) rounded once to the file's dtype.
+#[test]
+fn bake_keeps_f32_and_bf16_and_adds_the_delta() {
+    use lorafuse::lora::LoraFile;
+    use lorafuse::weights::{Component, ModelFiles};
+    let dir = scratch("dtypes");
+    let key = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight";
+    let target = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+    for (name, dtype, tol) in [("f32", safetensors::Dtype::F32, 1e-6), ("bf16", safetensors::Dtype::BF16, 4e-3)] {
+        let model = dir.join(format!("model-{name}.safetensors"));
+        reencode(&model, dtype);
+        let out = dir.join(format!("baked-{name}.safetensors"));
+        let loras = [spec(&sd15(), "kohya_lora", 0.8)];
+        let report = bake(&model, &loras, &out, &mut |_, _, _| {}).unwrap();
+        let (changed, same) = compare_files(&model, &out, &loras);
+        assert_eq!(changed, report.changed_tensors, "{name}");
+        assert!(same > 0, "{name}");
+        let lora = LoraFile::open(&loras[0].path, &ModelFiles::open(&model).unwrap()).unwrap();
+        let delta = lora.module(Component::Unet, target).unwrap().delta().unwrap();
+        let w0 = SafeTensorsFile::open(&model).unwrap().read_f32(key).unwrap();
+        let got = SafeTensorsFile::open(&out).unwrap().read_f32(key).unwrap();
+        let want: Vec<f32> = w0.iter().zip(&delta.data).map(|(w, d)| w + 0.8 * d).collect();
+        let e = rel_l2(&got, &want);
+        let moved = rel_l2(&w0, &want);
+        eprintln!("{name}: baked {key}: relative L2 to W + 0.8·ΔW {e:.2e} (ΔW itself {moved:.2e})");
+        assert!(e <= tol && moved > 100.0 * e.max(1e-7), "{name}: {e:.2e} / {moved:.2e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -370,7 +370,7 @@ fn rewrite(
     }
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
     // The reference writer pads the header with spaces to 8 bytes, which keeps data aligned.
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let file = File::create(dst).map_err(|e| Error::invalid(OP, format!("{}: cannot create: {e}", dst.display())))?;
