@@ -254,6 +254,15 @@ fn bad_inputs_are_refused_and_write_nothing() {
         let e = bake_err(&copy, &[spec(&sd15(), "kohya_lora", 1.0)], o);
         assert!(e.contains("is the input model"), "{e}");
     }
+    // A hard link to the input, and a target in a folder that does not exist.
+    let link = dir.join("link.safetensors");
+    if std::fs::hard_link(&copy, &link).is_ok() {
+        let e = bake_err(&copy, &[spec(&sd15(), "kohya_lora", 1.0)], &link);
+        assert!(e.contains("is the input model"), "{e}");
+        std::fs::remove_file(&link).unwrap();
+    }
+    let e = bake_err(&copy, &[spec(&sd15(), "kohya_lora", 1.0)], &dir.join("no/such/out.safetensors"));
+    assert!(e.contains("does not exist"), "{e}");
     assert_eq!(std::fs::read(&copy).unwrap(), before, "input changed");
     assert_eq!(leftovers(&dir, &["model.safetensors"]), Vec::<String>::new());
     // A single file into a folder.

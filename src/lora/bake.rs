@@ -156,8 +156,15 @@ fn check_output(model: &Path, out: &Path) -> Result<()> {
             ));
         }
     }
+    if same_file(model, out) {
+        return Err(Error::invalid(OP, format!("-o {} is the input model (a link to it)", out.display())));
+    }
     if out.file_name().is_none() {
         return Err(Error::invalid(OP, format!("-o {} is not a file or folder name", out.display())));
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::invalid(OP, format!("-o {}: folder {} does not exist", out.display(), parent.display())));
     }
     if model.is_dir() {
         if out.is_file() {
@@ -176,6 +183,21 @@ fn check_output(model: &Path, out: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Two names of one file (a hard link): writing one would replace the other's content.
+#[cfg(unix)]
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.is_file() && x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &Path, _: &Path) -> bool {
+    false
 }
 
 /// Where every matched module lands in the stored tensors, and the per-LoRA counts.
