@@ -416,7 +416,15 @@ fn fused_stack(ctx: &Context, entry: &WeightEntry, cs: &[&Contribution], dtype: 
 
 /// `W ← W + μ·(V ⊙ m/‖V‖ − W)` with `V = W + ΔW` (ΔW already alpha-scaled): DoRA's magnitude
 /// step, norms per output row when `m` has one value per row, per input column otherwise.
-fn dora_patch(w: &mut [f64], delta: &[f32], m: &HostTensor, n: usize, k: usize, mu: f64, what: &str) -> Result<()> {
+pub(super) fn dora_patch(
+    w: &mut [f64],
+    delta: &[f32],
+    m: &HostTensor,
+    n: usize,
+    k: usize,
+    mu: f64,
+    what: &str,
+) -> Result<()> {
     let v: Vec<f64> = w.iter().zip(delta).map(|(&a, &b)| a + b as f64).collect();
     let eps = f32::EPSILON as f64;
     if m.numel() == n {

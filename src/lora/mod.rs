@@ -2,6 +2,7 @@
 //! diffusers/PEFT, DoRA), mapping keys to the model's weights, and exact ΔW per module.
 
 pub mod apply;
+pub mod bake;
 pub mod block_weights;
 pub mod cache;
 mod delta;
