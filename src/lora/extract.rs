@@ -133,7 +133,8 @@ fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(Fa
         let rows = t.shape[0];
         let cols = t.shape.iter().skip(1).product::<usize>();
         let rank = if conv { o.conv_rank } else { o.rank };
-        if let Some(r) = rank {
+        // Under --energy the rank is only a cap.
+        if let (Some(r), None) = (rank, o.energy) {
             if r > rows.min(cols) {
                 return Err(Error::invalid(
                     OP,

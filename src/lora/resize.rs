@@ -62,12 +62,26 @@ pub fn kohya_rank(s: &[f64], rule: ResizeRule, cap: usize) -> usize {
         }
         ResizeRule::SvCumulative(c) => {
             let total: f64 = s.iter().sum();
-            let cum: Vec<f64> = s.iter().scan(0.0, |a, v| Some(*a + v)).map(|v| v / total).collect();
+            let cum: Vec<f64> = s
+                .iter()
+                .scan(0.0, |a, v| {
+                    *a += v;
+                    Some(*a)
+                })
+                .map(|v| v / total)
+                .collect();
             clamp(first_reaching(&cum, c)) + 1
         }
         ResizeRule::SvFro(f) => {
             let total: f64 = s.iter().map(|v| v * v).sum();
-            let cum: Vec<f64> = s.iter().scan(0.0, |a, v| Some(*a + v * v)).map(|v| v / total).collect();
+            let cum: Vec<f64> = s
+                .iter()
+                .scan(0.0, |a, v| {
+                    *a += v * v;
+                    Some(*a)
+                })
+                .map(|v| v / total)
+                .collect();
             clamp(first_reaching(&cum, f * f)) + 1
         }
     };
