@@ -88,7 +88,7 @@ fn check_options(o: &ExtractOptions) -> Result<()> {
             return Err(Error::invalid(OP, format!("energy must be in (0, 1], got {e}")));
         }
     }
-    if !(o.min_diff >= 0.0) {
+    if o.min_diff.is_nan() || o.min_diff < 0.0 {
         return Err(Error::invalid(OP, format!("min_diff must be ≥ 0, got {}", o.min_diff)));
     }
     Ok(())

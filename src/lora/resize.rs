@@ -111,7 +111,7 @@ fn implied_shape(m: &LoraModule, out: usize, inn: usize) -> Vec<usize> {
         .find(|t| t.shape.len() == 4 && t.shape[2] * t.shape[3] > 1)
         .map(|t| (t.shape[2], t.shape[3]));
     match kernel {
-        Some((kh, kw)) if inn % (kh * kw) == 0 => vec![out, inn / (kh * kw), kh, kw],
+        Some((kh, kw)) if inn.is_multiple_of(kh * kw) => vec![out, inn / (kh * kw), kh, kw],
         _ if p.get("down").is_some_and(|d| d.shape.len() == 4) => vec![out, inn, 1, 1],
         _ => vec![out, inn],
     }
@@ -195,7 +195,7 @@ pub fn resize(
     }
     match o.rule {
         ResizeRule::Rank if o.rank.is_none() => return Err(Error::invalid(OP, "give a rank or a dynamic rule")),
-        ResizeRule::SvRatio(x) if !(x >= 1.0) => {
+        ResizeRule::SvRatio(x) if x.is_nan() || x < 1.0 => {
             return Err(Error::invalid(OP, format!("sv_ratio must be ≥ 1, got {x}")))
         }
         ResizeRule::SvFro(x) | ResizeRule::SvCumulative(x) if !(x > 0.0 && x <= 1.0) => {
