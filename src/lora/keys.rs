@@ -109,6 +109,11 @@ impl ModuleIndex {
         idx
     }
 
+    /// Every adaptable weight, in the order the model's files list them.
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
     /// Number of adaptable weights.
     pub fn len(&self) -> usize {
         self.targets.len()

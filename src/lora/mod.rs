@@ -6,11 +6,15 @@ pub mod bake;
 pub mod block_weights;
 pub mod cache;
 mod delta;
+pub mod extract;
 pub mod inspect;
 pub mod keys;
+pub mod lowrank;
 mod module;
+pub mod resize;
 pub mod runtime;
 pub mod source;
+pub mod svd;
 pub mod tags;
 
 use std::collections::BTreeMap;

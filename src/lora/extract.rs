@@ -1,0 +1,269 @@
+//! `lora extract`: a kohya LoRA/LoCon from two checkpoints of one family, by truncated SVD of
+//! ΔW = W_tuned − W_base per adaptable module (kohya `extract_lora_from_models.py`'s choices).
+//!
+//! Modules: the UNet's transformer blocks (attention, feed-forward, 1×1 / linear proj_in/out)
+//! and the text encoders' attention and MLP linears; with a conv rank also the resnets and
+//! down/upsamplers (3×3 kernels flattened to `[out, in·kh·kw]`, 1×1 convs as linears at the
+//! linear rank). A text encoder whose every |ΔW| stays at or below `min_diff` is left out
+//! whole, as kohya does (fine-tunes often freeze it); a module whose ΔW is exactly zero too.
+
+use std::collections::BTreeMap;
+
+use super::keys::{ModuleIndex, Target};
+use super::lowrank::{LowRankFile, LowRankModule, ModuleError, SvdReport};
+use super::svd::svd;
+use crate::error::{Error, Result};
+use crate::weights::detect::{detect, Family};
+use crate::weights::{Component, ModelFiles};
+
+const OP: &str = "lora_extract";
+
+/// How to truncate.
+#[derive(Clone, Debug)]
+pub struct ExtractOptions {
+    /// Rank of linear / 1×1 modules; with `energy`, the cap.
+    pub rank: Option<usize>,
+    /// Rank of 3×3 convs; `None` leaves the convs out (kohya's default without `--conv_dim`).
+    pub conv_rank: Option<usize>,
+    /// Per module, the smallest rank that retains this fraction of ‖ΔW‖²_F.
+    pub energy: Option<f64>,
+    /// A text encoder whose largest |ΔW| is at most this is left out (kohya's `min_diff`).
+    pub min_diff: f32,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions { rank: Some(4), conv_rank: None, energy: None, min_diff: 0.01 }
+    }
+}
+
+/// One module to extract.
+struct Job {
+    target: Target,
+    key: String,
+    rows: usize,
+    cols: usize,
+    /// Rank to keep, or the cap under `energy`.
+    rank: Option<usize>,
+}
+
+fn kohya_key(family: Family, c: Component, weight: &str) -> String {
+    let module = weight.strip_suffix(".weight").unwrap_or(weight).replace('.', "_");
+    let prefix = match (c, family) {
+        (Component::Unet, _) => "lora_unet_",
+        (Component::TextEncoder2, _) => "lora_te2_",
+        (_, Family::Sdxl) => "lora_te1_",
+        _ => "lora_te_",
+    };
+    format!("{prefix}{module}")
+}
+
+/// Whether kohya's LoRA network adapts this weight, and if so whether as a k×k conv.
+fn selected(t: &Target, with_conv: bool) -> Option<bool> {
+    let w = &t.weight;
+    let kxk = t.shape.len() == 4 && t.shape[2] * t.shape[3] > 1;
+    match t.component {
+        Component::Unet if w.contains(".attentions.") => (!kxk).then_some(false),
+        Component::Unet
+            if with_conv && (w.contains(".resnets.") || w.contains(".downsamplers.") || w.contains(".upsamplers.")) =>
+        {
+            Some(kxk)
+        }
+        Component::TextEncoder | Component::TextEncoder2 if w.contains(".self_attn.") || w.contains(".mlp.") => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+fn check_options(o: &ExtractOptions) -> Result<()> {
+    if o.rank == Some(0) || o.conv_rank == Some(0) {
+        return Err(Error::invalid(OP, "rank must be at least 1"));
+    }
+    if o.rank.is_none() && o.energy.is_none() {
+        return Err(Error::invalid(OP, "give a rank or an energy fraction"));
+    }
+    if let Some(e) = o.energy {
+        if !(e > 0.0 && e <= 1.0) {
+            return Err(Error::invalid(OP, format!("energy must be in (0, 1], got {e}")));
+        }
+    }
+    if o.min_diff.is_nan() || o.min_diff < 0.0 {
+        return Err(Error::invalid(OP, format!("min_diff must be ≥ 0, got {}", o.min_diff)));
+    }
+    Ok(())
+}
+
+/// The modules to extract, after checking that the two models match and every rank fits.
+fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(Family, Vec<Job>)> {
+    let fb = detect(base).map_err(|e| Error::invalid(OP, format!("base {}: {e}", base.path().display())))?;
+    let ft = detect(tuned).map_err(|e| Error::invalid(OP, format!("tuned {}: {e}", tuned.path().display())))?;
+    if fb.family != ft.family {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "base {} is {} but tuned {} is {}: both must be the same family",
+                base.path().display(),
+                fb.family.name(),
+                tuned.path().display(),
+                ft.family.name()
+            ),
+        ));
+    }
+    let family = fb.family;
+    let index = ModuleIndex::new(base);
+    let mut jobs = Vec::new();
+    for t in index.targets() {
+        let Some(conv) = selected(t, o.conv_rank.is_some()) else { continue };
+        match tuned.builder(t.component).shape(&t.weight) {
+            Some(s) if s.iter().product::<usize>() == t.shape.iter().product::<usize>() && s[0] == t.shape[0] => {}
+            Some(s) => {
+                return Err(Error::shape(
+                    OP,
+                    format!("{} {}: base has {:?}, tuned has {s:?}", t.component.name(), t.weight, t.shape),
+                ))
+            }
+            None => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{} has no {} {} (the base has)", tuned.path().display(), t.component.name(), t.weight),
+                ))
+            }
+        }
+        let rows = t.shape[0];
+        let cols = t.shape.iter().skip(1).product::<usize>();
+        let rank = if conv { o.conv_rank } else { o.rank };
+        // Under --energy the rank is only a cap.
+        if let (Some(r), None) = (rank, o.energy) {
+            if r > rows.min(cols) {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "rank {r} is above {} {}'s rank {} (a {rows}×{cols} matrix)",
+                        t.component.name(),
+                        t.weight,
+                        rows.min(cols)
+                    ),
+                ));
+            }
+        }
+        jobs.push(Job { key: kohya_key(family, t.component, &t.weight), target: t.clone(), rows, cols, rank });
+    }
+    if jobs.is_empty() {
+        return Err(Error::invalid(OP, format!("{}: no adaptable module found", base.path().display())));
+    }
+    Ok((family, jobs))
+}
+
+fn delta(base: &ModelFiles, tuned: &ModelFiles, t: &Target) -> Result<Vec<f32>> {
+    let a = base.builder(t.component).get(&t.weight, &t.shape)?;
+    let b = tuned.builder(t.component).get(&t.weight, &t.shape)?;
+    Ok(b.data.iter().zip(&a.data).map(|(b, a)| b - a).collect())
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+/// Extracts the LoRA; `progress(done, total, key)` is called before each module.
+pub fn extract(
+    base: &ModelFiles,
+    tuned: &ModelFiles,
+    o: &ExtractOptions,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<(LowRankFile, SvdReport)> {
+    check_options(o)?;
+    let (family, jobs) = plan(base, tuned, o)?;
+    let mut report = SvdReport::default();
+    // Text encoders that did not change (by kohya's threshold) are dropped whole.
+    let mut te_changed: BTreeMap<Component, f32> = BTreeMap::new();
+    for j in jobs.iter().filter(|j| j.target.component != Component::Unet) {
+        let m = te_changed.entry(j.target.component).or_insert(0.0);
+        if *m <= o.min_diff {
+            *m = m.max(max_abs(&delta(base, tuned, &j.target)?));
+        }
+    }
+    for (c, m) in &te_changed {
+        if *m <= o.min_diff {
+            report.skipped.push((
+                c.name().to_string(),
+                format!("text encoder unchanged: max |ΔW| {m:.3e} ≤ min_diff {}", o.min_diff),
+            ));
+        }
+    }
+    let mut file = LowRankFile::default();
+    let total = jobs.len();
+    for (i, j) in jobs.iter().enumerate() {
+        progress(i, total, &j.key);
+        if te_changed.get(&j.target.component).is_some_and(|m| *m <= o.min_diff) {
+            continue;
+        }
+        let d = delta(base, tuned, &j.target)?;
+        if max_abs(&d) == 0.0 {
+            report.skipped.push((j.key.clone(), "unchanged (ΔW = 0)".to_string()));
+            continue;
+        }
+        let sp = svd(&d, j.rows, j.cols).map_err(|e| Error::invalid(OP, format!("{}: {e}", j.key)))?;
+        let rank = match o.energy {
+            Some(e) => sp.rank_for_energy(e).min(j.rank.unwrap_or(usize::MAX)),
+            None => j.rank.unwrap_or(1),
+        };
+        let (up, down) = sp.factors(rank)?;
+        let shape = &j.target.shape;
+        let (down_shape, up_shape) = if shape.len() == 4 {
+            (vec![rank, shape[1], shape[2], shape[3]], vec![j.rows, rank, 1, 1])
+        } else {
+            (vec![rank, j.cols], vec![j.rows, rank])
+        };
+        report.modules.push(ModuleError {
+            key: j.key.clone(),
+            rows: j.rows,
+            cols: j.cols,
+            old_rank: None,
+            rank,
+            alpha: rank as f32,
+            rel_error: sp.relative_error(rank),
+            retained_energy: sp.retained_energy(rank),
+            energy: sp.energy(),
+            s_max: sp.s.first().copied().unwrap_or(0.0),
+        });
+        file.modules.push(LowRankModule { key: j.key.clone(), down_shape, down, up_shape, up, alpha: rank as f32 });
+    }
+    if file.modules.is_empty() {
+        return Err(Error::invalid(
+            OP,
+            format!("{} and {} do not differ in any adaptable module", base.path().display(), tuned.path().display()),
+        ));
+    }
+    progress(total, total, "");
+    file.metadata = metadata(family, o, base, tuned);
+    report.finish(file.params());
+    Ok((file, report))
+}
+
+fn metadata(family: Family, o: &ExtractOptions, base: &ModelFiles, tuned: &ModelFiles) -> BTreeMap<String, String> {
+    let dim = match (o.energy, o.rank) {
+        (None, Some(r)) => r.to_string(),
+        _ => "Dynamic".to_string(),
+    };
+    let name = |f: &ModelFiles| f.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let mut m = BTreeMap::new();
+    m.insert("ss_network_module".into(), "networks.lora".into());
+    m.insert("ss_network_dim".into(), dim.clone());
+    m.insert("ss_network_alpha".into(), dim);
+    let version = match family {
+        Family::Sd1 => "sd_v1",
+        Family::Sdxl => "sdxl_base_v1-0",
+    };
+    m.insert("ss_base_model_version".into(), version.into());
+    m.insert("ss_v2".into(), "False".into());
+    m.insert("ss_sd_model_name".into(), name(base));
+    if let Some(c) = o.conv_rank {
+        m.insert("ss_network_args".into(), format!("{{\"conv_dim\": \"{c}\", \"conv_alpha\": \"{c}\"}}"));
+    }
+    m.insert(
+        "ss_training_comment".into(),
+        format!("extracted by lorafuse from {} - {} by truncated SVD", name(tuned), name(base)),
+    );
+    m
+}

@@ -1,0 +1,120 @@
+//! Truncated SVD of a weight difference (faer, f64 inside) and what a truncation loses.
+//!
+//! For ΔW = U·diag(s)·Vᵀ the best rank-r approximation (Eckart–Young) keeps the first r singular
+//! triplets; its squared relative Frobenius error is the tail energy Σ_{i≥r} s_i² / Σ s_i².
+
+use crate::error::{Error, Result};
+
+const OP: &str = "lora_svd";
+
+/// The thin SVD of a `rows × cols` matrix.
+pub struct Spectrum {
+    pub rows: usize,
+    pub cols: usize,
+    /// Singular values, non-increasing.
+    pub s: Vec<f64>,
+    u: faer::Mat<f64>,
+    v: faer::Mat<f64>,
+}
+
+/// Thin SVD of row-major `data` (`rows × cols`).
+pub fn svd(data: &[f32], rows: usize, cols: usize) -> Result<Spectrum> {
+    if rows == 0 || cols == 0 || data.len() != rows * cols {
+        return Err(Error::shape(OP, format!("{} values do not make a {rows}×{cols} matrix", data.len())));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(OP, format!("value {i} of the {rows}×{cols} matrix is {}", data[i])));
+    }
+    let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| data[i * cols + j] as f64);
+    let d = m.thin_svd().map_err(|e| Error::invalid(OP, format!("SVD of a {rows}×{cols} matrix failed: {e:?}")))?;
+    let sv = d.S().column_vector();
+    let s = (0..rows.min(cols)).map(|i| sv[i].max(0.0)).collect();
+    Ok(Spectrum { rows, cols, s, u: d.U().to_owned(), v: d.V().to_owned() })
+}
+
+impl Spectrum {
+    /// min(rows, cols): the largest rank a factorisation of this matrix can have.
+    pub fn full_rank(&self) -> usize {
+        self.s.len()
+    }
+
+    /// ‖M‖²_F = Σ s².
+    pub fn energy(&self) -> f64 {
+        self.s.iter().map(|v| v * v).sum()
+    }
+
+    /// Fraction of Σ s² the first `rank` singular values hold (1 for a zero matrix).
+    pub fn retained_energy(&self, rank: usize) -> f64 {
+        let total = self.energy();
+        if total <= 0.0 {
+            return 1.0;
+        }
+        let kept: f64 = self.s.iter().take(rank).map(|v| v * v).sum();
+        (kept / total).min(1.0)
+    }
+
+    /// ‖M − M_r‖_F / ‖M‖_F of the best rank-`rank` approximation: √(tail energy / total).
+    pub fn relative_error(&self, rank: usize) -> f64 {
+        let total = self.energy();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let tail: f64 = self.s.iter().skip(rank).map(|v| v * v).sum();
+        (tail / total).sqrt()
+    }
+
+    /// The smallest rank (≥ 1) that retains at least `fraction` of the energy.
+    pub fn rank_for_energy(&self, fraction: f64) -> usize {
+        let total = self.energy();
+        if total <= 0.0 {
+            return 1;
+        }
+        let mut kept = 0.0;
+        for (i, v) in self.s.iter().enumerate() {
+            kept += v * v;
+            // Relative slack so a fraction of 1.0 is met despite rounding of the running sum.
+            if kept >= fraction * total * (1.0 - 1e-12) {
+                return i + 1;
+            }
+        }
+        self.s.len()
+    }
+
+    /// Rank-`rank` factors: `up = U_r·diag(s_r)` (`rows × rank`) and `down = V_rᵀ` (`rank × cols`),
+    /// both row-major f32, so `up @ down` is the truncation (kohya's split).
+    pub fn factors(&self, rank: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if rank == 0 || rank > self.full_rank() {
+            return Err(Error::invalid(
+                OP,
+                format!("rank {rank} is outside 1..={} for a {}×{} matrix", self.full_rank(), self.rows, self.cols),
+            ));
+        }
+        let mut up = vec![0f32; self.rows * rank];
+        for i in 0..self.rows {
+            for k in 0..rank {
+                up[i * rank + k] = (self.u[(i, k)] * self.s[k]) as f32;
+            }
+        }
+        let mut down = vec![0f32; rank * self.cols];
+        for k in 0..rank {
+            for j in 0..self.cols {
+                down[k * self.cols + j] = self.v[(j, k)] as f32;
+            }
+        }
+        Ok((up, down))
+    }
+}
+
+/// ‖a − b‖_F / ‖a‖_F in f64 (0 when `a` is zero).
+pub fn relative_diff(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let d = *x as f64 - *y as f64;
+        num += d * d;
+        den += (*x as f64) * (*x as f64);
+    }
+    if den <= 0.0 {
+        return num.sqrt();
+    }
+    (num / den).sqrt()
+}
