@@ -52,7 +52,6 @@ pub fn run(ctx: &Context, a: &RealtimeArgs, quiet: bool) -> Result<()> {
         compare_cfg: a.compare_cfg,
         tiny: a.quick,
         taesd_width: if a.quick { 16 } else { RealtimeOptions::default().taesd_width },
-        ..RealtimeOptions::default()
     };
     opts.validate()?;
     let dir = std::env::temp_dir().join(format!("lorafuse-bench-realtime-{}", std::process::id()));
