@@ -77,6 +77,25 @@ pub struct LoraFile {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// Tensors by module key and canonical role (f32), and the names that are no module's tensor.
+pub(crate) type Groups = BTreeMap<String, BTreeMap<&'static str, Mat>>;
+
+/// A LoRA file's tensors grouped by module (see [`Groups`]).
+pub(crate) fn group_tensors(path: &Path, file: &SafeTensorsFile) -> Result<(Groups, Vec<String>)> {
+    let mut groups = Groups::new();
+    let mut other = Vec::new();
+    for name in file.names() {
+        let Some((module, role)) = split_key(name) else {
+            other.push(name.to_string());
+            continue;
+        };
+        let info = file.info(name).ok_or_else(|| Error::invalid(OP, format!("{}: no {name}", path.display())))?;
+        let m = Mat { shape: info.shape.clone(), data: file.read_f32(name)? };
+        groups.entry(module.to_string()).or_default().insert(role, m);
+    }
+    Ok((groups, other))
+}
+
 /// What `lorafuse inspect` prints about an adapter.
 #[derive(Clone, Debug)]
 pub struct LoraSummary {
@@ -174,18 +193,7 @@ impl LoraFile {
     /// As [`LoraFile::open`] with an already-open file and a prebuilt module index.
     pub fn from_file(path: &Path, file: &SafeTensorsFile, index: &ModuleIndex) -> Result<LoraFile> {
         let metadata = file.metadata().clone();
-        let mut groups: BTreeMap<String, BTreeMap<&'static str, Mat>> = BTreeMap::new();
-        let mut unmatched = Vec::new();
-        for name in file.names() {
-            let Some((module, role)) = split_key(name) else {
-                unmatched.push(name.to_string());
-                continue;
-            };
-            let info = file.info(name).ok_or_else(|| Error::invalid(OP, format!("{}: no {name}", path.display())))?;
-            let shape = info.shape.clone();
-            let data = file.read_f32(name)?;
-            groups.entry(module.to_string()).or_default().insert(role, Mat { shape, data });
-        }
+        let (groups, mut unmatched) = group_tensors(path, file)?;
         let sdxl_meta = metadata.get("ss_base_model_version").is_some_and(|v| v.starts_with("sdxl"))
             || metadata.get("modelspec.architecture").is_some_and(|v| v.contains("-xl-"));
         if let (Some(family), Some((base, why))) = (index.family, lora_base(&metadata, &groups)) {

@@ -5,14 +5,13 @@
 //! alpha (`alpha/rank × new_rank`), as kohya does; LoHa/LoKr (and Tucker `lora_mid`) modules
 //! are turned into their dense ΔW (scale included) first and written with alpha = rank.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::delta::{matmul, Mat};
 use super::lowrank::{LowRankFile, LowRankModule, ModuleError, SvdReport};
 use super::module::{LoraKind, LoraModule};
 use super::svd::svd;
-use super::{split_key, LoraFile};
+use super::{group_tensors, split_key, LoraFile};
 use crate::error::{Error, Result};
 use crate::weights::{Component, ModelFiles, SafeTensorsFile, StDType};
 
@@ -119,17 +118,7 @@ fn implied_shape(m: &LoraModule, out: usize, inn: usize) -> Vec<usize> {
 
 /// The modules of a file without a model: keys are kept as they are.
 fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<(Vec<LoraModule>, Vec<String>)> {
-    let mut groups: BTreeMap<String, BTreeMap<&'static str, Mat>> = BTreeMap::new();
-    let mut other = Vec::new();
-    for name in file.names() {
-        let Some((module, role)) = split_key(name) else {
-            other.push(name.to_string());
-            continue;
-        };
-        let info = file.info(name).ok_or_else(|| Error::invalid(OP, format!("{}: no {name}", path.display())))?;
-        let m = Mat { shape: info.shape.clone(), data: file.read_f32(name)? };
-        groups.entry(module.to_string()).or_default().insert(role, m);
-    }
+    let (groups, other) = group_tensors(path, file)?;
     let mut modules = Vec::new();
     for (key, mut parts) in groups {
         let alpha = parts.remove("alpha").and_then(|m| m.data.first().copied());
