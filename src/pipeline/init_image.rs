@@ -403,34 +403,29 @@ pub fn crop_region(mask: &HostTensor, width: usize, height: usize, padding: usiz
     // diffusers' arithmetic, clamps included, line for line (Python floats are f64).
     if ratio_crop > ratio {
         let diff = ((x2 - x1) as f64 / ratio - (y2 - y1) as f64) as i64;
-        y1 -= diff / 2;
-        y2 += diff - diff / 2;
-        if y2 >= h {
-            let d = y2 - h;
-            y2 -= d;
-            y1 -= d;
-        }
-        if y1 < 0 {
-            y2 -= y1;
-            y1 = 0;
-        }
-        y2 = y2.min(h);
+        (y1, y2) = grow_span(y1, y2, diff, h);
     } else {
         let diff = ((y2 - y1) as f64 * ratio - (x2 - x1) as f64) as i64;
-        x1 -= diff / 2;
-        x2 += diff - diff / 2;
-        if x2 >= w {
-            let d = x2 - w;
-            x2 -= d;
-            x1 -= d;
-        }
-        if x1 < 0 {
-            x2 -= x1;
-            x1 = 0;
-        }
-        x2 = x2.min(w);
+        (x1, x2) = grow_span(x1, x2, diff, w);
     }
     Ok([x1 as usize, y1 as usize, x2 as usize, y2 as usize])
+}
+
+/// One axis of the crop box grown by `diff` (half on each side), shifted back inside `[0, len)`
+/// and clamped, as diffusers does it for whichever axis is short of the target aspect.
+fn grow_span(mut lo: i64, mut hi: i64, diff: i64, len: i64) -> (i64, i64) {
+    lo -= diff / 2;
+    hi += diff - diff / 2;
+    if hi >= len {
+        let d = hi - len;
+        hi -= d;
+        lo -= d;
+    }
+    if lo < 0 {
+        hi -= lo;
+        lo = 0;
+    }
+    (lo, hi.min(len))
 }
 
 fn check_region(op: &'static str, region: [usize; 4], h: usize, w: usize) -> Result<()> {
