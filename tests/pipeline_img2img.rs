@@ -16,7 +16,7 @@ use lorafuse::lora::LoraSpec;
 use lorafuse::pipeline::init::{Hires, HiresUpscaler, InitImage, InitSource, InpaintMask};
 use lorafuse::pipeline::request::{Precision, Request};
 use lorafuse::pipeline::rng::RngKind;
-use lorafuse::pipeline::txt2img::Pipeline;
+use lorafuse::pipeline::txt2img::{Output, Pipeline};
 use lorafuse::HostTensor;
 use std::path::{Path, PathBuf};
 
@@ -83,11 +83,12 @@ fn init(run: &serde_json::Value, mask: bool, padding: Option<usize>) -> InitImag
     }
 }
 
-fn check(pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> (f64, f64) {
+fn check(pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> Output {
     check_in(&dir(), pipe, name, req, image_key, tol_image)
 }
 
-fn check_in(d: &Path, pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> (f64, f64) {
+/// Runs `req` once, checks it against the goldens and returns the output for further checks.
+fn check_in(d: &Path, pipe: &Pipeline, name: &str, req: &Request, image_key: &str, tol_image: f64) -> Output {
     let out = pipe.generate(ctx(), req, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
     let lat = rel_l2(&out.latents.data, &g_in(d, &format!("{name}_latents")).data);
     let img = rel_l2(&out.images[0].data, &g_in(d, &format!("{name}_{image_key}")).data);
@@ -95,7 +96,7 @@ fn check_in(d: &Path, pipe: &Pipeline, name: &str, req: &Request, image_key: &st
     let tol_latents = tol_image.max(5e-3);
     assert!(lat <= tol_latents, "{name} latents: relative L2 {lat:.3e} > {tol_latents:.0e}");
     assert!(img <= tol_image, "{name} {image_key}: relative L2 {img:.3e} > {tol_image:.0e}");
-    (lat, img)
+    out
 }
 
 fn sd15() -> Pipeline {
@@ -124,9 +125,8 @@ fn inpainting_with_a_regular_unet_matches_diffusers() {
         let run = &runs[name];
         let mut req = request(run, 64);
         req.init = Some(init(run, true, None));
-        check(&pipe, name, &req, "composite", 5e-3);
+        let out = check(&pipe, name, &req, "composite", 5e-3);
         // The overlay keeps every unmasked pixel of the input exactly.
-        let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
         let (src, mask) = (g("init_image").data, g("mask").data);
         let kept = (0..src.len()).filter(|&i| mask[i % 4096] == 0.0).all(|i| out.images[0].data[i] == src[i]);
         assert!(kept, "{name}: unmasked pixels changed");
@@ -155,8 +155,7 @@ fn only_masked_inpainting_matches_diffusers_padding_mask_crop() {
     // 3e-3, which the VAE encoder makes ~1.4e-2 in the latents), so the bound is looser here.
     let mut req = request(run, 64);
     req.init = Some(init(run, true, Some(run["padding_mask_crop"].as_u64().unwrap() as usize)));
-    check(&pipe, "inp4_crop", &req, "image", 3e-2);
-    let out = pipe.generate(ctx(), &req, &mut |_| {}).unwrap();
+    let out = check(&pipe, "inp4_crop", &req, "image", 3e-2);
     let (src, mask) = (g("init_image").data, g("mask").data);
     let kept = (0..src.len()).filter(|&i| mask[i % 4096] == 0.0).all(|i| out.images[0].data[i] == src[i]);
     assert!(kept, "only masked: unmasked pixels changed");
