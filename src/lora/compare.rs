@@ -1,0 +1,1 @@
+//! `lora compare`: how similar LoRAs' ΔW are, module by module (skeleton; being written).

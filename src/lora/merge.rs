@@ -1,0 +1,1 @@
+//! `lora merge`: several LoRAs at their weights into one file (skeleton; being written).
