@@ -8,6 +8,7 @@
 pub mod axes;
 pub mod compose;
 pub mod font;
+pub mod heatmap;
 
 pub use axes::{apply_values, Axis, AxisKind, AxisValue, LoraLookup};
 pub use compose::{compose, GridGeometry, GridLabels, RgbImage};

@@ -117,7 +117,7 @@ fn implied_shape(m: &LoraModule, out: usize, inn: usize) -> Vec<usize> {
 }
 
 /// The modules of a file without a model: keys are kept as they are.
-fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<(Vec<LoraModule>, Vec<String>)> {
+pub(crate) fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<(Vec<LoraModule>, Vec<String>)> {
     let (groups, other) = group_tensors(path, file)?;
     let mut modules = Vec::new();
     for (key, mut parts) in groups {
