@@ -142,7 +142,8 @@ pub fn run(cli: &Cli, a: &CompareArgs) -> Result<()> {
     let png = match &a.heatmap {
         Some(_) => {
             let img = heatmap::render(&heatmap::from_report(&report))?;
-            Some(encode_png(img.width, img.height, &img.rgb, "")?)
+            let names: Vec<&str> = report.loras.iter().map(|l| l.name.as_str()).collect();
+            Some(encode_png(img.width, img.height, &img.rgb, &format!("lora compare: {}", names.join(", ")))?)
         }
         None => None,
     };
