@@ -128,6 +128,11 @@ fn known_answers() {
         assert!(m.interference < 1e-6);
     }
     assert!(orth.pairs[0].cosine.abs() < 1e-6);
+    // DoRA: its direction update equals syn_a's ΔW, and the report says what was compared.
+    let dora = run(&[(&a, 1.0), (&path_of("syn_dora"), 1.0)], None).unwrap();
+    assert_eq!(dora.loras[1].kind, "DoRA");
+    assert!(dora.notes.iter().any(|n| n.contains("DoRA")));
+    assert!((dora.pairs[0].cosine - 1.0).abs() < 1e-6 && dora.modules.len() == 3);
     // Weighting scales nothing but the sign; the interference ranks A vs A above A vs orthogonal.
     let top = same.top(1)[0].interference;
     assert!(top > 0.1 && orth.top(1)[0].interference < 1e-6 * top);

@@ -18,6 +18,7 @@
 mod delta;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 use self::delta::{subspace_similarity, Basis, Delta};
 use super::block_weights::block_of;
@@ -177,6 +178,12 @@ fn row_of_block(component: Component, block: Option<usize>) -> usize {
     }
 }
 
+/// `down_blocks_1_attentions_0` / `up_blocks.2.resnets.1`: a UNet block in kohya or PEFT spelling.
+static DIFFUSERS_BLOCK: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^(down_blocks|up_blocks)[_.](\d+)[_.](attentions|resnets|downsamplers|upsamplers)[_.](\d+)")
+        .expect("a valid pattern")
+});
+
 /// The row of a UNet module named only by its key: LDM names (`input_blocks_4_1_…`) give the
 /// block directly, kohya diffusers names (`down_blocks_1_attentions_0_…`) and PEFT paths are
 /// turned into the diffusers path [`block_of`] reads.
@@ -193,11 +200,7 @@ fn row_of_key(component: Component, key: &str) -> usize {
     } else if let Some(n) = rest.strip_prefix("output_blocks").and_then(|r| num(&r[1..])) {
         Some(14 + n)
     } else {
-        let re = regex::Regex::new(
-            r"^(down_blocks|up_blocks)[_.](\d+)[_.](attentions|resnets|downsamplers|upsamplers)[_.](\d+)",
-        )
-        .expect("a valid pattern");
-        let path = match re.captures(rest) {
+        let path = match DIFFUSERS_BLOCK.captures(rest) {
             Some(c) => format!("{}.{}.{}.{}", &c[1], &c[2], &c[3], &c[4]),
             None if rest.starts_with("mid_block") => "mid_block".to_string(),
             None => rest.to_string(),

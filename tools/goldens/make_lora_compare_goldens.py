@@ -6,6 +6,7 @@ Writes to tests/fixtures/lora-compare/:
   syn_neg.safetensors   syn_a with every up matrix negated (ΔW → −ΔW: cosine −1, φ 1);
   syn_orth.safetensors  2 of syn_a's modules, up columns in the orthogonal complement of syn_a's
                         up columns and new random downs (cosine 0, φ_out 0);
+  syn_dora.safetensors  syn_a plus DoRA magnitude vectors (compared by its direction update);
   syn_b.safetensors     2 of syn_a's modules (up = syn_a's up + noise, new downs) and one module
                         syn_a lacks (a generic pair with overlap, and a module counted as zero);
   golden.json           per pair of files (with their weights): per shared module the cosine of
@@ -82,6 +83,11 @@ def synthetic():
     write_lora("syn_neg", neg)
     write_lora("syn_orth", orth)
     write_lora("syn_b", b)
+    # syn_a with DoRA magnitude vectors: compared by its direction update, i.e. as syn_a.
+    t = load_file(os.path.join(OUT, "syn_a.safetensors"))
+    for key, (out, _), conv in SYN_MODULES:
+        t[f"{key}.dora_scale"] = np.ones((out, 1, 1, 1) if conv else (out, 1), dtype=np.float32)
+    save_file(t, os.path.join(OUT, "syn_dora.safetensors"), metadata={"ss_base_model_version": "sd_v1"})
 
 
 def flat(t):
