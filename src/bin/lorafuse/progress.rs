@@ -25,6 +25,8 @@ struct Lines {
     position: u64,
     /// When the last "compiling kernels" line was written (seconds since start).
     compile_line_at: f64,
+    /// When the last position line was written.
+    position_line_at: f64,
 }
 
 /// A progress display; cheap to call from the library's progress callbacks.
@@ -50,6 +52,7 @@ impl Progress {
                 length: 0,
                 position: 0,
                 compile_line_at: 0.0,
+                position_line_at: 0.0,
             }))
         };
         Ok(Progress { sink, start: Instant::now() })
@@ -86,12 +89,16 @@ impl Progress {
     }
 
     /// Done `pos` of the length; a plain line per change ("image 1/2: 3/20 steps (41.2 s)").
+    /// Long counts (the LoRA tools' hundreds of modules) write the first, the last and at most
+    /// one line a second, so a log stays readable.
     pub fn set_position(&self, pos: u64) {
         match &self.sink {
             Sink::Bar(b) => b.set_position(pos),
             Sink::Lines(_) => self.lines(|l, t| {
-                if pos != l.position {
+                let due = l.length <= 50 || pos <= 1 || pos >= l.length || t - l.position_line_at >= 1.0;
+                if pos != l.position && due {
                     l.position = pos;
+                    l.position_line_at = t;
                     let prefix = if l.message.is_empty() { String::new() } else { format!("{}: ", l.message) };
                     eprintln!("{prefix}{pos}/{} {} ({t:.1} s)", l.length, l.unit);
                 }
