@@ -127,7 +127,7 @@ fn other_base(path: &Path, model: Option<Family>, why: impl std::fmt::Display) -
 /// `ss_base_model_version` / modelspec architecture, keys only one family has (`lora_te2_`,
 /// `text_encoder_2.`, SD1's single `lora_te_` encoder), or the text width its cross-attention
 /// keys project from (768 SD1.x, 1024 SD2.x, 2048 SDXL).
-fn lora_base(
+pub(crate) fn lora_base(
     meta: &BTreeMap<String, String>,
     groups: &BTreeMap<String, BTreeMap<&'static str, Mat>>,
 ) -> Option<(&'static str, String)> {
