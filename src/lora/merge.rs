@@ -194,8 +194,9 @@ fn load_standalone(inputs: &[MergeInput]) -> Result<Loaded> {
                 let path = m.key.split_once('.').map(|(_, p)| p).unwrap_or(&m.key);
                 kohya_key(family, m.component, path)
             };
-            let slot = slots.entry(key.clone()).or_insert_with(|| Slot { key, shape: m.target_shape.clone(), parts: vec![] });
-            let dims = |s: &[usize]| (s[0], s.iter().skip(1).product::<usize>(), s.iter().skip(2).product::<usize>());
+            let slot =
+                slots.entry(key.clone()).or_insert_with(|| Slot { key, shape: m.target_shape.clone(), parts: vec![] });
+            let dims = |s: &[usize]| (s[0], s.iter().skip(1).product::<usize>());
             if dims(&slot.shape) != dims(&m.target_shape) {
                 return Err(Error::invalid(
                     OP,

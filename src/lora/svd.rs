@@ -56,7 +56,9 @@ pub fn svd_factored(up: &[f32], rows: usize, k: usize, down: &[f32], cols: usize
     let b = faer::Mat::<f64>::from_fn(cols, k, |i, j| down[j * cols + i] as f64);
     let (qa, qb) = (a.qr(), b.qr());
     let core = qa.thin_R() * qb.thin_R().transpose();
-    let d = core.thin_svd().map_err(|e| Error::invalid(OP, format!("SVD of a {rows}×{k}·{k}×{cols} product failed: {e:?}")))?;
+    let d = core
+        .thin_svd()
+        .map_err(|e| Error::invalid(OP, format!("SVD of a {rows}×{k}·{k}×{cols} product failed: {e:?}")))?;
     let u = qa.compute_thin_Q() * d.U();
     let v = qb.compute_thin_Q() * d.V();
     let sv = d.S().column_vector();

@@ -111,7 +111,13 @@ pub(crate) fn print_table(r: &SvdReport, resized: bool) {
     );
 }
 
-pub(crate) fn write(file: &LowRankFile, report: &mut SvdReport, dtype: StDType, out: &Path, json: Option<&Path>) -> Result<()> {
+pub(crate) fn write(
+    file: &LowRankFile,
+    report: &mut SvdReport,
+    dtype: StDType,
+    out: &Path,
+    json: Option<&Path>,
+) -> Result<()> {
     let bytes = file.to_bytes(dtype)?;
     report.bytes = Some(bytes.len() as u64);
     let text = report.to_json()?;
