@@ -142,7 +142,7 @@ fn concatenation_is_numpys_weighted_sum() {
             let got = sp.s.get(i).copied().unwrap_or(0.0);
             let rel = (got - s).abs() / want["norm"].as_f64().unwrap();
             worst_s = worst_s.max(rel);
-            // measured ≤ 2e-7 (LoHa parts: dense f32 then factored at the numerical rank)
+            // measured ≤ 2.8e-8 (LoHa parts: dense f32 then factored at the numerical rank)
             assert!(rel <= 1e-6, "{key}: s[{i}] {got} vs numpy {s}");
         }
     }
@@ -152,11 +152,11 @@ fn concatenation_is_numpys_weighted_sum() {
         let got = product(mods[key]);
         let rel = relative_diff(&golden_dense(name), &got);
         eprintln!("concat {key}: rel {rel:.2e}");
-        // measured ≤ 1e-7
+        // measured ≤ 5.7e-8
         assert!(rel <= 1e-6, "{key}: merged ΔW vs numpy rel {rel:.2e}");
     }
     eprintln!("concat: worst singular value rel {worst_s:.2e}; total error {:.2e}", report.total_rel_error);
-    // Only the LoHa parts are factored (at their numerical rank): ~f32 rounding.
+    // Only the LoHa parts are factored (at their numerical rank): ~f32 rounding (measured 1.2e-9).
     assert!(report.total_rel_error <= 1e-6, "{}", report.total_rel_error);
     let m = &mods["lora_unet_down_blocks_0_resnets_0_conv1"];
     assert_eq!(m.down_shape.len(), 4);
@@ -179,7 +179,7 @@ fn rank_truncation_is_numpys() {
         assert!(e.rank <= want_rank && e.rank >= want_rank.min(e.old_rank.unwrap()), "{}: rank {}", e.key, e.rank);
         let diff = (e.rel_error - want["rank_error"].as_f64().unwrap()).abs();
         worst = worst.max(diff);
-        // measured ≤ 1e-6
+        // measured ≤ 1.3e-8
         assert!(diff <= 1e-4, "{}: error {} vs numpy {}", e.key, e.rel_error, want["rank_error"]);
     }
     eprintln!("rank {rank}: worst |error − numpy| {worst:.2e}, total {:.3e}", report.total_rel_error);
@@ -189,8 +189,8 @@ fn rank_truncation_is_numpys() {
         let got = product(mods[key]);
         let rel = relative_diff(&golden_dense(name), &got);
         eprintln!("rank {key}: rel {rel:.2e}");
-        // measured ≤ 1e-6
-        assert!(rel <= 1e-4, "{key}: truncation vs numpy rel {rel:.2e}");
+        // measured ≤ 1.2e-7
+        assert!(rel <= 1e-5, "{key}: truncation vs numpy rel {rel:.2e}");
     }
     assert_eq!(file.metadata["ss_network_dim"], rank.to_string());
 }
@@ -222,9 +222,9 @@ fn generate_with_merged_file_equals_generate_with_inputs() {
     let img = rel_l2(&got.images[0].data, &want.images[0].data);
     let effect = rel_l2(&plain.latents.data, &want.latents.data);
     eprintln!("merged file vs inputs: latents {lat:.3e}, image {img:.3e}; LoRA effect {effect:.3e}");
-    // f32 sums in another order, on weights stored f16.
-    assert!(lat <= 1e-3 && img <= 1e-3, "latents {lat:.3e}, image {img:.3e}");
-    assert!(effect > 20.0 * 1e-3, "the LoRAs barely change the image ({effect:.3e})");
+    // f32 sums in another order (measured: latents 3.0e-6, image 1.1e-6; effect 0.28).
+    assert!(lat <= 1e-4 && img <= 1e-4, "latents {lat:.3e}, image {img:.3e}");
+    assert!(effect > 100.0 * 1e-4, "the LoRAs barely change the image ({effect:.3e})");
     let _ = std::fs::remove_file(out);
 }
 
