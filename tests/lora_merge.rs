@@ -228,20 +228,17 @@ fn generate_with_merged_file_equals_generate_with_inputs() {
     let _ = std::fs::remove_file(out);
 }
 
-/// kohya_lora with a DoRA magnitude on one module.
-fn write_dora(path: &Path) {
+/// kohya_lora's tensors, edited by `edit`, written to `path`.
+fn write_edited(path: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
     let f = SafeTensorsFile::open(lora("kohya_lora")).unwrap();
     let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> =
         f.names().map(|n| (n.to_string(), f.info(n).unwrap().shape.clone(), f.read_f32(n).unwrap())).collect();
-    owned.push(("lora_te_text_model_encoder_layers_0_self_attn_q_proj.dora_scale".into(), vec![64, 1], vec![1.0; 64]));
+    edit(&mut owned);
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
         .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d))
-                    .unwrap(),
-            )
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytemuck::cast_slice(d));
+            (n.clone(), v.unwrap())
         })
         .collect();
     std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
@@ -281,9 +278,27 @@ fn bad_inputs_are_refused() {
     let (f, _) = merge(&peft, Some(&model), &MergeOptions::default(), &mut |_, _, _| {}).unwrap();
     assert!(f.modules.iter().all(|m| m.key.starts_with("lora_")));
     let dora = tmp("dora.safetensors");
-    write_dora(&dora);
+    write_edited(&dora, |t| {
+        t.push(("lora_te_text_model_encoder_layers_0_self_attn_q_proj.dora_scale".into(), vec![64, 1], vec![1.0; 64]))
+    });
     let e = err(&[MergeInput { path: dora.clone(), weight: 1.0 }], MergeOptions::default());
     assert!(e.contains("DoRA"), "{e}");
+    // One module with other widths (another model), UNet keys only so no family is named.
+    let odd = tmp("odd.safetensors");
+    write_edited(&odd, |t| {
+        t.retain(|(n, ..)| n.starts_with("lora_unet_down_blocks_0_attentions_0_proj_in."));
+        for (n, s, d) in t.iter_mut() {
+            if n.ends_with("lora_down.weight") {
+                *s = vec![4, 16, 1, 1];
+                d.truncate(64);
+            }
+        }
+    });
+    let two = vec![ins[0].clone(), MergeInput { path: odd, weight: 1.0 }];
+    let e = err(&two, MergeOptions::default());
+    assert!(e.contains("proj_in") && e.contains("-m MODEL"), "{e}");
+    let zero = vec![MergeInput { path: lora("kohya_lora"), weight: 0.0 }];
+    assert!(err(&zero, MergeOptions::default()).contains("changes no module"));
     assert!(check_output(&ins[0].path, &ins).is_err());
     assert!(check_output(&tmp("new.safetensors"), &ins).is_ok());
 }

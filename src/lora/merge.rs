@@ -251,6 +251,9 @@ impl Stack {
     /// Appends `c · up @ down`; |c| is split as √|c| on each side (the sign on up), so neither
     /// factor of a small- or large-weight input drifts out of fp16/bf16 range on its own.
     fn push(&mut self, up: &[f32], down: &[f32], r: usize, c: f32) {
+        if c == 0.0 {
+            return;
+        }
         let (a, b) = (c.signum() * c.abs().sqrt(), c.abs().sqrt());
         for j in 0..r {
             self.up_t.extend((0..self.rows).map(|i| up[i * r + j] * a));
