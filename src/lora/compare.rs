@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 
 use self::delta::{subspace_similarity, Basis, Delta};
 use super::block_weights::block_of;
-use super::{file_kind, lora_base, LoraFile, LoraKind, LoraModule, LoraSpec, ModuleIndex};
+use super::{file_kind, LoraFile, LoraKind, LoraSpec, ModuleIndex};
 use crate::error::{Error, Result};
 use crate::weights::{Component, ModelFiles, SafeTensorsFile};
 
@@ -210,15 +210,6 @@ fn row_of_key(component: Component, key: &str) -> usize {
     row_of_block(component, block.filter(|&b| b <= 25))
 }
 
-/// The base model a model-less LoRA was made for, where its metadata or keys say.
-fn standalone_base(file: &SafeTensorsFile, modules: &[LoraModule]) -> Option<(&'static str, String)> {
-    let groups: super::Groups = modules
-        .iter()
-        .map(|m| (m.key.clone(), m.parts.get("down").map(|d| ("down", d.clone())).into_iter().collect()))
-        .collect();
-    lora_base(file.metadata(), &groups)
-}
-
 fn load(
     spec: &LoraSpec,
     index: Option<&ModuleIndex>,
@@ -238,11 +229,11 @@ fn load(
     let (modules, with_model) = match index {
         Some(ix) => (LoraFile::from_file(path, &file, ix)?.modules, true),
         None => {
-            let (modules, _) = super::resize::parse_standalone(path, &file)?;
-            if let Some((base, why)) = standalone_base(&file, &modules) {
+            let parsed = super::resize::parse_standalone(path, &file)?;
+            if let Some((base, why)) = parsed.base {
                 bases.push((path.display().to_string(), base, why));
             }
-            (modules, false)
+            (parsed.modules, false)
         }
     };
     let mut entries = BTreeMap::new();

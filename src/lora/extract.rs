@@ -47,7 +47,7 @@ struct Job {
     rank: Option<usize>,
 }
 
-fn kohya_key(family: Family, c: Component, weight: &str) -> String {
+pub(crate) fn kohya_key(family: Family, c: Component, weight: &str) -> String {
     let module = weight.strip_suffix(".weight").unwrap_or(weight).replace('.', "_");
     let prefix = match (c, family) {
         (Component::Unet, _) => "lora_unet_",

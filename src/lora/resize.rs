@@ -7,11 +7,11 @@
 
 use std::path::Path;
 
-use super::delta::{matmul, Mat};
+use super::delta::Mat;
 use super::lowrank::{LowRankFile, LowRankModule, ModuleError, SvdReport};
 use super::module::{LoraKind, LoraModule};
-use super::svd::svd;
-use super::{group_tensors, split_key, LoraFile};
+use super::svd::{svd, svd_factored, Spectrum};
+use super::{group_tensors, lora_base, split_key, LoraFile};
 use crate::error::{Error, Result};
 use crate::weights::{Component, ModelFiles, SafeTensorsFile, StDType};
 
@@ -116,9 +116,19 @@ fn implied_shape(m: &LoraModule, out: usize, inn: usize) -> Vec<usize> {
     }
 }
 
+/// A file's modules parsed without a model: keys kept as they are, shapes implied by the factors.
+pub(crate) struct Standalone {
+    pub modules: Vec<LoraModule>,
+    /// Tensor names that belong to no module.
+    pub other: Vec<String>,
+    /// The base family its metadata or keys name, with the evidence (see `lora_base`).
+    pub base: Option<(&'static str, String)>,
+}
+
 /// The modules of a file without a model: keys are kept as they are.
-pub(crate) fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<(Vec<LoraModule>, Vec<String>)> {
+pub(crate) fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<Standalone> {
     let (groups, other) = group_tensors(path, file)?;
+    let base = lora_base(file.metadata(), &groups);
     let mut modules = Vec::new();
     for (key, mut parts) in groups {
         let alpha = parts.remove("alpha").and_then(|m| m.data.first().copied());
@@ -152,24 +162,32 @@ pub(crate) fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<(V
     if modules.is_empty() {
         return Err(Error::invalid(OP, format!("{}: no LoRA module in the file", path.display())));
     }
-    Ok((modules, other))
+    Ok(Standalone { modules, other, base })
 }
 
-/// ΔW of a module as `[out, in·kh·kw]`, the scale left outside for plain low-rank modules.
-fn dense(m: &LoraModule) -> Result<(Mat, f32, usize)> {
-    if m.kind == LoraKind::Dora {
-        return Err(Error::invalid(OP, format!("{}: DoRA modules cannot be resized (magnitude vector)", m.key)));
-    }
-    if let Some((down, up, scale)) = m.low_rank() {
-        let r = down.shape[0];
-        let down = Mat { shape: down.shape, data: down.data };
-        let up = Mat { shape: up.shape, data: up.data };
-        return Ok((matmul(&up, &down, &m.key)?, scale, r));
-    }
+/// ΔW of a LoHa/LoKr/Tucker module (scale included) as `[out, in·kh·kw]`.
+pub(crate) fn dense(m: &LoraModule) -> Result<Mat> {
     let d = m.delta()?;
     let rows = d.shape[0];
     let cols = d.data.len() / rows.max(1);
-    Ok((Mat { shape: vec![rows, cols], data: d.data }, 1.0, m.factor_rank()))
+    Ok(Mat { shape: vec![rows, cols], data: d.data })
+}
+
+/// The SVD of a module's ΔW, the scale left outside for plain low-rank modules (factored:
+/// `up @ down` is never formed), with the module's rank.
+fn spectrum(m: &LoraModule) -> Result<(Spectrum, f32, usize)> {
+    if m.kind == LoraKind::Dora {
+        return Err(Error::invalid(OP, format!("{}: DoRA modules cannot be resized (magnitude vector)", m.key)));
+    }
+    let at = |e: Error| Error::invalid(OP, format!("{}: {e}", m.key));
+    if let Some((down, up, scale)) = m.low_rank() {
+        let (r, cols) = (down.shape[0], down.shape[1]);
+        let sp = svd_factored(&up.data, up.shape[0], r, &down.data, cols).map_err(at)?;
+        return Ok((sp, scale, r));
+    }
+    let d = dense(m)?;
+    let (rows, cols) = d.rows_cols();
+    Ok((svd(&d.data, rows, cols).map_err(at)?, 1.0, m.factor_rank()))
 }
 
 /// Resizes the LoRA at `path`; `model` (optional) resolves module shapes exactly.
@@ -195,7 +213,10 @@ pub fn resize(
     let file = SafeTensorsFile::open(path)?;
     let (modules, _other) = match model {
         Some(mf) => (LoraFile::from_file(path, &file, &super::ModuleIndex::new(mf))?.modules, Vec::new()),
-        None => parse_standalone(path, &file)?,
+        None => {
+            let s = parse_standalone(path, &file)?;
+            (s.modules, s.other)
+        }
     };
     // Fixed ranks are checked before any work, so a bad rank writes nothing.
     for m in &modules {
@@ -216,9 +237,8 @@ pub fn resize(
     let mut report = SvdReport::default();
     for (i, m) in modules.iter().enumerate() {
         progress(i, modules.len(), &m.key);
-        let (d, scale, old_rank) = dense(m)?;
-        let (rows, cols) = d.rows_cols();
-        let sp = svd(&d.data, rows, cols).map_err(|e| Error::invalid(OP, format!("{}: {e}", m.key)))?;
+        let (sp, scale, old_rank) = spectrum(m)?;
+        let (rows, cols) = (sp.rows, sp.cols);
         let conv = m.target_shape.len() == 4;
         let fixed = if conv { o.conv_rank.or(o.rank) } else { o.rank };
         let low_rank = m.low_rank().is_some();

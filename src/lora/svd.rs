@@ -11,10 +11,19 @@ const OP: &str = "lora_svd";
 pub struct Spectrum {
     pub rows: usize,
     pub cols: usize,
-    /// Singular values, non-increasing.
+    /// Singular values, non-increasing; min(rows, cols) of them (a factored SVD pads its exact
+    /// zeros beyond the inner rank).
     pub s: Vec<f64>,
+    /// `rows × p` and `cols × p` singular vectors, p ≤ min(rows, cols) (less when factored).
     u: faer::Mat<f64>,
     v: faer::Mat<f64>,
+}
+
+fn check_finite(data: &[f32], what: &str) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::invalid(OP, format!("value {i} of {what} is {}", data[i]))),
+        None => Ok(()),
+    }
 }
 
 /// Thin SVD of row-major `data` (`rows × cols`).
@@ -22,14 +31,40 @@ pub fn svd(data: &[f32], rows: usize, cols: usize) -> Result<Spectrum> {
     if rows == 0 || cols == 0 || data.len() != rows * cols {
         return Err(Error::shape(OP, format!("{} values do not make a {rows}×{cols} matrix", data.len())));
     }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(OP, format!("value {i} of the {rows}×{cols} matrix is {}", data[i])));
-    }
+    check_finite(data, &format!("the {rows}×{cols} matrix"))?;
     let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| data[i * cols + j] as f64);
     let d = m.thin_svd().map_err(|e| Error::invalid(OP, format!("SVD of a {rows}×{cols} matrix failed: {e:?}")))?;
     let sv = d.S().column_vector();
     let s = (0..rows.min(cols)).map(|i| sv[i].max(0.0)).collect();
     Ok(Spectrum { rows, cols, s, u: d.U().to_owned(), v: d.V().to_owned() })
+}
+
+/// Thin SVD of `up (rows × k) @ down (k × cols)` (row-major) without forming the product: with
+/// QRs `up = Q1·R1` and `downᵀ = Q2·R2`, the product is `Q1·(R1·R2ᵀ)·Q2ᵀ`, so the SVD of the small
+/// core `R1·R2ᵀ = Uc·S·Vcᵀ` gives `U = Q1·Uc`, `V = Q2·Vc`. Costs O((rows + cols)·k²) instead of
+/// O(rows·cols·min(rows, cols)); the singular values past the inner rank are exact zeros.
+pub fn svd_factored(up: &[f32], rows: usize, k: usize, down: &[f32], cols: usize) -> Result<Spectrum> {
+    if rows == 0 || cols == 0 || k == 0 || up.len() != rows * k || down.len() != k * cols {
+        return Err(Error::shape(
+            OP,
+            format!("{} and {} values do not make {rows}×{k} and {k}×{cols} factors", up.len(), down.len()),
+        ));
+    }
+    check_finite(up, &format!("the {rows}×{k} up factor"))?;
+    check_finite(down, &format!("the {k}×{cols} down factor"))?;
+    let a = faer::Mat::<f64>::from_fn(rows, k, |i, j| up[i * k + j] as f64);
+    let b = faer::Mat::<f64>::from_fn(cols, k, |i, j| down[j * cols + i] as f64);
+    let (qa, qb) = (a.qr(), b.qr());
+    let core = qa.thin_R() * qb.thin_R().transpose();
+    let d = core
+        .thin_svd()
+        .map_err(|e| Error::invalid(OP, format!("SVD of a {rows}×{k}·{k}×{cols} product failed: {e:?}")))?;
+    let u = qa.compute_thin_Q() * d.U();
+    let v = qb.compute_thin_Q() * d.V();
+    let sv = d.S().column_vector();
+    let mut s: Vec<f64> = (0..sv.nrows()).map(|i| sv[i].max(0.0)).collect();
+    s.resize(rows.min(cols), 0.0);
+    Ok(Spectrum { rows, cols, s, u, v })
 }
 
 impl Spectrum {
@@ -89,14 +124,16 @@ impl Spectrum {
                 format!("rank {rank} is outside 1..={} for a {}×{} matrix", self.full_rank(), self.rows, self.cols),
             ));
         }
+        // Beyond the vectors a factored SVD has, the singular values are zero: zero factors.
+        let have = rank.min(self.u.ncols());
         let mut up = vec![0f32; self.rows * rank];
         for i in 0..self.rows {
-            for k in 0..rank {
+            for k in 0..have {
                 up[i * rank + k] = (self.u[(i, k)] * self.s[k]) as f32;
             }
         }
         let mut down = vec![0f32; rank * self.cols];
-        for k in 0..rank {
+        for k in 0..have {
             for j in 0..self.cols {
                 down[k * self.cols + j] = self.v[(j, k)] as f32;
             }

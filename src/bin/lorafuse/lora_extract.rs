@@ -73,7 +73,7 @@ pub struct ResizeArgs {
     pub out: PathBuf,
 }
 
-fn out_dir_exists(p: &Path) -> Result<()> {
+pub(crate) fn out_dir_exists(p: &Path) -> Result<()> {
     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.is_dir() {
             bail!("output folder {} does not exist", dir.display());
@@ -82,7 +82,7 @@ fn out_dir_exists(p: &Path) -> Result<()> {
     Ok(())
 }
 
-fn print_table(r: &SvdReport, resized: bool) {
+pub(crate) fn print_table(r: &SvdReport, resized: bool) {
     let old = if resized { " old" } else { "" };
     println!("{:<72}{}  rank   alpha   rel.err  energy", "module", old);
     for m in &r.modules {
@@ -111,7 +111,13 @@ fn print_table(r: &SvdReport, resized: bool) {
     );
 }
 
-fn write(file: &LowRankFile, report: &mut SvdReport, dtype: StDType, out: &Path, json: Option<&Path>) -> Result<()> {
+pub(crate) fn write(
+    file: &LowRankFile,
+    report: &mut SvdReport,
+    dtype: StDType,
+    out: &Path,
+    json: Option<&Path>,
+) -> Result<()> {
     let bytes = file.to_bytes(dtype)?;
     report.bytes = Some(bytes.len() as u64);
     let text = report.to_json()?;
@@ -131,7 +137,7 @@ fn dtype(s: &str) -> Result<StDType> {
     })
 }
 
-fn progress(cli: &Cli) -> Result<Progress> {
+pub(crate) fn progress(cli: &Cli) -> Result<Progress> {
     Progress::new(cli.quiet, "{msg} [{bar:30}] {pos}/{len} modules ({elapsed})", "modules")
 }
 
