@@ -22,8 +22,12 @@ use std::sync::LazyLock;
 
 use self::delta::{subspace_similarity, Basis, Delta};
 use super::block_weights::block_of;
+use super::extract::kohya_key;
+use super::keys::naming_layout;
 use super::{file_kind, LoraFile, LoraKind, LoraSpec, ModuleIndex};
 use crate::error::{Error, Result};
+use crate::weights::detect::{detect, Family};
+use crate::weights::names::LdmLayout;
 use crate::weights::{Component, ModelFiles, SafeTensorsFile};
 
 const OP: &str = "lora_compare";
@@ -156,14 +160,11 @@ struct Loaded {
     info: ComparedLora,
 }
 
-/// kohya's name of a model weight: `lora_unet_` / `lora_te_` / `lora_te2_` + path, `.` → `_`.
-fn kohya_name(component: Component, target: &str) -> String {
-    let prefix = match component {
-        Component::Unet => "lora_unet_",
-        Component::TextEncoder2 => "lora_te2_",
-        _ => "lora_te_",
-    };
-    format!("{prefix}{}", target.strip_suffix(".weight").unwrap_or(target).replace('.', "_"))
+/// How modules are named when a model resolves them: kohya's names for its family and layout.
+struct Naming {
+    index: ModuleIndex,
+    family: Family,
+    layout: Option<LdmLayout>,
 }
 
 /// The [`BLOCK_ROWS`] index of a block of [`super::block_weights::BLOCKS_26`] (0 = BASE).
@@ -210,11 +211,7 @@ fn row_of_key(component: Component, key: &str) -> usize {
     row_of_block(component, block.filter(|&b| b <= 25))
 }
 
-fn load(
-    spec: &LoraSpec,
-    index: Option<&ModuleIndex>,
-    bases: &mut Vec<(String, &'static str, String)>,
-) -> Result<Loaded> {
+fn load(spec: &LoraSpec, naming: Option<&Naming>, bases: &mut Vec<(String, &'static str, String)>) -> Result<Loaded> {
     let path = &spec.path;
     if !path.is_file() {
         return Err(Error::invalid(OP, format!("LoRA {} does not exist", path.display())));
@@ -226,24 +223,26 @@ fn load(
         ));
     }
     let file = SafeTensorsFile::open(path)?;
-    let (modules, with_model) = match index {
-        Some(ix) => (LoraFile::from_file(path, &file, ix)?.modules, true),
+    let modules = match naming {
+        Some(n) => LoraFile::from_file(path, &file, &n.index)?.modules,
         None => {
             let parsed = super::resize::parse_standalone(path, &file)?;
             if let Some((base, why)) = parsed.base {
                 bases.push((path.display().to_string(), base, why));
             }
-            (parsed.modules, false)
+            parsed.modules
         }
     };
     let mut entries = BTreeMap::new();
     for m in &modules {
         let w = if m.component == Component::Unet { spec.unet_weight } else { spec.te_weight };
         let delta = Delta::new(m, w).map_err(|e| Error::invalid(OP, format!("{}: {e}", path.display())))?;
-        let (id, row) = if with_model {
-            (kohya_name(m.component, &m.target), row_of_block(m.component, block_of(m.component, &m.target)))
-        } else {
-            (m.key.clone(), row_of_key(m.component, &m.key))
+        let (id, row) = match naming {
+            Some(n) => {
+                let id = kohya_key(n.family, m.component, &m.target, n.layout.as_ref())?;
+                (id, row_of_block(m.component, block_of(m.component, &m.target)))
+            }
+            None => (m.key.clone(), row_of_key(m.component, &m.key)),
         };
         let energy = delta.energy();
         let e = Entry { component: m.component, target: m.target.clone(), row, delta, energy };
@@ -299,9 +298,13 @@ pub fn compare(
     if o.subspace_rank == 0 {
         return Err(Error::invalid(OP, "the subspace rank must be at least 1"));
     }
-    let index = model.map(ModuleIndex::new);
+    let naming = model.map(|m| {
+        let index = ModuleIndex::new(m);
+        let family = index.family.unwrap_or(Family::Sd1);
+        Naming { index, family, layout: naming_layout(m, detect(m).ok().as_ref()) }
+    });
     let mut bases = Vec::new();
-    let loaded = specs.iter().map(|s| load(s, index.as_ref(), &mut bases)).collect::<Result<Vec<_>>>()?;
+    let loaded = specs.iter().map(|s| load(s, naming.as_ref(), &mut bases)).collect::<Result<Vec<_>>>()?;
     if let Some((p0, b0, why0)) = bases.first() {
         if let Some((p, b, why)) = bases.iter().find(|(_, b, _)| b != b0) {
             return Err(Error::invalid(

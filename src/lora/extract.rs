@@ -6,14 +6,20 @@
 //! down/upsamplers (3×3 kernels flattened to `[out, in·kh·kw]`, 1×1 convs as linears at the
 //! linear rank). A text encoder whose every |ΔW| stays at or below `min_diff` is left out
 //! whole, as kohya does (fine-tunes often freeze it); a module whose ΔW is exactly zero too.
+//! kohya decides that for SDXL's two encoders together; here each encoder is judged alone, so a
+//! fine-tune that froze one of them does not carry its rounding noise.
+//!
+//! Names and metadata are those kohya's own tools write (see [`kohya_key`], [`metadata`]), so
+//! other programs read the file as an SD1 or SDXL LoRA.
 
 use std::collections::BTreeMap;
 
-use super::keys::{ModuleIndex, Target};
+use super::keys::{ldm_kohya_name, naming_layout, ModuleIndex, Target};
 use super::lowrank::{LowRankFile, LowRankModule, ModuleError, SvdReport};
 use super::svd::svd;
 use crate::error::{Error, Result};
-use crate::weights::detect::{detect, Family};
+use crate::weights::detect::{detect, Family, ModelConfig};
+use crate::weights::names::LdmLayout;
 use crate::weights::{Component, ModelFiles};
 
 const OP: &str = "lora_extract";
@@ -47,7 +53,17 @@ struct Job {
     rank: Option<usize>,
 }
 
-pub(crate) fn kohya_key(family: Family, c: Component, weight: &str) -> String {
+/// The module name kohya's own tools write for a weight. kohya converts an SD1 UNet to
+/// diffusers' and names its modules that way, but trains SDXL on the original (LDM) UNet, so an
+/// SDXL LoRA names UNet modules by LDM path (`lora_unet_input_blocks_4_1_…`, `middle_block_1`,
+/// `output_blocks_…`); text encoders go by transformers' CLIP path under `lora_te_` (SD1) or
+/// `lora_te1_` / `lora_te2_` (SDXL). Without a layout (a LoRA read with no model) an SDXL UNet
+/// module keeps its diffusers path, which lorafuse's loader accepts as well.
+pub(crate) fn kohya_key(family: Family, c: Component, weight: &str, lay: Option<&LdmLayout>) -> Result<String> {
+    if let (Family::Sdxl, Component::Unet, Some(l)) = (family, c, lay) {
+        return ldm_kohya_name(weight, l)
+            .ok_or_else(|| Error::invalid(OP, format!("unet {weight}: no original (LDM) module name in this layout")));
+    }
     let module = weight.strip_suffix(".weight").unwrap_or(weight).replace('.', "_");
     let prefix = match (c, family) {
         (Component::Unet, _) => "lora_unet_",
@@ -55,7 +71,7 @@ pub(crate) fn kohya_key(family: Family, c: Component, weight: &str) -> String {
         (_, Family::Sdxl) => "lora_te1_",
         _ => "lora_te_",
     };
-    format!("{prefix}{module}")
+    Ok(format!("{prefix}{module}"))
 }
 
 /// Whether kohya's LoRA network adapts this weight, and if so whether as a k×k conv.
@@ -95,7 +111,7 @@ fn check_options(o: &ExtractOptions) -> Result<()> {
 }
 
 /// The modules to extract, after checking that the two models match and every rank fits.
-fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(Family, Vec<Job>)> {
+fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(ModelConfig, Vec<Job>)> {
     let fb = detect(base).map_err(|e| Error::invalid(OP, format!("base {}: {e}", base.path().display())))?;
     let ft = detect(tuned).map_err(|e| Error::invalid(OP, format!("tuned {}: {e}", tuned.path().display())))?;
     if fb.family != ft.family {
@@ -112,6 +128,13 @@ fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(Fa
     }
     let family = fb.family;
     let index = ModuleIndex::new(base);
+    let lay = naming_layout(base, Some(&fb));
+    if family == Family::Sdxl && lay.is_none() {
+        return Err(Error::invalid(
+            OP,
+            format!("{}: no original (LDM) UNet layout to name SDXL modules by", base.path().display()),
+        ));
+    }
     let mut jobs = Vec::new();
     for t in index.targets() {
         let Some(conv) = selected(t, o.conv_rank.is_some()) else { continue };
@@ -147,12 +170,18 @@ fn plan(base: &ModelFiles, tuned: &ModelFiles, o: &ExtractOptions) -> Result<(Fa
                 ));
             }
         }
-        jobs.push(Job { key: kohya_key(family, t.component, &t.weight), target: t.clone(), rows, cols, rank });
+        jobs.push(Job {
+            key: kohya_key(family, t.component, &t.weight, lay.as_ref())?,
+            target: t.clone(),
+            rows,
+            cols,
+            rank,
+        });
     }
     if jobs.is_empty() {
         return Err(Error::invalid(OP, format!("{}: no adaptable module found", base.path().display())));
     }
-    Ok((family, jobs))
+    Ok((fb, jobs))
 }
 
 fn delta(base: &ModelFiles, tuned: &ModelFiles, t: &Target) -> Result<Vec<f32>> {
@@ -173,7 +202,7 @@ pub fn extract(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<(LowRankFile, SvdReport)> {
     check_options(o)?;
-    let (family, jobs) = plan(base, tuned, o)?;
+    let (config, jobs) = plan(base, tuned, o)?;
     let mut report = SvdReport::default();
     // Text encoders that did not change (by kohya's threshold) are dropped whole.
     let mut te_changed: BTreeMap<Component, f32> = BTreeMap::new();
@@ -236,34 +265,58 @@ pub fn extract(
         ));
     }
     progress(total, total, "");
-    file.metadata = metadata(family, o, base, tuned);
+    file.metadata = metadata(&config, o, base, tuned);
     report.finish(file.params());
     Ok((file, report))
 }
 
-fn metadata(family: Family, o: &ExtractOptions, base: &ModelFiles, tuned: &ModelFiles) -> BTreeMap<String, String> {
-    let dim = match (o.energy, o.rank) {
-        (None, Some(r)) => r.to_string(),
-        _ => "Dynamic".to_string(),
+/// kohya `extract_lora_from_models.py`'s metadata: its `ss_*` keys, spelt as Python prints them
+/// (alpha as a float, the network args as JSON), and the SAI model-spec keys it adds by default
+/// (the CLI sets `modelspec.title` to the output's name, as kohya does).
+fn metadata(
+    config: &ModelConfig,
+    o: &ExtractOptions,
+    base: &ModelFiles,
+    tuned: &ModelFiles,
+) -> BTreeMap<String, String> {
+    let (dim, alpha) = match (o.energy, o.rank) {
+        (None, Some(r)) => (r.to_string(), format!("{r}.0")),
+        _ => ("Dynamic".to_string(), "Dynamic".to_string()),
     };
     let name = |f: &ModelFiles| f.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let mut m = BTreeMap::new();
-    m.insert("ss_network_module".into(), "networks.lora".into());
-    m.insert("ss_network_dim".into(), dim.clone());
-    m.insert("ss_network_alpha".into(), dim);
-    let version = match family {
-        Family::Sd1 => "sd_v1",
-        Family::Sdxl => "sdxl_base_v1-0",
+    let v = config.v_prediction;
+    let (version, arch, implementation, resolution) = match config.family {
+        Family::Sd1 => (if v { "sd_v1_v" } else { "sd_v1" }, "stable-diffusion-v1/lora", "diffusers", "512x512"),
+        Family::Sdxl => (
+            "sdxl_base_v1-0",
+            "stable-diffusion-xl-v1-base/lora",
+            "https://github.com/Stability-AI/generative-models",
+            "1024x1024",
+        ),
     };
-    m.insert("ss_base_model_version".into(), version.into());
-    m.insert("ss_v2".into(), "False".into());
-    m.insert("ss_sd_model_name".into(), name(base));
-    if let Some(c) = o.conv_rank {
-        m.insert("ss_network_args".into(), format!("{{\"conv_dim\": \"{c}\", \"conv_alpha\": \"{c}\"}}"));
-    }
-    m.insert(
-        "ss_training_comment".into(),
-        format!("extracted by lorafuse from {} - {} by truncated SVD", name(tuned), name(base)),
-    );
-    m
+    let args = match o.conv_rank {
+        Some(c) => format!("{{\"conv_dim\": \"{c}\", \"conv_alpha\": \"{c}.0\"}}"),
+        None => "{}".to_string(),
+    };
+    let title = tuned.path().file_stem().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let entries = [
+        ("ss_network_module", "networks.lora".to_string()),
+        ("ss_network_dim", dim),
+        ("ss_network_alpha", alpha),
+        ("ss_network_args", args),
+        ("ss_base_model_version", version.to_string()),
+        ("ss_v2", "False".to_string()),
+        ("ss_sd_model_name", name(base)),
+        (
+            "ss_training_comment",
+            format!("extracted by lorafuse from {} - {} by truncated SVD", name(tuned), name(base)),
+        ),
+        ("modelspec.sai_model_spec", "1.0.1".to_string()),
+        ("modelspec.architecture", arch.to_string()),
+        ("modelspec.implementation", implementation.to_string()),
+        ("modelspec.title", title),
+        ("modelspec.resolution", resolution.to_string()),
+        ("modelspec.prediction_type", if v { "v" } else { "epsilon" }.to_string()),
+    ];
+    entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::weights::detect::{detect, Family};
+use crate::weights::detect::{detect, Family, ModelConfig};
 use crate::weights::names::{self, Component, LdmLayout, LDM_UNET};
 use crate::weights::{Layout, ModelFiles};
 
@@ -52,10 +52,8 @@ impl ModuleIndex {
         let i = self.targets.len();
         self.by_kohya.insert(format!("{}{}", kohya_prefix(component), module.replace('.', "_")), i);
         if component == Component::Unet {
-            if let Some(ldm) = lay.and_then(|l| names::diffusers_to_ldm(component, name, l)) {
-                if let Some(l) = ldm.strip_prefix(LDM_UNET).and_then(|l| l.strip_suffix(".weight")) {
-                    self.by_kohya.insert(format!("lora_unet_{}", l.replace('.', "_")), i);
-                }
+            if let Some(k) = lay.and_then(|l| ldm_kohya_name(name, l)) {
+                self.by_kohya.insert(k, i);
             }
         }
         self.by_path.insert((component, module.to_string()), i);
@@ -67,15 +65,8 @@ impl ModuleIndex {
     pub fn new(files: &ModelFiles) -> ModuleIndex {
         let config = detect(files).ok();
         let mut idx = ModuleIndex::empty(config.as_ref().map(|c| c.family));
-        let folder_lay = config.as_ref().map(|c| {
-            LdmLayout::for_unet(
-                c.unet.layers_per_block,
-                &c.unet.up_cross_attention,
-                c.vae.block_out_channels.len(),
-                c.family == Family::Sdxl,
-            )
-        });
-        let lay = files.ldm_layout().or(folder_lay.as_ref());
+        let lay = naming_layout(files, config.as_ref());
+        let lay = lay.as_ref();
         for key in files.keys() {
             let found: Vec<(Component, String)> = match files.layout() {
                 Layout::SingleFile => match lay {
@@ -148,6 +139,30 @@ impl ModuleIndex {
         };
         self.by_path.get(&(component, path)).map(|&i| &self.targets[i])
     }
+}
+
+/// The LDM layout a model's UNet weights are named by: the single file's own, or for a folder
+/// the one its config implies (`config`: the model's detected config, if any).
+pub(crate) fn naming_layout(files: &ModelFiles, config: Option<&ModelConfig>) -> Option<LdmLayout> {
+    files.ldm_layout().cloned().or_else(|| {
+        config.map(|c| {
+            LdmLayout::for_unet(
+                c.unet.layers_per_block,
+                &c.unet.up_cross_attention,
+                c.vae.block_out_channels.len(),
+                c.family == Family::Sdxl,
+            )
+        })
+    })
+}
+
+/// The kohya name of a UNet weight by its original (LDM) module path,
+/// `lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q`: kohya trains SDXL on that UNet,
+/// so its SDXL LoRAs carry these names. `None` if the layout has no such weight.
+pub(crate) fn ldm_kohya_name(name: &str, lay: &LdmLayout) -> Option<String> {
+    let ldm = names::diffusers_to_ldm(Component::Unet, name, lay)?;
+    let module = ldm.strip_prefix(LDM_UNET)?.strip_suffix(".weight")?;
+    Some(format!("lora_unet_{}", module.replace('.', "_")))
 }
 
 /// Keys that only another base model has (SDXL's second text encoder or deep transformer stacks).

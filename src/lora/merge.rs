@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 
 use super::delta::{matmul, Mat};
 use super::extract::kohya_key;
+use super::keys::naming_layout;
 use super::lowrank::{LowRankFile, LowRankModule, ModuleError, SvdReport};
 use super::module::{LoraKind, LoraModule};
 use super::resize::{dense, parse_standalone};
 use super::svd::{svd, svd_factored, Spectrum};
 use super::{LoraFile, ModuleIndex};
 use crate::error::{Error, Result};
-use crate::weights::detect::Family;
+use crate::weights::detect::{detect, Family};
 use crate::weights::{ModelFiles, SafeTensorsFile};
 
 const OP: &str = "lora_merge";
@@ -111,6 +112,8 @@ type Loaded = (BTreeMap<String, Slot>, Family, Vec<(String, String)>);
 fn load_with_model(inputs: &[MergeInput], model: &ModelFiles) -> Result<Loaded> {
     let index = ModuleIndex::new(model);
     let family = index.family.unwrap_or(Family::Sd1);
+    // SDXL UNet modules are written under their LDM names, as kohya's SDXL tools (and extract) do.
+    let lay = naming_layout(model, detect(model).ok().as_ref());
     let mut slots = BTreeMap::new();
     let mut skipped = Vec::new();
     for (i, inp) in inputs.iter().enumerate() {
@@ -121,7 +124,7 @@ fn load_with_model(inputs: &[MergeInput], model: &ModelFiles) -> Result<Loaded> 
         }
         for m in lf.modules {
             refuse_dora(&inp.path, &m)?;
-            let key = kohya_key(family, m.component, &m.target);
+            let key = kohya_key(family, m.component, &m.target, lay.as_ref())?;
             let slot =
                 slots.entry(key.clone()).or_insert_with(|| Slot { key, shape: m.target_shape.clone(), parts: vec![] });
             slot.parts.push((i, m));
@@ -192,7 +195,7 @@ fn load_standalone(inputs: &[MergeInput]) -> Result<Loaded> {
                 m.key.clone()
             } else {
                 let path = m.key.split_once('.').map(|(_, p)| p).unwrap_or(&m.key);
-                kohya_key(family, m.component, path)
+                kohya_key(family, m.component, path, None)?
             };
             let slot =
                 slots.entry(key.clone()).or_insert_with(|| Slot { key, shape: m.target_shape.clone(), parts: vec![] });

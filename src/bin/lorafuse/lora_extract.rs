@@ -152,13 +152,17 @@ pub fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<()> {
     let opts = ExtractOptions { rank: a.rank, conv_rank: a.conv_rank, energy: a.energy, min_diff: a.min_diff };
     let bar = progress(cli)?;
     let t0 = Instant::now();
-    let (file, mut report) = extract(&base, &tuned, &opts, &mut |i, n, key| {
+    let (mut file, mut report) = extract(&base, &tuned, &opts, &mut |i, n, key| {
         bar.set_length(n as u64);
         bar.set_message(key.to_string());
         bar.set_position(i as u64);
     })?;
     bar.finish();
     let secs = t0.elapsed().as_secs_f64();
+    // kohya titles the model-spec record by the output's name.
+    if let Some(stem) = a.out.file_stem() {
+        file.metadata.insert("modelspec.title".into(), stem.to_string_lossy().into_owned());
+    }
     write(&file, &mut report, dt, &a.out, a.report.as_deref())?;
     print_table(&report, false);
     println!("wrote {} ({} bytes) in {secs:.1} s", a.out.display(), report.bytes.unwrap_or(0));
