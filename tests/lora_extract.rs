@@ -131,7 +131,7 @@ fn random_spectra_error_is_the_tail_energy() {
 }
 
 fn opts(rank: usize, conv: usize) -> ExtractOptions {
-    ExtractOptions { rank: Some(rank), conv_rank: Some(conv), energy: None, min_diff: 0.0 }
+    ExtractOptions { rank: Some(rank), conv_rank: Some(conv), energy: None, min_diff: 0.0, exact: false }
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn extract_matches_numpy_on_the_locon_fixture() {
 fn full_rank_extract_reproduces_delta_and_applies_as_tuned() {
     let (b, tp) = (base(), tuned());
     let t = ModelFiles::open(&tp).unwrap();
-    let o = ExtractOptions { rank: None, conv_rank: Some(64), energy: Some(1.0), min_diff: 0.0 };
+    let o = ExtractOptions { rank: None, conv_rank: Some(64), energy: Some(1.0), min_diff: 0.0, exact: false };
     let (file, report) = extract(&b, &t, &o, &mut |_, _, _| {}).unwrap();
     assert!(report.total_rel_error < 1e-5, "{}", report.total_rel_error);
     let out = tmp("full.safetensors");

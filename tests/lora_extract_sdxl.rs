@@ -42,7 +42,7 @@ fn baked(model: &Path, lora: &Path, w: f32, out: &Path) {
 }
 
 fn opts(rank: Option<usize>, conv: Option<usize>) -> ExtractOptions {
-    ExtractOptions { rank, conv_rank: conv, energy: None, min_diff: 0.0 }
+    ExtractOptions { rank, conv_rank: conv, energy: None, min_diff: 0.0, exact: false }
 }
 
 fn extracted(base: &Path, tuned: &Path, o: &ExtractOptions) -> LowRankFile {
@@ -178,7 +178,7 @@ fn sdxl_full_rank_extract_reproduces_delta() {
     let locon = fixture("sdxl-tiny/loras/kohya_locon.safetensors");
     let tuned_p = dir.join("tuned.safetensors");
     baked(&base_p, &locon, 1.0, &tuned_p);
-    let o = ExtractOptions { rank: None, conv_rank: Some(usize::MAX), energy: Some(1.0), min_diff: 0.0 };
+    let o = ExtractOptions { rank: None, conv_rank: Some(usize::MAX), energy: Some(1.0), min_diff: 0.0, exact: false };
     let (b, t) = (ModelFiles::open(&base_p).unwrap(), ModelFiles::open(&tuned_p).unwrap());
     let (file, report) = extract(&b, &t, &o, &mut |_, _, _| {}).unwrap();
     assert!(report.total_rel_error < 1e-5, "{}", report.total_rel_error);

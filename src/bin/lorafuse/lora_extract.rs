@@ -34,6 +34,12 @@ pub struct ExtractArgs {
     /// A text encoder whose largest |ΔW| is at most this is left out (kohya's min_diff).
     #[arg(long, default_value_t = 0.01)]
     pub min_diff: f32,
+    /// Full SVD of every module, as kohya's script. By default a fixed rank of a large module
+    /// (≥ 256 rows and columns) uses a randomized top-rank SVD: many times faster, its reported
+    /// error is the exact error of the written factors: 3e-5 (relative) above the optimum on a 1/i
+    /// spectrum, 0.4 % on pure noise.
+    #[arg(long)]
+    pub exact_svd: bool,
     /// fp32, fp16 or bf16.
     #[arg(long, default_value = "fp32")]
     pub save_precision: String,
@@ -149,7 +155,13 @@ pub fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<()> {
     }
     let base = ModelFiles::open(&a.base).with_context(|| format!("base model {}", a.base.display()))?;
     let tuned = ModelFiles::open(&a.tuned).with_context(|| format!("tuned model {}", a.tuned.display()))?;
-    let opts = ExtractOptions { rank: a.rank, conv_rank: a.conv_rank, energy: a.energy, min_diff: a.min_diff };
+    let opts = ExtractOptions {
+        rank: a.rank,
+        conv_rank: a.conv_rank,
+        energy: a.energy,
+        min_diff: a.min_diff,
+        exact: a.exact_svd,
+    };
     let bar = progress(cli)?;
     let t0 = Instant::now();
     let (mut file, mut report) = extract(&base, &tuned, &opts, &mut |i, n, key| {
