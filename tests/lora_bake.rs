@@ -13,11 +13,10 @@
 mod common;
 use std::path::{Path, PathBuf};
 
-use common::{ctx, rel_l2};
+use common::{generate_merged, rel_l2};
 use lorafuse::lora::bake::{bake, baked_loras, BakeReport};
-use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::request::{Precision, Request};
-use lorafuse::pipeline::txt2img::{Output, Pipeline};
+use lorafuse::lora::LoraSpec;
+use lorafuse::pipeline::txt2img::Output;
 use lorafuse::weights::SafeTensorsFile;
 
 fn sd15() -> PathBuf {
@@ -53,17 +52,7 @@ fn sdxl_loras() -> Vec<LoraSpec> {
 }
 
 fn run(model: &Path, loras: &[LoraSpec]) -> Output {
-    let ctx = ctx();
-    let pipe = Pipeline::load(ctx, model, Precision::F32).unwrap();
-    let mut r = Request::new("a red fox in the snow");
-    r.negative_prompt = "blurry".into();
-    r.width = 64;
-    r.height = 64;
-    r.steps = 2;
-    r.seed = 7;
-    r.loras = loras.to_vec();
-    r.lora_mode = LoraMode::Merged;
-    let out = pipe.generate(ctx, &r, &mut |_| {}).unwrap();
+    let out = generate_merged(model, loras);
     if !loras.is_empty() {
         assert_eq!(out.lora_report.fused_weights, 0);
         assert!(out.lora_report.merged_weights > 0);

@@ -15,14 +15,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ctx, rel_l2};
+use common::{generate_merged, rel_l2};
 use lorafuse::lora::bake::bake;
 use lorafuse::lora::extract::{extract, ExtractOptions};
 use lorafuse::lora::lowrank::LowRankFile;
 use lorafuse::lora::svd::relative_diff;
-use lorafuse::lora::{LoraFile, LoraMode, LoraSpec};
-use lorafuse::pipeline::request::{Precision, Request};
-use lorafuse::pipeline::txt2img::{Output, Pipeline};
+use lorafuse::lora::{LoraFile, LoraSpec};
+use lorafuse::pipeline::txt2img::Output;
 use lorafuse::weights::{ModelFiles, SafeTensorsFile, StDType};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -256,20 +255,6 @@ fn sdxl_cli_extract_and_bad_inputs_write_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn generate(model: &Path, loras: &[LoraSpec]) -> Output {
-    let ctx = ctx();
-    let pipe = Pipeline::load(ctx, model, Precision::F32).unwrap();
-    let mut r = Request::new("a red fox in the snow");
-    r.negative_prompt = "blurry".into();
-    r.width = 64;
-    r.height = 64;
-    r.steps = 2;
-    r.seed = 7;
-    r.loras = loras.to_vec();
-    r.lora_mode = LoraMode::Merged;
-    pipe.generate(ctx, &r, &mut |_| {}).unwrap()
-}
-
 /// tuned = bake(base, L at 1.0); E = extract(base, tuned, L's ranks): base + E generates what
 /// tuned and base + L do, up to the fp16 rounding of tuned's weights.
 fn check_through_generate(what: &str, base: &Path, lora: &Path, rank: usize, conv: Option<usize>) -> [f64; 6] {
@@ -280,11 +265,11 @@ fn check_through_generate(what: &str, base: &Path, lora: &Path, rank: usize, con
     let (file, report) = extract(&b, &t, &opts(Some(rank), conv), &mut |_, _, _| {}).unwrap();
     let e = dir.join("extracted.safetensors");
     std::fs::write(&e, file.to_bytes(StDType::F32).unwrap()).unwrap();
-    let with_e = generate(base, &[LoraSpec::new(&e, 1.0)]);
+    let with_e = generate_merged(base, &[LoraSpec::new(&e, 1.0)]);
     assert_eq!(with_e.lora_report.merged_weights, file.modules.len());
-    let from_tuned = generate(&tuned, &[]);
-    let with_l = generate(base, &[LoraSpec::new(lora, 1.0)]);
-    let plain = generate(base, &[]);
+    let from_tuned = generate_merged(&tuned, &[]);
+    let with_l = generate_merged(base, &[LoraSpec::new(lora, 1.0)]);
+    let plain = generate_merged(base, &[]);
     let lat = |a: &Output, b: &Output| rel_l2(&a.latents.data, &b.latents.data);
     let img = |a: &Output, b: &Output| rel_l2(&a.images[0].data, &b.images[0].data);
     let r = [

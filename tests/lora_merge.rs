@@ -10,13 +10,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ctx, rel_l2};
+use common::{generate_merged, rel_l2};
 use lorafuse::lora::lowrank::{LowRankFile, LowRankModule};
 use lorafuse::lora::merge::{check_output, merge, MergeInput, MergeOptions};
 use lorafuse::lora::svd::{relative_diff, svd, svd_factored};
-use lorafuse::lora::{LoraMode, LoraSpec};
-use lorafuse::pipeline::request::{Precision, Request};
-use lorafuse::pipeline::txt2img::Pipeline;
+use lorafuse::lora::LoraSpec;
 use lorafuse::weights::{ModelFiles, SafeTensorsFile, StDType};
 use serde_json::Value;
 
@@ -203,18 +201,7 @@ fn generate_with_merged_file_equals_generate_with_inputs() {
     let (file, _) = merge(&ins, Some(&model), &MergeOptions::default(), &mut |_, _, _| {}).unwrap();
     let out = tmp("generate.safetensors");
     std::fs::write(&out, file.to_bytes(StDType::F32).unwrap()).unwrap();
-    let run = |loras: Vec<LoraSpec>| {
-        let ctx = ctx();
-        let pipe = Pipeline::load(ctx, &model_p, Precision::F32).unwrap();
-        let mut r = Request::new("a red fox in the snow");
-        r.width = 64;
-        r.height = 64;
-        r.steps = 2;
-        r.seed = 7;
-        r.loras = loras;
-        r.lora_mode = LoraMode::Merged;
-        pipe.generate(ctx, &r, &mut |_| {}).unwrap()
-    };
+    let run = |loras: Vec<LoraSpec>| generate_merged(&model_p, &loras);
     let want = run(ins.iter().map(|i| LoraSpec::new(&i.path, i.weight)).collect());
     let got = run(vec![LoraSpec::new(&out, 1.0)]);
     let plain = run(vec![]);

@@ -75,8 +75,11 @@ pub fn svd_factored(up: &[f32], rows: usize, k: usize, down: &[f32], cols: usize
 const OVERSAMPLE: usize = 10;
 
 /// Subspace (power) iterations of [`svd_top`]: each sharpens the captured subspace by another
-/// factor of (s_{k+1}/s_r)², which a flat (noise-like) spectrum needs.
-const POWER_ITERS: usize = 2;
+/// factor of (s_{k+1}/s_r)², which a flat (noise-like) spectrum needs. Measured on a full-size
+/// SD1.5 pair at rank 32: with 4, a 1/i spectrum's total error equals the full SVD's to 4 digits
+/// and pure noise's is 0.35 % above it; 2 left 0.3 % / 0.7 %, and 6 with 20 extra directions
+/// gained only 0.15 % on noise for 1.5× the time.
+const POWER_ITERS: usize = 4;
 
 /// The top `rank` singular triplets of row-major `data` (`rows × cols`) by a randomized range
 /// finder with subspace iteration (Halko et al. 2011, algorithm 4.4), seeded so runs repeat.

@@ -157,3 +157,23 @@ pub fn write_f32_safetensors(
         .collect();
     std::fs::write(dst, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
 }
+
+/// The small seeded txt2img run the LoRA tool tests compare (bake, extract, merge): 64², 2 steps,
+/// f32, the LoRAs merged into the weights.
+pub fn generate_merged(
+    model: &std::path::Path,
+    loras: &[lorafuse::lora::LoraSpec],
+) -> lorafuse::pipeline::txt2img::Output {
+    let ctx = ctx();
+    let pipe =
+        lorafuse::pipeline::txt2img::Pipeline::load(ctx, model, lorafuse::pipeline::request::Precision::F32).unwrap();
+    let mut r = lorafuse::pipeline::request::Request::new("a red fox in the snow");
+    r.negative_prompt = "blurry".into();
+    r.width = 64;
+    r.height = 64;
+    r.steps = 2;
+    r.seed = 7;
+    r.loras = loras.to_vec();
+    r.lora_mode = lorafuse::lora::LoraMode::Merged;
+    pipe.generate(ctx, &r, &mut |_| {}).unwrap()
+}
