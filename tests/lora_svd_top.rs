@@ -49,7 +49,7 @@ struct Case {
 fn reported_error_is_the_factors_error_and_near_optimal() {
     let cases = [
         // A fine-tune's spectrum (s_i ∝ 1/i), as in BENCHMARKS' rank sweep.
-        // Measured excess over the optimum: 1/i < 1e-6, 2^-i 0, flat 2.6e-3.
+        // Measured excess over the optimum: 1/i < 1e-6, 2^-i 0, flat 2.9e-3.
         Case {
             name: "1/i",
             rows: 300,
