@@ -3,7 +3,7 @@
 //! top singular vectors it needs for subspace similarity.
 
 use crate::error::{Error, Result};
-use crate::lora::svd::svd;
+use crate::lora::svd::{svd, svd_factored, Spectrum};
 use crate::lora::LoraModule;
 
 const OP: &str = "lora_compare";
@@ -47,16 +47,11 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
-/// Top-`k` singular vectors of the row-major `rows × cols` matrix `m`: (s, U columns, V columns).
+/// The top-`k` singular vectors of a spectrum (fewer where its numerical rank is lower):
+/// (s, U columns, V columns).
 #[allow(clippy::type_complexity)]
-fn top_vectors(
-    m: &[f64],
-    rows: usize,
-    cols: usize,
-    k: usize,
-    what: &str,
-) -> Result<(Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
-    let sp = svd(&to_f32(m), rows, cols).map_err(|e| Error::invalid(OP, format!("{what}: {e}")))?;
+fn top_vectors(sp: Spectrum, k: usize) -> Result<(Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+    let (rows, cols) = (sp.rows, sp.cols);
     let k = k.min(numerical_rank(&sp.s));
     if k == 0 {
         return Ok((sp.s, Vec::new(), Vec::new()));
@@ -130,35 +125,15 @@ impl Delta {
         self.dot(self)
     }
 
-    /// The top `k` singular vectors (fewer where ΔW's rank is lower). A low-rank ΔW = B·A is
-    /// factored from two small SVDs: B = U_b S_b V_bᵀ, then M = S_b V_bᵀ A = U_m S_m V_mᵀ, so
-    /// ΔW = (U_b U_m) S_m V_mᵀ without forming the `rows × cols` matrix.
+    /// The top `k` singular vectors (fewer where ΔW's rank is lower); a low-rank ΔW = B·A is
+    /// factored without forming the `rows × cols` matrix.
     pub fn basis(&self, k: usize, what: &str) -> Result<Basis> {
-        let (s, u, v) = match &self.form {
-            Form::Dense(d) => top_vectors(d, self.rows, self.cols, k, what)?,
-            Form::LowRank { r, up, down } => {
-                let r = *r;
-                let (sb, ub, vb) = top_vectors(up, self.rows, r, r, what)?;
-                let nb = ub.len();
-                if nb == 0 {
-                    return Ok(Basis { rank: 0, u: Vec::new(), v: Vec::new() });
-                }
-                let mut m = vec![0f64; nb * self.cols];
-                for i in 0..nb {
-                    for (p, &vp) in vb[i].iter().enumerate() {
-                        let c = sb[i] * vp;
-                        let row = &down[p * self.cols..(p + 1) * self.cols];
-                        m[i * self.cols..(i + 1) * self.cols].iter_mut().zip(row).for_each(|(o, x)| *o += c * x);
-                    }
-                }
-                let (sm, um, vm) = top_vectors(&m, nb, self.cols, k, what)?;
-                let u = um
-                    .iter()
-                    .map(|col| (0..self.rows).map(|row| (0..nb).map(|i| ub[i][row] * col[i]).sum()).collect())
-                    .collect();
-                (sm, u, vm)
-            }
-        };
+        let sp = match &self.form {
+            Form::Dense(d) => svd(&to_f32(d), self.rows, self.cols),
+            Form::LowRank { r, up, down } => svd_factored(&to_f32(up), self.rows, *r, &to_f32(down), self.cols),
+        }
+        .map_err(|e| Error::invalid(OP, format!("{what}: {e}")))?;
+        let (s, u, v) = top_vectors(sp, k)?;
         Ok(Basis { rank: numerical_rank(&s), u, v })
     }
 }
