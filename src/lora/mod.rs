@@ -204,35 +204,20 @@ impl LoraFile {
             }
         }
         let mut modules = Vec::new();
-        for (key, mut parts) in groups {
+        for (key, parts) in groups {
             let Some(target) = index.resolve(&key) else {
                 unmatched.push(key);
                 continue;
             };
-            let alpha_t = parts.remove("alpha").and_then(|m| m.data.first().copied());
-            let scale_t = parts.remove("scale").and_then(|m| m.data.first().copied());
-            let dora = parts.remove("dora");
             let peft = !key.starts_with("lora_");
-            let alpha = alpha_t.or_else(|| if peft { peft_alpha(&metadata, &key) } else { None });
-            let mut m = LoraModule {
-                component: target.component,
-                target: target.weight.clone(),
-                target_shape: target.shape.clone(),
-                kind: LoraKind::Lora,
-                key: key.clone(),
-                rank: 0,
-                alpha,
-                scale: 1.0,
-                dora_scale: None,
+            let (mut m, dora) = LoraModule::from_parts(
+                key.clone(),
+                target.component,
+                target.weight.clone(),
+                target.shape.clone(),
                 parts,
-            };
-            let rank = m.factor_rank();
-            m.rank = rank;
-            m.scale = match (scale_t, alpha) {
-                (Some(s), _) => s,
-                (None, Some(a)) if rank > 0 && a != 0.0 => a / rank as f32,
-                _ => 1.0,
-            };
+                || if peft { peft_alpha(&metadata, &key) } else { None },
+            );
             let out = target.shape.first().copied().unwrap_or(0);
             let numel: usize = target.shape.iter().product();
             match m.produced_dims() {
@@ -252,18 +237,14 @@ impl LoraFile {
                     return Err(Error::shape(OP, why));
                 }
             }
-            let family = m.family_kind();
-            m.kind = if dora.is_some() {
-                LoraKind::Dora
-            } else if family == LoraKind::Lora && peft {
-                LoraKind::Peft
-            } else if family == LoraKind::Lora
+            // from_parts gave the factor family (or DoRA); the target's key and kernel say more.
+            if m.kind == LoraKind::Lora && peft {
+                m.kind = LoraKind::Peft;
+            } else if m.kind == LoraKind::Lora
                 && (m.parts.contains_key("mid") || target.shape.iter().skip(2).any(|&k| k > 1))
             {
-                LoraKind::LoCon
-            } else {
-                family
-            };
+                m.kind = LoraKind::LoCon;
+            }
             m.dora_scale = match dora {
                 Some(d) => Some(crate::tensor::HostTensor::new(&d.shape, d.data)?),
                 None => None,

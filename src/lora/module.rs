@@ -56,6 +56,44 @@ impl LoraKind {
 }
 
 impl LoraModule {
+    /// A module from one key's grouped tensors. `alpha`, `scale` and the DoRA magnitude are taken
+    /// out of the factor parts (the magnitude is returned for the caller to keep or drop); the
+    /// scale is the `scale` tensor, else alpha/rank, else 1, alpha being the file's or
+    /// `default_alpha`'s. The kind is the factor family, or DoRA with a magnitude; callers that
+    /// know the target refine it (PEFT, LoCon).
+    pub(crate) fn from_parts(
+        key: String,
+        component: Component,
+        target: String,
+        target_shape: Vec<usize>,
+        mut parts: BTreeMap<&'static str, Mat>,
+        default_alpha: impl FnOnce() -> Option<f32>,
+    ) -> (LoraModule, Option<Mat>) {
+        let alpha = parts.remove("alpha").and_then(|m| m.data.first().copied()).or_else(default_alpha);
+        let scale_t = parts.remove("scale").and_then(|m| m.data.first().copied());
+        let dora = parts.remove("dora");
+        let mut m = LoraModule {
+            component,
+            target,
+            target_shape,
+            kind: LoraKind::Lora,
+            key,
+            rank: 0,
+            alpha,
+            scale: 1.0,
+            dora_scale: None,
+            parts,
+        };
+        m.rank = m.factor_rank();
+        m.scale = match (scale_t, alpha) {
+            (Some(s), _) => s,
+            (None, Some(a)) if m.rank > 0 && a != 0.0 => a / m.rank as f32,
+            _ => 1.0,
+        };
+        m.kind = if dora.is_some() { LoraKind::Dora } else { m.family_kind() };
+        (m, dora)
+    }
+
     fn part(&self, role: &str) -> Result<&Mat> {
         self.parts
             .get(role)

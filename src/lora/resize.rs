@@ -43,6 +43,18 @@ pub struct ResizeOptions {
     pub conv_rank: Option<usize>,
 }
 
+/// Running sums of `f(s_i)` as fractions of the total (kohya's `cumsum / sum`).
+fn cumulative_fraction(s: &[f64], f: impl Fn(f64) -> f64) -> Vec<f64> {
+    let total: f64 = s.iter().map(|&v| f(v)).sum();
+    s.iter()
+        .scan(0.0, |acc, &v| {
+            *acc += f(v);
+            Some(*acc)
+        })
+        .map(|c| c / total)
+        .collect()
+}
+
 /// kohya `rank_resize`: the new rank for singular values `s` (non-increasing) and a cap.
 pub fn kohya_rank(s: &[f64], rule: ResizeRule, cap: usize) -> usize {
     let n = s.len();
@@ -59,30 +71,8 @@ pub fn kohya_rank(s: &[f64], rule: ResizeRule, cap: usize) -> usize {
             let count = s.iter().filter(|&&v| v > min).count();
             clamp(count.saturating_sub(1)) + 1
         }
-        ResizeRule::SvCumulative(c) => {
-            let total: f64 = s.iter().sum();
-            let cum: Vec<f64> = s
-                .iter()
-                .scan(0.0, |a, v| {
-                    *a += v;
-                    Some(*a)
-                })
-                .map(|v| v / total)
-                .collect();
-            clamp(first_reaching(&cum, c)) + 1
-        }
-        ResizeRule::SvFro(f) => {
-            let total: f64 = s.iter().map(|v| v * v).sum();
-            let cum: Vec<f64> = s
-                .iter()
-                .scan(0.0, |a, v| {
-                    *a += v * v;
-                    Some(*a)
-                })
-                .map(|v| v / total)
-                .collect();
-            clamp(first_reaching(&cum, f * f)) + 1
-        }
+        ResizeRule::SvCumulative(c) => clamp(first_reaching(&cumulative_fraction(s, |v| v), c)) + 1,
+        ResizeRule::SvFro(f) => clamp(first_reaching(&cumulative_fraction(s, |v| v * v), f * f)) + 1,
     };
     if s[0] <= MIN_SV {
         1
@@ -130,33 +120,14 @@ pub(crate) fn parse_standalone(path: &Path, file: &SafeTensorsFile) -> Result<St
     let (groups, other) = group_tensors(path, file)?;
     let base = lora_base(file.metadata(), &groups);
     let mut modules = Vec::new();
-    for (key, mut parts) in groups {
-        let alpha = parts.remove("alpha").and_then(|m| m.data.first().copied());
-        let scale_t = parts.remove("scale").and_then(|m| m.data.first().copied());
-        let dora = parts.remove("dora");
-        let mut m = LoraModule {
-            component: component_of(&key),
-            target: key.clone(),
-            target_shape: Vec::new(),
-            kind: LoraKind::Lora,
-            key: key.clone(),
-            rank: 0,
-            alpha,
-            scale: 1.0,
-            dora_scale: None,
-            parts,
-        };
+    for (key, parts) in groups {
+        // The DoRA magnitude is left out: the tools refuse DoRA or compare its direction only.
+        let (mut m, _dora) =
+            LoraModule::from_parts(key.clone(), component_of(&key), key.clone(), Vec::new(), parts, || None);
         let Some((out, inn)) = m.produced_dims() else {
             return Err(Error::invalid(OP, format!("{}: module {key} lacks factor tensors", path.display())));
         };
         m.target_shape = implied_shape(&m, out, inn);
-        m.rank = m.factor_rank();
-        m.scale = match (scale_t, alpha) {
-            (Some(s), _) => s,
-            (None, Some(a)) if m.rank > 0 && a != 0.0 => a / m.rank as f32,
-            _ => 1.0,
-        };
-        m.kind = if dora.is_some() { LoraKind::Dora } else { m.family_kind() };
         modules.push(m);
     }
     if modules.is_empty() {
