@@ -164,11 +164,7 @@ pub fn run_extract(cli: &Cli, a: &ExtractArgs) -> Result<()> {
     };
     let bar = progress(cli)?;
     let t0 = Instant::now();
-    let (mut file, mut report) = extract(&base, &tuned, &opts, &mut |i, n, key| {
-        bar.set_length(n as u64);
-        bar.set_message(key.to_string());
-        bar.set_position(i as u64);
-    })?;
+    let (mut file, mut report) = extract(&base, &tuned, &opts, &mut |i, n, key| bar.item(i, n, key))?;
     bar.finish();
     let secs = t0.elapsed().as_secs_f64();
     // kohya titles the model-spec record by the output's name.
@@ -201,11 +197,7 @@ pub fn run_resize(cli: &Cli, a: &ResizeArgs) -> Result<()> {
     let opts = ResizeOptions { rule, rank: a.rank, conv_rank: a.conv_rank };
     let bar = progress(cli)?;
     let t0 = Instant::now();
-    let (file, mut report) = resize(&a.input, model.as_ref(), &opts, &mut |i, n, key| {
-        bar.set_length(n as u64);
-        bar.set_message(key.to_string());
-        bar.set_position(i as u64);
-    })?;
+    let (file, mut report) = resize(&a.input, model.as_ref(), &opts, &mut |i, n, key| bar.item(i, n, key))?;
     bar.finish();
     let secs = t0.elapsed().as_secs_f64();
     write(&file, &mut report, dt, &a.out, a.report.as_deref())?;

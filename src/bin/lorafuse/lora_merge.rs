@@ -75,11 +75,7 @@ pub fn run(cli: &Cli, a: &MergeArgs) -> Result<()> {
     let opts = MergeOptions { rank: a.rank, conv_rank: a.conv_rank };
     let bar = progress(cli)?;
     let t0 = Instant::now();
-    let (file, mut report) = merge(&inputs, model.as_ref(), &opts, &mut |i, n, key| {
-        bar.set_length(n as u64);
-        bar.set_message(key.to_string());
-        bar.set_position(i as u64);
-    })?;
+    let (file, mut report) = merge(&inputs, model.as_ref(), &opts, &mut |i, n, key| bar.item(i, n, key))?;
     bar.finish();
     let secs = t0.elapsed().as_secs_f64();
     write(&file, &mut report, dt, &a.out, a.report.as_deref())?;

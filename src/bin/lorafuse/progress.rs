@@ -107,6 +107,17 @@ impl Progress {
         }
     }
 
+    /// Item `done` of `total` (the LoRA tools' modules): a terminal bar shows the item's name;
+    /// plain lines only count, throttled as [`Progress::set_position`], rather than naming every
+    /// one of hundreds of modules.
+    pub fn item(&self, done: usize, total: usize, name: &str) {
+        self.set_length(total as u64);
+        if let Sink::Bar(b) = &self.sink {
+            b.set_message(name.to_string());
+        }
+        self.set_position(done as u64);
+    }
+
     /// Kernels compiled ahead of sampling: the bar's message on a terminal; plain lines at the
     /// first, then at most one per 5 s, and the last (a cold lavapipe run compiles for a minute or
     /// more, so this is what tells a user that it is working).
