@@ -2,8 +2,11 @@
 //! --lora-mode`, the per-LoRA report and `Lora hashes` infotext, `inspect`, `bench lora`, and
 //! one-line errors for bad LoRA input with no file written.
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::pixels;
 
 fn lorafuse(args: &[&str]) -> std::process::Output {
     let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
@@ -39,16 +42,6 @@ fn after_header_sha256(path: &str) -> String {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     Sha256::digest(&bytes[8 + n..]).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// RGB(A) bytes of a PNG.
-fn pixels(path: &str) -> Vec<u8> {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut r = dec.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    let info = r.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    buf
 }
 
 fn base_args(out: &str) -> Vec<&str> {

@@ -4,8 +4,11 @@
 //! LoRA, a truncated SDXL file, a size that is not a multiple of 8) fail with one line and write
 //! nothing.
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::pixels;
 
 fn lorafuse(args: &[&str]) -> std::process::Output {
     let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
@@ -25,15 +28,6 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn pixels(path: &Path) -> Vec<u8> {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut r = dec.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    let frame = r.next_frame(&mut buf).unwrap();
-    buf.truncate(frame.buffer_size());
-    buf
 }
 
 #[test]
@@ -154,8 +148,8 @@ fn grid_on_sdxl_matches_generate() {
     args[4] = "a castle <lora:kohya_lora:0.8>".to_string();
     let o = lorafuse(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(pixels(&d.join("grid-0-1.png")), pixels(&one), "grid cell vs generate");
-    assert_ne!(pixels(&d.join("grid-0-0.png")), pixels(&one), "the LoRA changed nothing");
+    assert_eq!(pixels(d.join("grid-0-1.png")), pixels(&one), "grid cell vs generate");
+    assert_ne!(pixels(d.join("grid-0-0.png")), pixels(&one), "the LoRA changed nothing");
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -274,7 +268,7 @@ fn demo_runs_a_tiny_sdxl_end_to_end() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let p = lorafuse::pipeline::image::read_parameters(&png).unwrap().unwrap();
     assert!(p.contains("Model: sdxl-tiny") && p.contains("Size: 64x64") && p.contains("Seed: 42"), "{p}");
-    let cells: Vec<Vec<u8>> = (0..5).map(|c| pixels(&d.join(format!("demo-grid-0-{c}.png")))).collect();
+    let cells: Vec<Vec<u8>> = (0..5).map(|c| pixels(d.join(format!("demo-grid-0-{c}.png")))).collect();
     assert!(grid.exists());
     assert_ne!(cells[0], cells[4], "LoRA weight 0 and 1 gave the same image");
     assert!(pixels(&png).iter().any(|&v| v != pixels(&png)[0]), "a flat image");

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ctx, rel_l2};
+use common::{ctx, pixels, rel_l2};
 use lorafuse::lora::block_weights::{block_of, BLOCKS_26};
 use lorafuse::lora::{extract_extra_networks, BlockWeights, LoraFile, LoraMode, LoraSpec};
 use lorafuse::pipeline::image::read_parameters;
@@ -353,15 +353,6 @@ fn tmpdir(name: &str) -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-fn pixels(p: &Path) -> Vec<u8> {
-    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()));
-    let mut r = dec.read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size().unwrap()];
-    let f = r.next_frame(&mut buf).unwrap();
-    buf.truncate(f.buffer_size());
-    buf
 }
 
 fn base_args<'a>(model: &'a str, loras: &'a str) -> Vec<&'a str> {

@@ -177,3 +177,13 @@ pub fn generate_merged(
     r.lora_mode = lorafuse::lora::LoraMode::Merged;
     pipe.generate(ctx, &r, &mut |_| {}).unwrap()
 }
+
+/// The decoded 8-bit pixels of a PNG file (what the CLI tests compare between runs).
+pub fn pixels(path: impl AsRef<std::path::Path>) -> Vec<u8> {
+    let file = std::fs::File::open(path.as_ref()).unwrap();
+    let mut r = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size().unwrap()];
+    let frame = r.next_frame(&mut buf).unwrap();
+    buf.truncate(frame.buffer_size());
+    buf
+}
